@@ -1,0 +1,154 @@
+// Portable SIMD for the CPU kernels: GCC/Clang vector extensions, one 64-byte vector type per
+// element type. The same source compiles to AVX-512 (one register), AVX2 (two) or SSE2 (four),
+// depending on the flags of the translation unit that includes it (see token_kernels_*.cpp).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "logcal/common.h"
+
+namespace logcal {
+namespace simd {
+
+template <class T>
+struct Vec;
+
+template <>
+struct Vec<float> {
+  static constexpr int kLanes = 16;
+  typedef float V __attribute__((vector_size(64)));
+  typedef int32_t Mask __attribute__((vector_size(64)));  // comparison results: 0 or -1
+  typedef uint32_t Bits __attribute__((vector_size(64)));
+};
+
+template <>
+struct Vec<double> {
+  static constexpr int kLanes = 8;
+  typedef double V __attribute__((vector_size(64)));
+  typedef int64_t Mask __attribute__((vector_size(64)));
+  typedef uint64_t Bits __attribute__((vector_size(64)));
+};
+
+template <class T>
+using V = typename Vec<T>::V;
+
+template <class T>
+LOGCAL_HD V<T> load(const T* p) {
+  V<T> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <class T>
+LOGCAL_HD void store(T* p, V<T> v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+template <class T>
+LOGCAL_HD V<T> broadcast(T x) {
+  return V<T>{} + x;
+}
+
+template <class T>
+LOGCAL_HD V<T> max(V<T> a, V<T> b) {
+  return a > b ? a : b;
+}
+
+template <class T>
+LOGCAL_HD T reduce_max(V<T> v) {
+  T m = v[0];
+  for (int i = 1; i < Vec<T>::kLanes; ++i) m = v[i] > m ? v[i] : m;
+  return m;
+}
+
+template <class T>
+LOGCAL_HD double reduce_sum(V<T> v) {
+  // Pairwise, in double: the per-lane partial sums are the last place rounding can creep in.
+  double lanes[Vec<T>::kLanes];
+  for (int i = 0; i < Vec<T>::kLanes; ++i) lanes[i] = double(v[i]);
+  for (int width = Vec<T>::kLanes / 2; width > 0; width /= 2)
+    for (int i = 0; i < width; ++i) lanes[i] += lanes[i + width];
+  return lanes[0];
+}
+
+// True if any lane of a comparison result is set.
+template <class M>
+LOGCAL_HD bool any(M m) {
+  uint64_t words[sizeof(M) / 8];
+  std::memcpy(words, &m, sizeof m);
+  uint64_t acc = 0;
+  for (unsigned i = 0; i < sizeof(M) / 8; ++i) acc |= words[i];
+  return acc != 0;
+}
+
+// 2^t for t in [-125, 0] (float) or [-1020, 0] (double): round to the nearest integer k with the
+// magic-number trick, a polynomial for 2^f on f in [-1/2, 1/2], then add k to the exponent bits.
+LOGCAL_HD V<float> exp2(V<float> t) {
+  using VF = V<float>;
+  using Bits = Vec<float>::Bits;
+  const VF magic = broadcast(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const VF shifted = t + magic;
+  const VF k = shifted - magic;
+  const VF f = t - k;
+  // Least-squares fit on Chebyshev nodes: max relative error 1.1e-7 on [-1/2, 1/2].
+  VF p = broadcast(0.0013400432165545282f);
+  p = p * f + 0.009676037097893539f;
+  p = p * f + 0.05550327214209304f;
+  p = p * f + 0.24022107355830835f;
+  p = p * f + 0.6931472067106196f;
+  p = p * f + 1.0000000754953493f;
+  Bits kbits, sbits, mbits, pbits;
+  std::memcpy(&sbits, &shifted, sizeof sbits);
+  std::memcpy(&mbits, &magic, sizeof mbits);
+  kbits = (sbits - mbits) << 23;
+  std::memcpy(&pbits, &p, sizeof pbits);
+  pbits += kbits;
+  VF r;
+  std::memcpy(&r, &pbits, sizeof r);
+  return r;
+}
+
+LOGCAL_HD V<double> exp2(V<double> t) {
+  using VD = V<double>;
+  using Bits = Vec<double>::Bits;
+  const VD magic = broadcast(6755399441055744.0);  // 1.5 * 2^52
+  const VD shifted = t + magic;
+  const VD k = shifted - magic;
+  const VD f = t - k;
+  // Taylor series of 2^f = e^(f ln 2) to degree 13: truncation error < 1e-17 on [-1/2, 1/2].
+  constexpr double c[14] = {1.0,
+                            0.6931471805599453094,
+                            0.2402265069591007123,
+                            0.05550410866482157995,
+                            0.009618129107628477161,
+                            0.001333355814642844343,
+                            0.0001540353039338160995,
+                            1.525273380405984029e-05,
+                            1.321548679014430970e-06,
+                            1.017808600923969859e-07,
+                            7.054911620801123329e-09,
+                            4.445538271870811197e-10,
+                            2.567843599348820089e-11,
+                            1.369148885390497910e-12};
+  VD p = broadcast(c[13]);
+  for (int i = 12; i >= 0; --i) p = p * f + c[i];
+  Bits sbits, mbits, pbits;
+  std::memcpy(&sbits, &shifted, sizeof sbits);
+  std::memcpy(&mbits, &magic, sizeof mbits);
+  std::memcpy(&pbits, &p, sizeof pbits);
+  pbits += (sbits - mbits) << 52;
+  VD r;
+  std::memcpy(&r, &pbits, sizeof r);
+  return r;
+}
+
+// The lowest t for which exp2 above is accurate; smaller t are clamped (their terms are
+// < 1e-37 relative to the largest, which contributes exactly 1).
+template <class T>
+constexpr T kExp2Floor = T(-125);
+template <>
+constexpr double kExp2Floor<double> = -1020.0;
+
+}  // namespace simd
+}  // namespace logcal

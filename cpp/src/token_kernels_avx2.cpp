@@ -1,0 +1,3 @@
+// The token kernels built for the avx2 instruction-set level (flags set in CMakeLists.txt).
+#define LOGCAL_ISA_NAMESPACE avx2
+#include "token_kernels_impl.h"

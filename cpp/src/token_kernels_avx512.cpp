@@ -1,0 +1,3 @@
+// The token kernels built for the avx512 instruction-set level (flags set in CMakeLists.txt).
+#define LOGCAL_ISA_NAMESPACE avx512
+#include "token_kernels_impl.h"

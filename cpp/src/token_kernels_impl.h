@@ -1,0 +1,498 @@
+// The CPU token kernels: token_stats and log_softmax over rows of logits.
+//
+// This file is compiled once per instruction-set level, by token_kernels_{baseline,avx2,
+// avx512}.cpp, each of which defines LOGCAL_ISA_NAMESPACE first. Everything here lives in that
+// namespace, so the three copies never meet at link time; dispatch.cpp picks one at run time.
+//
+// One pass over each row, in chunks that stay in L1:
+//   pass A over the chunk: maximum, NaN check, rank of the target, top-k candidates;
+//   pass B over the same (cached) chunk: sum of 2^t and sum of 2^t * t relative to the running
+//   maximum, which moves at most once per chunk (one scalar rescale, never one per element).
+// Rows are spread over threads; when there are fewer rows than threads, each row is split into
+// segments whose states merge exactly as two halves of a row do (SoftmaxState::merge).
+#ifndef LOGCAL_ISA_NAMESPACE
+#error "define LOGCAL_ISA_NAMESPACE before including token_kernels_impl.h"
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <memory>
+#include <vector>
+
+#include "logcal/half.h"
+#include "logcal/softmax_state.h"
+#include "logcal/token_args.h"
+#include "logcal/topk.h"
+#include "parallel.h"
+#include "simd.h"
+
+namespace logcal {
+namespace cpu {
+namespace LOGCAL_ISA_NAMESPACE {
+namespace {
+
+constexpr int64_t kChunk = 2048;  // elements per chunk: 8 KB of float32, comfortably in L1
+// Up to this k the top-k list is kept while streaming (sorted insertion of rare candidates);
+// above it, a selection pass over the row is cheaper than insertions into a long list.
+constexpr int64_t kStreamingTopKMax = 128;
+// Rows are split across threads only into pieces at least this long.
+constexpr int64_t kMinSegment = 16384;
+
+template <class T>
+constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+
+// Containers here must not share template instantiations with the copies of this file built
+// for other instruction sets: the linker would keep one of them, perhaps one with instructions
+// this CPU lacks. An allocator type private to this namespace makes every instantiation local.
+template <class T>
+struct LocalAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = LocalAllocator<U>;
+  };
+  LocalAllocator() = default;
+  template <class U>
+  LocalAllocator(const LocalAllocator<U>&) {}
+};
+template <class T>
+using Vector = std::vector<T, LocalAllocator<T>>;
+
+// Reads elements [begin, begin + len) of a row as the compute type C into `buf`, padded with
+// -inf to a whole number of vectors (padding adds nothing to any statistic). Returns a pointer
+// to the values: the row itself when it is already dense in C and needs no padding.
+template <class In, class C>
+const C* load_chunk(const In* row, int64_t col_stride, int64_t begin, int64_t len, C* buf) {
+  constexpr int W = simd::Vec<C>::kLanes;
+  if constexpr (std::is_same_v<In, C>) {
+    if (col_stride == 1 && len % W == 0) return row + begin;
+  }
+  if (col_stride == 1) {
+    const In* src = row + begin;
+    for (int64_t i = 0; i < len; ++i) buf[i] = Scalar<In>::load(src[i]);
+  } else {
+    for (int64_t i = 0; i < len; ++i) buf[i] = Scalar<In>::load(row[(begin + i) * col_stride]);
+  }
+  for (int64_t i = len; i % W != 0; ++i) buf[i] = kNegInf<C>;
+  return buf;
+}
+
+// What a scan of one segment of a row produces (its top-k list is kept by the caller).
+struct SegmentResult {
+  SoftmaxState state;
+  int64_t n_greater = 0;  // elements with a logit strictly above the target's
+};
+
+// What the scan computes; all compile-time, so unused work costs nothing.
+template <bool kEntropy_, bool kRank_, bool kTopK_>
+struct ScanOptions {
+  static constexpr bool kEntropy = kEntropy_;
+  static constexpr bool kRank = kRank_;
+  static constexpr bool kTopK = kTopK_;
+};
+
+template <class Opt, class In, class C>
+SegmentResult scan_segment(const In* row, int64_t col_stride, int64_t begin, int64_t end,
+                           C target_logit, double scale, TopKList<C>* topk, C* buf) {
+  using VC = simd::V<C>;
+  using Mask = typename simd::Vec<C>::Mask;
+  constexpr int W = simd::Vec<C>::kLanes;
+  SegmentResult result;
+  SoftmaxState& st = result.state;
+
+  // The first elements enter the top-k list unconditionally (even -inf ones, which matter when
+  // k exceeds the number of finite logits); after that only those beating the threshold do.
+  int64_t prologue_end = begin;
+  C tau = kNegInf<C>;
+  if constexpr (Opt::kTopK) {
+    prologue_end = std::min(end, begin + (topk->capacity - topk->size));
+    for (int64_t j = begin; j < prologue_end; ++j) {
+      const C x = Scalar<In>::load(row[j * col_stride]);
+      if (x == x) topk->offer(x, j);  // a NaN row has no top-k anyway
+    }
+    if (topk->full()) tau = topk->threshold();
+  }
+  const VC target_v = simd::broadcast(target_logit);
+  const VC floor_v = simd::broadcast(simd::kExp2Floor<C>);
+  const VC scale_v = simd::broadcast(C(scale));
+
+  for (int64_t chunk_begin = begin; chunk_begin < end; chunk_begin += kChunk) {
+    const int64_t len = std::min(kChunk, end - chunk_begin);
+    const int64_t n_vec = (len + W - 1) / W;
+    const C* x = load_chunk(row, col_stride, chunk_begin, len, buf);
+
+    // Pass A: maximum, NaN, rank and top-k candidates.
+    VC vmax = simd::broadcast(kNegInf<C>);
+    Mask nan_seen = {};
+    Mask n_greater = {};
+    VC tau_v = simd::broadcast(tau);
+    for (int64_t v = 0; v < n_vec; ++v) {
+      const VC xv = simd::load(x + v * W);
+      vmax = simd::max<C>(vmax, xv);
+      nan_seen |= (xv != xv);
+      if constexpr (Opt::kRank) n_greater -= (xv > target_v);  // true is -1
+      if constexpr (Opt::kTopK) {
+        if (simd::any(xv > tau_v)) {  // rare once the list has warmed up
+          const int64_t first = chunk_begin + v * W;
+          for (int lane = 0; lane < W; ++lane) {
+            const int64_t j = first + lane;
+            if (xv[lane] > tau && j >= prologue_end && j < end) {
+              topk->offer(xv[lane], j);
+              if (topk->full()) tau = topk->threshold();
+            }
+          }
+          tau_v = simd::broadcast(tau);
+        }
+      }
+    }
+    if (simd::any(nan_seen)) st.n_nan += 1;
+    if constexpr (Opt::kRank) {
+      for (int lane = 0; lane < W; ++lane) result.n_greater += n_greater[lane];
+    }
+
+    // Move the reference to the new maximum: once per chunk, one scalar rescale.
+    const C chunk_max = simd::reduce_max<C>(vmax);
+    if (chunk_max > st.ref) st.rebase(chunk_max, scale);
+    if (!(st.ref > kNegInf<double>)) continue;  // only -inf so far: nothing to add
+
+    // Pass B: sums of 2^t and 2^t * t over the chunk, now in L1. Two accumulators each hide
+    // the latency of the adds.
+    const VC ref_v = simd::broadcast(C(st.ref));
+    VC sum0 = {}, sum1 = {}, tsum0 = {}, tsum1 = {};
+    int64_t v = 0;
+    for (; v + 2 <= n_vec; v += 2) {
+      const VC t0 = simd::max<C>((simd::load(x + v * W) - ref_v) * scale_v, floor_v);
+      const VC t1 = simd::max<C>((simd::load(x + (v + 1) * W) - ref_v) * scale_v, floor_v);
+      const VC e0 = simd::exp2(t0);
+      const VC e1 = simd::exp2(t1);
+      sum0 += e0;
+      sum1 += e1;
+      if constexpr (Opt::kEntropy) {
+        tsum0 += e0 * t0;
+        tsum1 += e1 * t1;
+      }
+    }
+    if (v < n_vec) {
+      const VC t0 = simd::max<C>((simd::load(x + v * W) - ref_v) * scale_v, floor_v);
+      const VC e0 = simd::exp2(t0);
+      sum0 += e0;
+      if constexpr (Opt::kEntropy) tsum0 += e0 * t0;
+    }
+    st.add(simd::reduce_sum<C>(sum0 + sum1),
+           Opt::kEntropy ? simd::reduce_sum<C>(tsum0 + tsum1) : 0.0);
+  }
+  return result;
+}
+
+// How a job over [n_rows, V] is cut into tasks: each row into `pieces` contiguous segments.
+struct Split {
+  int64_t pieces;
+
+  static Split plan(int64_t n_rows, int64_t vocab) {
+    const int64_t threads = get_num_threads();
+    if (n_rows >= threads) return Split{1};
+    const int64_t wanted = (threads + n_rows - 1) / n_rows;
+    return Split{std::max<int64_t>(1, std::min(wanted, vocab / kMinSegment))};
+  }
+  int64_t begin(int64_t piece, int64_t vocab) const { return vocab * piece / pieces; }
+  int64_t end(int64_t piece, int64_t vocab) const { return vocab * (piece + 1) / pieces; }
+};
+
+template <class T>
+void put(void* out, int64_t i, double value) {
+  if (out != nullptr) static_cast<T*>(out)[i] = T(value);
+}
+
+// ------------------------------------------------------------------------------------------
+// token_stats
+// ------------------------------------------------------------------------------------------
+
+template <class In>
+struct TokenStatsJob {
+  using C = typename Scalar<In>::Compute;
+  const TokenStatsArgs& a;
+  const In* base;
+  int64_t vocab, k, list_capacity;
+  double scale, inv_temperature;
+  bool streaming_topk;
+
+  explicit TokenStatsJob(const TokenStatsArgs& args)
+      : a(args),
+        base(static_cast<const In*>(args.logits.data)),
+        vocab(args.logits.vocab),
+        k(args.top_k),
+        scale(kLog2e / args.temperature),
+        inv_temperature(1.0 / args.temperature) {
+    streaming_topk = k <= kStreamingTopKMax;
+    // The list always holds at least the top-1: that is the argmax.
+    list_capacity = streaming_topk ? std::max<int64_t>(k, 1) : 1;
+  }
+
+  const In* row_ptr(int64_t row) const { return base + a.logits.row_offset(row); }
+
+  bool has_target(int64_t row) const {
+    return a.targets != nullptr && a.targets[row] != a.ignore_index;
+  }
+  C target_logit(int64_t row) const {
+    return has_target(row) ? Scalar<In>::load(row_ptr(row)[a.targets[row] * a.logits.col_stride])
+                           : C(0);
+  }
+
+  template <class Opt>
+  SegmentResult scan(int64_t row, int64_t begin, int64_t end, TopKList<C>* list, C* buf) const {
+    return scan_segment<Opt>(row_ptr(row), a.logits.col_stride, begin, end, target_logit(row),
+                             scale, list, buf);
+  }
+
+  SegmentResult scan(int64_t row, int64_t begin, int64_t end, TopKList<C>* list, C* buf) const {
+    // The statistics are always wanted; rank only with targets (top-k always: it gives argmax).
+    if (a.targets != nullptr) return scan<ScanOptions<true, true, true>>(row, begin, end, list, buf);
+    return scan<ScanOptions<true, false, true>>(row, begin, end, list, buf);
+  }
+
+  // Top-k for large k: select over the whole row (valid rows have no NaN).
+  void select_topk(int64_t row, C* values, int64_t* ids) const {
+    Vector<std::pair<C, int64_t>> all(static_cast<size_t>(vocab));
+    const In* p = row_ptr(row);
+    for (int64_t j = 0; j < vocab; ++j) all[size_t(j)] = {Scalar<In>::load(p[j * a.logits.col_stride]), j};
+    auto before = [](const std::pair<C, int64_t>& x, const std::pair<C, int64_t>& y) {
+      return ranks_before(x.first, x.second, y.first, y.second);
+    };
+    std::partial_sort(all.begin(), all.begin() + k, all.end(), before);
+    for (int64_t i = 0; i < k; ++i) {
+      values[i] = all[size_t(i)].first;
+      ids[i] = all[size_t(i)].second;
+    }
+  }
+
+  void finish_row(int64_t row, const SegmentResult& r, const TopKList<C>& list) const {
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    const bool targeted = has_target(row);
+    if (!r.state.valid()) {
+      put<C>(a.logsumexp, row, nan);
+      put<C>(a.max_logprob, row, nan);
+      put<C>(a.entropy, row, nan);
+      put<C>(a.target_logprob, row, nan);
+      if (a.argmax) a.argmax[row] = -1;
+      if (a.target_rank) a.target_rank[row] = -1;
+      for (int64_t i = 0; i < k; ++i) {
+        if (a.topk_ids) a.topk_ids[row * k + i] = -1;
+        put<C>(a.topk_logprobs, row * k + i, nan);
+      }
+      return;
+    }
+    const RowSoftmax rs = RowSoftmax::from(r.state, inv_temperature);
+    put<C>(a.logsumexp, row, rs.logsumexp());
+    put<C>(a.max_logprob, row, rs.max_logprob());
+    put<C>(a.entropy, row, RowSoftmax::entropy(r.state));
+    if (a.argmax) a.argmax[row] = list.ids[0];
+    put<C>(a.target_logprob, row, targeted ? rs.logprob(target_logit(row)) : nan);
+    if (a.target_rank) a.target_rank[row] = targeted ? r.n_greater : -1;
+    if (k == 0) return;
+    const C* values = list.values;
+    const int64_t* ids = list.ids;
+    Vector<C> sel_values;
+    Vector<int64_t> sel_ids;
+    if (!streaming_topk) {
+      sel_values.resize(size_t(k));
+      sel_ids.resize(size_t(k));
+      select_topk(row, sel_values.data(), sel_ids.data());
+      values = sel_values.data();
+      ids = sel_ids.data();
+    }
+    for (int64_t i = 0; i < k; ++i) {
+      if (a.topk_ids) a.topk_ids[row * k + i] = ids[i];
+      put<C>(a.topk_logprobs, row * k + i, rs.logprob(values[i]));
+    }
+  }
+
+  Status run() const {
+    const int64_t n_rows = a.logits.n_rows;
+    const Split split = Split::plan(n_rows, vocab);
+    const int64_t cap = list_capacity;
+    if (split.pieces == 1) {
+      // Each task is a whole row: scan and finish it at once.
+      return parallel_for(n_rows, 1, [&](int64_t r0, int64_t r1) {
+        Vector<C> buf(kChunk + simd::Vec<C>::kLanes);
+        Vector<C> values(static_cast<size_t>(cap));
+        Vector<int64_t> ids(static_cast<size_t>(cap));
+        for (int64_t row = r0; row < r1; ++row) {
+          TopKList<C> list{values.data(), ids.data(), cap, 0};
+          const SegmentResult r = scan(row, 0, vocab, &list, buf.data());
+          finish_row(row, r, list);
+        }
+      });
+    }
+    // Few rows: scan the segments in parallel, then merge each row's segments in order.
+    const int64_t n_tasks = n_rows * split.pieces;
+    Vector<SegmentResult> parts(static_cast<size_t>(n_tasks));
+    Vector<C> values(static_cast<size_t>(n_tasks * cap));
+    Vector<int64_t> ids(static_cast<size_t>(n_tasks * cap));
+    Vector<int64_t> sizes(static_cast<size_t>(n_tasks));
+    Status s = parallel_for(n_tasks, 1, [&](int64_t t0, int64_t t1) {
+      Vector<C> buf(kChunk + simd::Vec<C>::kLanes);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t row = t / split.pieces, piece = t % split.pieces;
+        TopKList<C> list{values.data() + t * cap, ids.data() + t * cap, cap, 0};
+        parts[size_t(t)] =
+            scan(row, split.begin(piece, vocab), split.end(piece, vocab), &list, buf.data());
+        sizes[size_t(t)] = list.size;
+      }
+    });
+    if (s != Status::kOk) return s;
+    return parallel_for(n_rows, 1, [&](int64_t r0, int64_t r1) {
+      for (int64_t row = r0; row < r1; ++row) {
+        const int64_t first = row * split.pieces;
+        SegmentResult merged = parts[size_t(first)];
+        TopKList<C> list{values.data() + first * cap, ids.data() + first * cap, cap,
+                         sizes[size_t(first)]};
+        for (int64_t t = first + 1; t < first + split.pieces; ++t) {
+          merged.state.merge(parts[size_t(t)].state, scale);
+          merged.n_greater += parts[size_t(t)].n_greater;
+          list.merge(TopKList<C>{values.data() + t * cap, ids.data() + t * cap, cap,
+                                 sizes[size_t(t)]});
+        }
+        finish_row(row, merged, list);
+      }
+    });
+  }
+};
+
+// ------------------------------------------------------------------------------------------
+// log_softmax: the statistics pass above (sums only), then a write pass over the same row,
+// which for rows up to ~1 MB is still in L2.
+// ------------------------------------------------------------------------------------------
+
+template <class In, class Out>
+struct LogSoftmaxJob {
+  using C = typename Scalar<In>::Compute;
+  const LogSoftmaxArgs& a;
+  const In* in;
+  Out* out;
+  int64_t vocab;
+  double scale, inv_temperature;
+
+  explicit LogSoftmaxJob(const LogSoftmaxArgs& args)
+      : a(args),
+        in(static_cast<const In*>(args.logits.data)),
+        out(static_cast<Out*>(args.out.data)),
+        vocab(args.logits.vocab),
+        scale(kLog2e / args.temperature),
+        inv_temperature(1.0 / args.temperature) {}
+
+  SoftmaxState scan(int64_t row, int64_t begin, int64_t end, C* buf) const {
+    return scan_segment<ScanOptions<false, false, false>>(in + a.logits.row_offset(row),
+                                                          a.logits.col_stride, begin, end, C(0),
+                                                          scale, static_cast<TopKList<C>*>(nullptr),
+                                                          buf)
+        .state;
+  }
+
+  void write(int64_t row, int64_t begin, int64_t end, const SoftmaxState& st, C* buf) const {
+    using VC = simd::V<C>;
+    constexpr int W = simd::Vec<C>::kLanes;
+    const In* src = in + a.logits.row_offset(row);
+    Out* dst = out + a.out.row_offset(row);
+    const int64_t out_stride = a.out.col_stride;
+    if (!st.valid()) {
+      const Out nan = Scalar<Out>::store(std::numeric_limits<C>::quiet_NaN());
+      for (int64_t j = begin; j < end; ++j) dst[j * out_stride] = nan;
+      return;
+    }
+    const RowSoftmax rs = RowSoftmax::from(st, inv_temperature);
+    // y = (x - ref) / T - ln(sum): two non-positive terms, no cancellation near 0.
+    const VC ref_v = simd::broadcast(C(rs.ref));
+    const VC inv_t_v = simd::broadcast(C(rs.inv_temperature));
+    const VC log_sum_v = simd::broadcast(C(rs.log_sum));
+    alignas(64) C y[kChunk];
+    for (int64_t chunk_begin = begin; chunk_begin < end; chunk_begin += kChunk) {
+      const int64_t len = std::min(kChunk, end - chunk_begin);
+      const C* x = load_chunk(src, a.logits.col_stride, chunk_begin, len, buf);
+      const bool direct = std::is_same_v<Out, C> && out_stride == 1;
+      C* target = direct ? reinterpret_cast<C*>(dst + chunk_begin) : y;
+      int64_t v = 0;
+      for (; (v + 1) * W <= len; ++v)
+        simd::store(target + v * W, (simd::load(x + v * W) - ref_v) * inv_t_v - log_sum_v);
+      for (int64_t i = v * W; i < len; ++i)
+        target[i] = (x[i] - C(rs.ref)) * C(rs.inv_temperature) - C(rs.log_sum);
+      if (!direct) {
+        Out* d = dst + chunk_begin * out_stride;
+        if (out_stride == 1) {
+          for (int64_t i = 0; i < len; ++i) d[i] = Scalar<Out>::store(y[i]);
+        } else {
+          for (int64_t i = 0; i < len; ++i) d[i * out_stride] = Scalar<Out>::store(y[i]);
+        }
+      }
+    }
+  }
+
+  Status run() const {
+    const int64_t n_rows = a.logits.n_rows;
+    const Split split = Split::plan(n_rows, vocab);
+    if (split.pieces == 1) {
+      return parallel_for(n_rows, 1, [&](int64_t r0, int64_t r1) {
+        Vector<C> buf(kChunk + simd::Vec<C>::kLanes);
+        for (int64_t row = r0; row < r1; ++row) write(row, 0, vocab, scan(row, 0, vocab, buf.data()), buf.data());
+      });
+    }
+    const int64_t n_tasks = n_rows * split.pieces;
+    Vector<SoftmaxState> parts(static_cast<size_t>(n_tasks));
+    auto for_each_piece = [&](auto&& body) {
+      return parallel_for(n_tasks, 1, [&](int64_t t0, int64_t t1) {
+        Vector<C> buf(kChunk + simd::Vec<C>::kLanes);
+        for (int64_t t = t0; t < t1; ++t)
+          body(t / split.pieces, split.begin(t % split.pieces, vocab),
+               split.end(t % split.pieces, vocab), t, buf.data());
+      });
+    };
+    Status s = for_each_piece([&](int64_t row, int64_t b, int64_t e, int64_t t, C* buf) {
+      parts[size_t(t)] = scan(row, b, e, buf);
+    });
+    if (s != Status::kOk) return s;
+    // Merge each row's pieces in order (same order every run: deterministic).
+    Vector<SoftmaxState> rows(static_cast<size_t>(n_rows));
+    for (int64_t row = 0; row < n_rows; ++row) {
+      SoftmaxState st = parts[size_t(row * split.pieces)];
+      for (int64_t p = 1; p < split.pieces; ++p) st.merge(parts[size_t(row * split.pieces + p)], scale);
+      rows[size_t(row)] = st;
+    }
+    return for_each_piece([&](int64_t row, int64_t b, int64_t e, int64_t, C* buf) {
+      write(row, b, e, rows[size_t(row)], buf);
+    });
+  }
+};
+
+template <class F>
+Status dispatch_dtype(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::kFloat16: return f(Float16{});
+    case DType::kBFloat16: return f(BFloat16{});
+    case DType::kFloat32: return f(float{});
+    case DType::kFloat64: return f(double{});
+  }
+  return Status::kInvalidArgument;
+}
+
+}  // namespace
+
+Status token_stats(const TokenStatsArgs& args) {
+  return dispatch_dtype(args.logits.dtype, [&](auto in_tag) {
+    using In = decltype(in_tag);
+    return TokenStatsJob<In>(args).run();
+  });
+}
+
+Status log_softmax(const LogSoftmaxArgs& args) {
+  return dispatch_dtype(args.logits.dtype, [&](auto in_tag) {
+    return dispatch_dtype(args.out.dtype, [&](auto out_tag) {
+      using In = decltype(in_tag);
+      using Out = decltype(out_tag);
+      return LogSoftmaxJob<In, Out>(args).run();
+    });
+  });
+}
+
+}  // namespace LOGCAL_ISA_NAMESPACE
+}  // namespace cpu
+}  // namespace logcal

@@ -1,0 +1,33 @@
+"""logcal: how confident a language model is, and how well that confidence is calibrated.
+
+Token-level statistics from logits (log-softmax, log-sum-exp, entropy, argmax, target
+log-probability and rank, top-k) in one pass over memory, on CPUs with vectorised,
+multithreaded C++ kernels.
+
+>>> import numpy as np, logcal
+>>> logits = np.array([[2.0, 1.0, 0.0], [0.0, 0.0, 0.0]], dtype=np.float32)
+>>> stats = logcal.token_stats(logits, targets=np.array([0, 2]), top_k=2)
+>>> stats.argmax
+array([0, 0])
+>>> np.round(stats.target_logprob, 4)
+array([-0.4076, -1.0986], dtype=float32)
+"""
+
+from __future__ import annotations
+
+from . import reference
+from ._native import cuda_available, cuda_compiled, get_num_threads, set_num_threads
+from ._token import TokenStats, log_softmax, token_stats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TokenStats",
+    "cuda_available",
+    "cuda_compiled",
+    "get_num_threads",
+    "log_softmax",
+    "reference",
+    "set_num_threads",
+    "token_stats",
+]

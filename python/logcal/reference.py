@@ -1,0 +1,91 @@
+"""Float64 numpy implementations of logcal's functions: the oracle for the tests and the
+baseline for the benchmarks.
+
+Written for clarity, not speed: each function states the definition the fast kernels must
+match, with the same conventions (NaN rows, ties to the lower id, ranks on raw logits).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._arrays import as_host_array
+from ._token import TokenStats
+
+__all__ = ["log_softmax", "token_stats"]
+
+
+def _float64(logits: Any) -> np.ndarray:
+    """Logits as float64 numpy (bfloat16 bits widened exactly)."""
+    arr = as_host_array(logits, "logits", "reference")
+    if arr.dtype == "bfloat16":
+        return (arr.data.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    return np.asarray(arr.data, dtype=np.float64)
+
+
+def _row_stats(x: np.ndarray, temperature: float):
+    """Shifted logits z = (x - max) / T, log-sum-exp of z, and the rows with no statistics."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        m = x.max(axis=-1, keepdims=True)
+        invalid = np.isnan(x).any(axis=-1) | ~np.isfinite(m[..., 0])
+        m = np.where(np.isfinite(m), m, 0.0)
+        z = (x - m) / temperature
+        log_sum = np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return m, z, log_sum, invalid
+
+
+def log_softmax(logits: Any, *, temperature: float = 1.0) -> np.ndarray:
+    """``log(softmax(logits / temperature))`` over the last axis, in float64.
+
+    Rows with a NaN, a ``+inf`` or only ``-inf`` logits are all NaN.
+    """
+    x = _float64(logits)
+    _, z, log_sum, invalid = _row_stats(x, temperature)
+    out = z - log_sum
+    out[invalid] = np.nan
+    return out
+
+
+def token_stats(
+    logits: Any,
+    targets: Any = None,
+    *,
+    top_k: int = 0,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+) -> TokenStats:
+    """The fields of :func:`logcal.token_stats`, from their definitions, in float64."""
+    x = _float64(logits)
+    m, z, log_sum, invalid = _row_stats(x, temperature)
+    lp = z - log_sum
+    with np.errstate(invalid="ignore"):
+        p = np.exp(lp)
+        plogp = np.where(p > 0, p * lp, 0.0)
+    fields = {
+        "logsumexp": (m / temperature + log_sum)[..., 0],
+        "max_logprob": lp.max(axis=-1),
+        # np.argmax returns the first maximal index: ties go to the lower id.
+        "argmax": np.argmax(np.where(np.isnan(x), -np.inf, x), axis=-1).astype(np.int64),
+        "entropy": -plogp.sum(axis=-1),
+    }
+    if targets is not None:
+        t = np.asarray(as_host_array(targets, "targets", "reference").data, dtype=np.int64)
+        ignored = t == ignore_index
+        safe = np.where(ignored, 0, t)[..., None]
+        x_t = np.take_along_axis(x, safe, axis=-1)
+        fields["target_logprob"] = np.where(ignored, np.nan, np.take_along_axis(lp, safe, -1)[..., 0])
+        # Rank on the raw logits: the number of tokens strictly more likely than the target.
+        fields["target_rank"] = np.where(ignored, -1, (x > x_t).sum(axis=-1)).astype(np.int64)
+    if top_k > 0:
+        # A stable sort of -x keeps equal logits in id order: ties go to the lower id.
+        order = np.argsort(-x, axis=-1, kind="stable")[..., :top_k]
+        fields["topk_ids"] = order.astype(np.int64)
+        fields["topk_logprobs"] = np.take_along_axis(lp, order, axis=-1)
+    for name, value in fields.items():
+        if value.dtype.kind == "f":
+            value[invalid] = np.nan
+        else:
+            value[invalid] = -1
+    return TokenStats(**fields)
