@@ -1,9 +1,4 @@
-"""Float64 numpy implementations of logcal's functions: the oracle for the tests and the
-baseline for the benchmarks.
-
-Written for clarity, not speed: each function states the definition the fast kernels must
-match, with the same conventions (NaN rows, ties to the lower id, ranks on raw logits).
-"""
+"""Float64 references of the token-level functions: log_softmax and token_stats."""
 
 from __future__ import annotations
 
@@ -11,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import as_host_array
-from ._token import TokenStats
+from .._arrays import as_host_array
+from .._token import TokenStats
 
 __all__ = ["log_softmax", "token_stats"]
 

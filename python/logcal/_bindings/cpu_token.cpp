@@ -1,0 +1,71 @@
+// Thin pybind11 layer over the CPU kernels: unpack arrays into kernel arguments, release the
+// GIL, call, and turn a status into an exception. Validation with user-facing messages happens
+// once, in Python (logcal/_token.py); the checks here only guard the kernel's preconditions.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "binding_util.h"
+#include "logcal/cpu.h"
+
+namespace py = pybind11;
+using namespace logcal_bindings;
+
+namespace {
+
+void token_stats(const py::array& logits, int dtype_code, const py::object& targets,
+                 int64_t ignore_index, int64_t top_k, double temperature,
+                 const py::object& logsumexp, const py::object& max_logprob,
+                 const py::object& argmax, const py::object& entropy,
+                 const py::object& target_logprob, const py::object& target_rank,
+                 const py::object& topk_ids, const py::object& topk_logprobs) {
+  logcal::TokenStatsArgs args;
+  args.logits = rows_of<logcal::ConstRows>(logits, const_cast<void*>(logits.data()), dtype_code, "logits");
+  if (!targets.is_none()) {
+    auto t = py::cast<py::array_t<int64_t, py::array::c_style>>(targets);
+    if (t.size() != args.logits.n_rows) throw std::invalid_argument("targets: wrong length");
+    args.targets = t.data();
+  }
+  args.ignore_index = ignore_index;
+  args.top_k = top_k;
+  args.temperature = temperature;
+  args.logsumexp = out_ptr(logsumexp);
+  args.max_logprob = out_ptr(max_logprob);
+  args.argmax = static_cast<int64_t*>(out_ptr(argmax));
+  args.entropy = out_ptr(entropy);
+  args.target_logprob = out_ptr(target_logprob);
+  args.target_rank = static_cast<int64_t*>(out_ptr(target_rank));
+  args.topk_ids = static_cast<int64_t*>(out_ptr(topk_ids));
+  args.topk_logprobs = out_ptr(topk_logprobs);
+  Status s;
+  {
+    py::gil_scoped_release release;
+    s = logcal::cpu::token_stats(args);
+  }
+  check_status(s, "token_stats");
+}
+
+void log_softmax(const py::array& logits, int dtype_code, py::array& out, int out_dtype_code,
+                 double temperature) {
+  logcal::LogSoftmaxArgs args;
+  args.logits = rows_of<logcal::ConstRows>(logits, const_cast<void*>(logits.data()), dtype_code, "logits");
+  args.out = rows_of<logcal::MutableRows>(out, out.mutable_data(), out_dtype_code, "out");
+  if (args.out.n_rows != args.logits.n_rows || args.out.vocab != args.logits.vocab)
+    throw std::invalid_argument("out: shape differs from logits");
+  args.temperature = temperature;
+  Status s;
+  {
+    py::gil_scoped_release release;
+    s = logcal::cpu::log_softmax(args);
+  }
+  check_status(s, "log_softmax");
+}
+
+}  // namespace
+
+void bind_token(py::module_& m) {
+  m.def("token_stats", &token_stats);
+  m.def("log_softmax", &log_softmax);
+}
