@@ -44,8 +44,15 @@ def _device_error(name: str, where: str, func: str) -> RuntimeError:
 
 
 def _describe(x: Any) -> str:
-    return type(x).__module__.split(".")[0] + "." + type(x).__name__ if not isinstance(
-        x, (list, tuple, str, bytes, int, float)) else type(x).__name__
+    module = type(x).__module__
+    return type(x).__qualname__ if module == "builtins" else f"{module}.{type(x).__qualname__}"
+
+
+def _not_an_array(name: str, x: Any) -> TypeError:
+    return TypeError(
+        f"{name} must be an array (numpy, torch, or anything with __array__, __dlpack__ or the "
+        f"buffer protocol), got {_describe(x)}"
+    )
 
 
 def as_host_array(x: Any, name: str, func: str) -> HostArray:
@@ -73,13 +80,13 @@ def as_host_array(x: Any, name: str, func: str) -> HostArray:
             except (BufferError, TypeError, RuntimeError):
                 pass  # e.g. a dtype numpy's DLPack import does not know: try __array__ below
         if not isinstance(x, np.ndarray):
+            original = x
             try:
                 x = np.asarray(x)
             except Exception as exc:  # noqa: BLE001 - re-raised with the argument's name
-                raise TypeError(
-                    f"{name} must be an array (numpy, torch, or anything with __array__, "
-                    f"__dlpack__ or the buffer protocol), got {_describe(x)}"
-                ) from exc
+                raise _not_an_array(name, original) from exc
+            if x.dtype.kind == "O" and x.ndim == 0:
+                raise _not_an_array(name, original)
     if not x.dtype.isnative:
         x = x.astype(x.dtype.newbyteorder("="))
     if x.dtype.name == "bfloat16":  # ml_dtypes

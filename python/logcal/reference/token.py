@@ -38,7 +38,8 @@ def log_softmax(logits: Any, *, temperature: float = 1.0) -> np.ndarray:
     """
     x = _float64(logits)
     _, z, log_sum, invalid = _row_stats(x, temperature)
-    out = z - log_sum
+    with np.errstate(invalid="ignore"):
+        out = z - log_sum
     out[invalid] = np.nan
     return out
 
@@ -54,8 +55,8 @@ def token_stats(
     """The fields of :func:`logcal.token_stats`, from their definitions, in float64."""
     x = _float64(logits)
     m, z, log_sum, invalid = _row_stats(x, temperature)
-    lp = z - log_sum
     with np.errstate(invalid="ignore"):
+        lp = z - log_sum
         p = np.exp(lp)
         plogp = np.where(p > 0, p * lp, 0.0)
     fields = {
@@ -78,7 +79,8 @@ def token_stats(
         order = np.argsort(-x, axis=-1, kind="stable")[..., :top_k]
         fields["topk_ids"] = order.astype(np.int64)
         fields["topk_logprobs"] = np.take_along_axis(lp, order, axis=-1)
-    for name, value in fields.items():
+    for name in fields:
+        fields[name] = value = np.array(fields[name])  # 0-d arrays for 1-d logits
         if value.dtype.kind == "f":
             value[invalid] = np.nan
         else:
