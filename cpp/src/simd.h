@@ -13,6 +13,10 @@
 #include <cstdint>
 #include <cstring>
 
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
+
 #include "logcal/common.h"
 
 namespace logcal {
@@ -60,6 +64,41 @@ LOGCAL_HD V<T> load(const T* p) {
 template <class T>
 LOGCAL_HD void store(T* p, V<T> v) {
   std::memcpy(p, &v, sizeof v);
+}
+
+// Store that bypasses the caches (a non-temporal store), for outputs too large to stay cached:
+// it skips the read-for-ownership of the destination line, so writing N bytes costs N bytes of
+// memory traffic instead of 2N. `p` must be aligned to the vector size; call fence() after the
+// last one. Falls back to an ordinary store where the instruction set has none.
+LOGCAL_HD void stream(float* p, V<float> v) {
+#if defined(__AVX512F__)
+  _mm512_stream_ps(p, reinterpret_cast<__m512&>(v));
+#elif defined(__AVX__)
+  _mm256_stream_ps(p, reinterpret_cast<__m256&>(v));
+#elif defined(__SSE2__)
+  _mm_stream_ps(p, reinterpret_cast<__m128&>(v));
+#else
+  store(p, v);
+#endif
+}
+
+LOGCAL_HD void stream(double* p, V<double> v) {
+#if defined(__AVX512F__)
+  _mm512_stream_pd(p, reinterpret_cast<__m512d&>(v));
+#elif defined(__AVX__)
+  _mm256_stream_pd(p, reinterpret_cast<__m256d&>(v));
+#elif defined(__SSE2__)
+  _mm_stream_pd(p, reinterpret_cast<__m128d&>(v));
+#else
+  store(p, v);
+#endif
+}
+
+// Orders earlier non-temporal stores before anything that follows (they are weakly ordered).
+LOGCAL_HD void fence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
 }
 
 template <class T>

@@ -37,6 +37,8 @@ constexpr int64_t kChunk = 2048;  // elements per chunk: 8 KB of float32, comfor
 // Up to this k the top-k list is kept while streaming (sorted insertion of rare candidates);
 // above it, a selection pass over the row is cheaper than insertions into a long list.
 constexpr int64_t kStreamingTopKMax = 128;
+// Outputs at least this large are written with non-temporal stores (they would not stay cached).
+constexpr int64_t kStreamingBytes = int64_t(32) << 20;
 // Rows are split across threads only into pieces at least this long.
 constexpr int64_t kMinSegment = 16384;
 
@@ -372,6 +374,7 @@ struct LogSoftmaxJob {
   Out* out;
   int64_t vocab;
   double scale, inv_temperature;
+  bool streaming;  // output too large for the caches: write it with non-temporal stores
 
   explicit LogSoftmaxJob(const LogSoftmaxArgs& args)
       : a(args),
@@ -379,7 +382,8 @@ struct LogSoftmaxJob {
         out(static_cast<Out*>(args.out.data)),
         vocab(args.logits.vocab),
         scale(kLog2e / args.temperature),
-        inv_temperature(1.0 / args.temperature) {}
+        inv_temperature(1.0 / args.temperature),
+        streaming(args.logits.n_rows * args.logits.vocab * int64_t(sizeof(Out)) >= kStreamingBytes) {}
 
   SoftmaxState scan(int64_t row, int64_t begin, int64_t end, C* buf) const {
     return scan_segment<ScanOptions<false, false, false>>(in + a.logits.row_offset(row),
@@ -411,11 +415,21 @@ struct LogSoftmaxJob {
       const C* x = load_chunk(src, a.logits.col_stride, chunk_begin, len, buf);
       const bool direct = std::is_same_v<Out, C> && out_stride == 1;
       C* target = direct ? reinterpret_cast<C*>(dst + chunk_begin) : y;
-      int64_t v = 0;
-      for (; (v + 1) * W <= len; ++v)
-        simd::store(target + v * W, (simd::load(x + v * W) - ref_v) * inv_t_v - log_sum_v);
-      for (int64_t i = v * W; i < len; ++i)
-        target[i] = (x[i] - C(rs.ref)) * C(rs.inv_temperature) - C(rs.log_sum);
+      auto value = [&](int64_t i) {
+        return (x[i] - C(rs.ref)) * C(rs.inv_temperature) - C(rs.log_sum);
+      };
+      int64_t i = 0;
+      if (direct && streaming) {
+        // Scalar head up to a vector-aligned address, then non-temporal vector stores.
+        for (; i < len && reinterpret_cast<uintptr_t>(target + i) % sizeof(VC) != 0; ++i)
+          target[i] = value(i);
+        for (; i + W <= len; i += W)
+          simd::stream(target + i, (simd::load(x + i) - ref_v) * inv_t_v - log_sum_v);
+      } else {
+        for (; i + W <= len; i += W)
+          simd::store(target + i, (simd::load(x + i) - ref_v) * inv_t_v - log_sum_v);
+      }
+      for (; i < len; ++i) target[i] = value(i);
       if (!direct) {
         Out* d = dst + chunk_begin * out_stride;
         if (out_stride == 1) {
@@ -425,6 +439,7 @@ struct LogSoftmaxJob {
         }
       }
     }
+    if (streaming) simd::fence();
   }
 
   Status run() const {
