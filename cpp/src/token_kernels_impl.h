@@ -37,6 +37,9 @@ constexpr int64_t kChunk = 2048;  // elements per chunk: 8 KB of float32, comfor
 // Up to this k the top-k list is kept while streaming (sorted insertion of rare candidates);
 // above it, a selection pass over the row is cheaper than insertions into a long list.
 constexpr int64_t kStreamingTopKMax = 128;
+// A thread is given at least this many logits (about 0.1 ms of work): waking a parked thread
+// costs 10-30 us on a busy or virtualised machine, which smaller shares would not repay.
+constexpr int64_t kMinElementsPerThread = 262144;
 // Outputs at least this large are written with non-temporal stores (they would not stay cached).
 constexpr int64_t kStreamingBytes = int64_t(32) << 20;
 // Rows are split across threads only into pieces at least this long.
@@ -197,6 +200,8 @@ struct Split {
     const int64_t wanted = (threads + n_rows - 1) / n_rows;
     return Split{std::max<int64_t>(1, std::min(wanted, vocab / kMinSegment))};
   }
+  // Rows per thread at least: enough logits to be worth a thread.
+  static int64_t row_grain(int64_t vocab) { return std::max<int64_t>(1, kMinElementsPerThread / vocab); }
   int64_t begin(int64_t piece, int64_t vocab) const { return vocab * piece / pieces; }
   int64_t end(int64_t piece, int64_t vocab) const { return vocab * (piece + 1) / pieces; }
 };
@@ -315,7 +320,7 @@ struct TokenStatsJob {
     const int64_t cap = list_capacity;
     if (split.pieces == 1) {
       // Each task is a whole row: scan and finish it at once.
-      return parallel_for(n_rows, 1, [&](int64_t r0, int64_t r1) {
+      return parallel_for(n_rows, Split::row_grain(vocab), [&](int64_t r0, int64_t r1) {
         Vector<C> buf(kChunk + simd::Vec<C>::kLanes);
         Vector<C> values(static_cast<size_t>(cap));
         Vector<int64_t> ids(static_cast<size_t>(cap));
@@ -343,7 +348,7 @@ struct TokenStatsJob {
       }
     });
     if (s != Status::kOk) return s;
-    return parallel_for(n_rows, 1, [&](int64_t r0, int64_t r1) {
+    return parallel_for(n_rows, Split::row_grain(vocab), [&](int64_t r0, int64_t r1) {
       for (int64_t row = r0; row < r1; ++row) {
         const int64_t first = row * split.pieces;
         SegmentResult merged = parts[size_t(first)];
@@ -446,7 +451,7 @@ struct LogSoftmaxJob {
     const int64_t n_rows = a.logits.n_rows;
     const Split split = Split::plan(n_rows, vocab);
     if (split.pieces == 1) {
-      return parallel_for(n_rows, 1, [&](int64_t r0, int64_t r1) {
+      return parallel_for(n_rows, Split::row_grain(vocab), [&](int64_t r0, int64_t r1) {
         Vector<C> buf(kChunk + simd::Vec<C>::kLanes);
         for (int64_t row = r0; row < r1; ++row) write(row, 0, vocab, scan(row, 0, vocab, buf.data()), buf.data());
       });
