@@ -4,10 +4,9 @@ torch CPU when installed."""
 
 from __future__ import annotations
 
+import logcal
 import numpy as np
 import pytest
-
-import logcal
 from logcal import reference
 
 N, V, K = 1024, 128256, 20
@@ -41,19 +40,32 @@ def numpy_token_stats(x, targets):
 
 def test_token_stats_logcal(timed, data):
     x, t = data
-    timed("token_stats top-20 [1024,128256] f32", "logcal", lambda: logcal.token_stats(x, t, top_k=K), rounds=10)
+    timed(
+        "token_stats top-20 [1024,128256] f32",
+        "logcal",
+        lambda: logcal.token_stats(x, t, top_k=K),
+        rounds=10,
+    )
 
 
 def test_token_stats_reference(timed, data):
     x, t = data
-    timed("token_stats top-20 [1024,128256] f32", "numpy reference (float64)",
-          lambda: reference.token_stats(x, t, top_k=K), rounds=3)
+    timed(
+        "token_stats top-20 [1024,128256] f32",
+        "numpy reference (float64)",
+        lambda: reference.token_stats(x, t, top_k=K),
+        rounds=3,
+    )
 
 
 def test_token_stats_numpy_composite(timed, data):
     x, t = data
-    timed("token_stats top-20 [1024,128256] f32", "numpy composite (float32)",
-          lambda: numpy_token_stats(x, t), rounds=3)
+    timed(
+        "token_stats top-20 [1024,128256] f32",
+        "numpy composite (float32)",
+        lambda: numpy_token_stats(x, t),
+        rounds=3,
+    )
 
 
 def test_token_stats_torch(timed, data):
@@ -76,12 +88,21 @@ def test_log_softmax_logcal(timed, data):
 
 
 def test_log_softmax_reference(timed, data):
-    timed("log_softmax [1024,128256] f32", "numpy reference (float64)",
-          lambda: reference.log_softmax(data[0]), rounds=3)
+    timed(
+        "log_softmax [1024,128256] f32",
+        "numpy reference (float64)",
+        lambda: reference.log_softmax(data[0]),
+        rounds=3,
+    )
 
 
 def test_log_softmax_numpy(timed, data):
-    timed("log_softmax [1024,128256] f32", "numpy (float32)", lambda: numpy_log_softmax(data[0]), rounds=3)
+    timed(
+        "log_softmax [1024,128256] f32",
+        "numpy (float32)",
+        lambda: numpy_log_softmax(data[0]),
+        rounds=3,
+    )
 
 
 def test_log_softmax_torch(timed, data):

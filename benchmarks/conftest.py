@@ -12,9 +12,8 @@ import platform
 import time
 from pathlib import Path
 
-import pytest
-
 import logcal
+import pytest
 
 THREADS = int(os.environ.get("LOGCAL_BENCH_THREADS", "2"))
 _MEDIANS: dict[str, dict[str, float]] = {}

@@ -40,7 +40,10 @@ def assert_close(actual, expected, *, rtol, atol, what=""):
     ok = same_nan & (np.isnan(e) | both_inf | close)
     if not ok.all():
         bad = np.argwhere(~ok)[:5]
-        rows = [f"  at {tuple(int(i) for i in b)}: got {a[tuple(b)]!r}, want {e[tuple(b)]!r}" for b in bad]
+        rows = [
+            f"  at {tuple(int(i) for i in b)}: got {a[tuple(b)]!r}, want {e[tuple(b)]!r}"
+            for b in bad
+        ]
         raise AssertionError(f"{what}: {int((~ok).sum())} of {ok.size} differ\n" + "\n".join(rows))
 
 
@@ -49,5 +52,10 @@ def assert_equal(actual, expected, what=""):
     assert a.shape == e.shape, f"{what}: shape {a.shape} != {e.shape}"
     if not np.array_equal(a, e):
         bad = np.argwhere(a != e)[:5]
-        rows = [f"  at {tuple(int(i) for i in b)}: got {a[tuple(b)]!r}, want {e[tuple(b)]!r}" for b in bad]
-        raise AssertionError(f"{what}: {int((a != e).sum())} of {a.size} differ\n" + "\n".join(rows))
+        rows = [
+            f"  at {tuple(int(i) for i in b)}: got {a[tuple(b)]!r}, want {e[tuple(b)]!r}"
+            for b in bad
+        ]
+        raise AssertionError(
+            f"{what}: {int((a != e).sum())} of {a.size} differ\n" + "\n".join(rows)
+        )

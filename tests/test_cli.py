@@ -7,7 +7,9 @@ import sys
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "logcal", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "logcal", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_demo_prints_the_table():

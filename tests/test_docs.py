@@ -6,9 +6,8 @@ import doctest
 import importlib
 import pkgutil
 
-import pytest
-
 import logcal
+import pytest
 
 
 def _modules():

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import logcal
 import numpy as np
 import pytest
 from _helpers import assert_close
-
-import logcal
 
 
 def test_capability_probes_are_consistent():

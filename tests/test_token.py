@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import logcal
 import numpy as np
 import pytest
 from _helpers import TOL, assert_close, assert_equal
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import logcal
 from logcal import reference
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
@@ -37,8 +36,12 @@ def make_logits(rng, shape, dtype, *, scale=3.0, mask_frac=0.0, ties=False, offs
 
 
 def check_against_reference(logits, targets=None, top_k=0, temperature=1.0, ignore_index=-100):
-    got = logcal.token_stats(logits, targets, top_k=top_k, temperature=temperature, ignore_index=ignore_index)
-    want = reference.token_stats(logits, targets, top_k=top_k, temperature=temperature, ignore_index=ignore_index)
+    got = logcal.token_stats(
+        logits, targets, top_k=top_k, temperature=temperature, ignore_index=ignore_index
+    )
+    want = reference.token_stats(
+        logits, targets, top_k=top_k, temperature=temperature, ignore_index=ignore_index
+    )
     assert set(got) == set(want)
     dtype = np.asarray(logits).dtype.name if not hasattr(logits, "detach") else str(logits.dtype)
     tol = TOL["float64"] if dtype.endswith("float64") else TOL["float32"]
@@ -68,7 +71,10 @@ def token_cases(draw):
     rng = np.random.default_rng(seed)
     scale = draw(st.sampled_from([0.01, 1.0, 3.0, 30.0]))
     logits = make_logits(
-        rng, lead + (vocab,), dtype, scale=scale,
+        rng,
+        (*lead, vocab),
+        dtype,
+        scale=scale,
         mask_frac=draw(st.sampled_from([0.0, 0.0, 0.3, 0.95])),
         ties=draw(st.booleans()),
         offset=draw(st.sampled_from([0.0, 50.0, -1000.0])),
@@ -106,8 +112,12 @@ def test_log_softmax_matches_reference(case):
     got = logcal.log_softmax(logits, temperature=temperature)
     dtype = logits.dtype.name
     assert got.dtype == (np.float64 if dtype == "float64" else np.float32)
-    assert_close(got, reference.log_softmax(logits, temperature=temperature), what="log_softmax",
-                 **out_tol(dtype))
+    assert_close(
+        got,
+        reference.log_softmax(logits, temperature=temperature),
+        what="log_softmax",
+        **out_tol(dtype),
+    )
 
 
 @settings(max_examples=20)
@@ -126,8 +136,12 @@ def test_each_instruction_set_level(dtype, seed):
             except ValueError:
                 continue  # not supported by this CPU or build
             check_against_reference(logits, targets, top_k=7, temperature=0.8)
-            assert_close(logcal.log_softmax(logits), reference.log_softmax(logits),
-                         what=f"log_softmax[{level}]", **out_tol(dtype))
+            assert_close(
+                logcal.log_softmax(logits),
+                reference.log_softmax(logits),
+                what=f"log_softmax[{level}]",
+                **out_tol(dtype),
+            )
     finally:
         cpu.set_isa(before)
 
@@ -191,9 +205,11 @@ def test_masked_target_and_masked_vocabulary():
 @pytest.mark.parametrize("bad", ["nan", "all_masked", "pos_inf"])
 def test_rows_without_statistics_are_nan(bad):
     logits = np.zeros((3, 50), dtype=np.float32)
-    logits[1] = {"nan": np.where(np.arange(50) == 7, np.nan, 0.0),
-                 "all_masked": -np.inf,
-                 "pos_inf": np.where(np.arange(50) == 7, np.inf, 0.0)}[bad]
+    logits[1] = {
+        "nan": np.where(np.arange(50) == 7, np.nan, 0.0),
+        "all_masked": -np.inf,
+        "pos_inf": np.where(np.arange(50) == 7, np.inf, 0.0),
+    }[bad]
     s = logcal.token_stats(logits, np.array([0, 0, 0]), top_k=3)
     for name in FIELDS_FLOAT:
         values = np.asarray(s[name])
@@ -275,7 +291,9 @@ def test_non_contiguous_views_match_contiguous_bit_for_bit():
 def test_byte_swapped_input():
     x = make_logits(np.random.default_rng(5), (3, 100), "float32")
     swapped = x.astype(x.dtype.newbyteorder(">"))
-    assert_equal(logcal.token_stats(swapped, top_k=3).topk_ids, logcal.token_stats(x, top_k=3).topk_ids)
+    assert_equal(
+        logcal.token_stats(swapped, top_k=3).topk_ids, logcal.token_stats(x, top_k=3).topk_ids
+    )
     assert_equal(logcal.log_softmax(swapped), logcal.log_softmax(x))
 
 
@@ -382,8 +400,10 @@ def test_torch_tensors_in_and_out():
     # A tensor that requires grad and a non-contiguous one are read without copies or errors.
     g = torch.from_numpy(x).requires_grad_(True)
     assert_equal(logcal.token_stats(g).argmax, logcal.token_stats(x).argmax)
-    assert_equal(logcal.token_stats(t.transpose(0, 1)).argmax,
-                 logcal.token_stats(t.transpose(0, 1).contiguous()).argmax)
+    assert_equal(
+        logcal.token_stats(t.transpose(0, 1)).argmax,
+        logcal.token_stats(t.transpose(0, 1).contiguous()).argmax,
+    )
 
 
 def test_plain_lists_and_buffer_protocol():
@@ -399,9 +419,42 @@ def test_token_stats_record():
     s = logcal.token_stats(np.zeros((2, 4), np.float32))
     assert set(s) == {"logsumexp", "max_logprob", "argmax", "entropy"}
     with pytest.raises(AttributeError, match="pass targets= to token_stats"):
-        s.target_logprob
+        _ = s.target_logprob
     with pytest.raises(AttributeError, match="pass top_k > 0 to token_stats"):
-        s.topk_ids
+        _ = s.topk_ids
     with pytest.raises(AttributeError, match="immutable"):
         s.entropy = None
     assert "entropy: float32[2]" in repr(s)
+
+
+def _child_token_stats(x, queue):
+    queue.put(logcal.token_stats(x, top_k=3).topk_ids.tolist())
+
+
+def test_works_in_a_forked_child_after_the_parent_used_its_threads():
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    x = make_logits(np.random.default_rng(8), (64, 20000), "float32")
+    want = logcal.token_stats(x, top_k=3).topk_ids.tolist()  # the parent's pool is running
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_token_stats, args=(x, queue))
+    child.start()
+    got = queue.get(timeout=60)
+    child.join(timeout=60)
+    assert child.exitcode == 0 and got == want
+
+
+def test_concurrent_calls_from_python_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(12)
+    inputs = [make_logits(rng, (16, 30000), "float32") for _ in range(6)]
+    want = [logcal.token_stats(x, top_k=4) for x in inputs]
+    with ThreadPoolExecutor(4) as ex:
+        got = list(ex.map(lambda x: logcal.token_stats(x, top_k=4), inputs * 3))
+    for i, g in enumerate(got):
+        for field in g:
+            assert_equal(g[field], want[i % 6][field], field)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 
+import logcal
 import numpy as np
 import pytest
-
-import logcal
 
 X = np.zeros((2, 3, 5), np.float32)
 
@@ -18,17 +17,27 @@ def raises(exc, message):
 
 @pytest.mark.parametrize("func", [logcal.token_stats, logcal.log_softmax])
 def test_bad_logits(func):
-    with raises(TypeError, "logits must be a floating-point array (float16, bfloat16, float32 or float64), got int64"):
+    with raises(
+        TypeError,
+        "logits must be a floating-point array (float16, bfloat16, float32 or float64), got int64",
+    ):
         func(np.zeros((2, 3), np.int64))
-    with raises(TypeError, "logits must be a floating-point array (float16, bfloat16, float32 or float64), got bool"):
+    with raises(
+        TypeError,
+        "logits must be a floating-point array (float16, bfloat16, float32 or float64), got bool",
+    ):
         func(np.zeros((2, 3), bool))
     with raises(TypeError, "logits must be a numeric array, got an array of dtype <U1"):
         func(np.array([["a", "b"]]))
     with raises(TypeError, "logits must be a numeric array, got an array of dtype object"):
         func(np.array([None, 1.0], dtype=object))
-    with raises(ValueError, "logits must have at least one dimension (the vocabulary axis), got a 0-d array"):
+    with raises(
+        ValueError, "logits must have at least one dimension (the vocabulary axis), got a 0-d array"
+    ):
         func(np.float32(1.0))
-    with raises(ValueError, "logits must have a non-empty last (vocabulary) axis, got shape (4, 0)"):
+    with raises(
+        ValueError, "logits must have a non-empty last (vocabulary) axis, got shape (4, 0)"
+    ):
         func(np.zeros((4, 0), np.float32))
     with raises(ValueError, "logits must not be empty, got shape (0, 5)"):
         func(np.zeros((0, 5), np.float32))
@@ -48,15 +57,22 @@ def test_bad_targets():
         logcal.token_stats(X, np.array([[-1, 1, 2], [3, 4, 0]]))
     with raises(ValueError, "targets[0, 1] = -100 is outside [0, 5) and is not ignore_index (-1)"):
         logcal.token_stats(X, np.array([[-1, -100, 2], [3, 4, 0]]), ignore_index=-1)
-    with raises(ValueError, "targets[17] = 128300 is outside [0, 128256) and is not ignore_index (-100)"):
+    with raises(
+        ValueError, "targets[17] = 128300 is outside [0, 128256) and is not ignore_index (-100)"
+    ):
         t = np.zeros(20, np.int64)
         t[17] = 128300
         logcal.token_stats(np.zeros((20, 128256), np.float16), t)
-    with raises(ValueError, "targets[0, 0] = 18446744073709551615 is outside [0, 5) and is not ignore_index (-100)"):
+    with raises(
+        ValueError,
+        "targets[0, 0] = 18446744073709551615 is outside [0, 5) and is not ignore_index (-100)",
+    ):
         logcal.token_stats(X, np.full((2, 3), 2**64 - 1, np.uint64))
     with raises(ValueError, "targets must have the leading shape of logits (2, 3), got shape (6,)"):
         logcal.token_stats(X, np.zeros(6, np.int64))
-    with raises(ValueError, "targets must have the leading shape of logits (2, 3), got shape (2, 4)"):
+    with raises(
+        ValueError, "targets must have the leading shape of logits (2, 3), got shape (2, 4)"
+    ):
         logcal.token_stats(X, np.zeros((2, 4), np.int64))
     with raises(TypeError, "targets must be an array of integers, got dtype float64"):
         logcal.token_stats(X, np.zeros((2, 3)))
@@ -80,7 +96,9 @@ def test_bad_top_k():
 def test_bad_log_softmax_dtype_and_out():
     with raises(TypeError, "dtype must be one of float16, bfloat16, float32, float64, got int32"):
         logcal.log_softmax(X, dtype=np.int32)
-    with raises(TypeError, "dtype must be one of float16, bfloat16, float32, float64, got complex64"):
+    with raises(
+        TypeError, "dtype must be one of float16, bfloat16, float32, float64, got complex64"
+    ):
         logcal.log_softmax(X, dtype="complex64")
     with raises(ValueError, "out must have the shape of logits (2, 3, 5), got (2, 3, 4)"):
         logcal.log_softmax(X, out=np.empty((2, 3, 4), np.float32))
@@ -102,17 +120,28 @@ def test_bad_log_softmax_dtype_and_out():
 
 
 def test_not_an_array():
-    with raises(TypeError, "logits must be an array (numpy, torch, or anything with __array__, __dlpack__ or the buffer protocol), got object"):
+    with raises(
+        TypeError,
+        "logits must be an array (numpy, torch, or anything with __array__, __dlpack__ or the buffer protocol), got object",
+    ):
         logcal.token_stats(object())
-    with raises(TypeError, "targets must be an array (numpy, torch, or anything with __array__, __dlpack__ or the buffer protocol), got object"):
+    with raises(
+        TypeError,
+        "targets must be an array (numpy, torch, or anything with __array__, __dlpack__ or the buffer protocol), got object",
+    ):
         logcal.token_stats(X, object())
 
 
 def test_cuda_arrays_are_refused_clearly():
     class FakeCudaArray:
-        __cuda_array_interface__ = {"shape": (2, 3), "typestr": "<f4", "data": (0, False), "version": 3}
+        @property
+        def __cuda_array_interface__(self):
+            return {"shape": (2, 3), "typestr": "<f4", "data": (0, False), "version": 3}
 
-    with raises(RuntimeError, "token_stats: logits is in CUDA memory (__cuda_array_interface__); this version of logcal computes token_stats on the CPU only, so move it to host memory first"):
+    with raises(
+        RuntimeError,
+        "token_stats: logits is in CUDA memory (__cuda_array_interface__); this version of logcal computes token_stats on the CPU only, so move it to host memory first",
+    ):
         logcal.token_stats(FakeCudaArray())
 
     class FakeDLPackCuda:
@@ -122,7 +151,10 @@ def test_cuda_arrays_are_refused_clearly():
         def __dlpack__(self, stream=None):
             raise AssertionError("must not be called")
 
-    with raises(RuntimeError, "log_softmax: logits is in CUDA memory (DLPack device 2:0); this version of logcal computes log_softmax on the CPU only, so move it to host memory first"):
+    with raises(
+        RuntimeError,
+        "log_softmax: logits is in CUDA memory (DLPack device 2:0); this version of logcal computes log_softmax on the CPU only, so move it to host memory first",
+    ):
         logcal.log_softmax(FakeDLPackCuda())
 
 

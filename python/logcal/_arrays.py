@@ -63,7 +63,8 @@ def as_host_array(x: Any, name: str, func: str) -> HostArray:
         t = x.detach().resolve_conj().resolve_neg()
         torch = _torch()
         if t.dtype == torch.bfloat16:
-            return HostArray(np.from_dlpack(t.view(torch.int16)).view(np.uint16), "bfloat16", "torch")
+            bits = np.from_dlpack(t.view(torch.int16)).view(np.uint16)
+            return HostArray(bits, "bfloat16", "torch")
         if t.dtype == torch.bool:
             return HostArray(np.from_dlpack(t.view(torch.uint8)).view(np.bool_), "bool", "torch")
         arr = np.from_dlpack(t)
@@ -83,7 +84,7 @@ def as_host_array(x: Any, name: str, func: str) -> HostArray:
             original = x
             try:
                 x = np.asarray(x)
-            except Exception as exc:  # noqa: BLE001 - re-raised with the argument's name
+            except Exception as exc:
                 raise _not_an_array(name, original) from exc
             if x.dtype.kind == "O" and x.ndim == 0:
                 raise _not_an_array(name, original)

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Iterator, Mapping, Optional
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
 from . import _native
-from ._arrays import FLOAT_CODES, FLOAT_NAMES, HostArray, as_host_array, dtype_name, empty
-from ._arrays import format_index
+from ._arrays import (
+    FLOAT_CODES,
+    FLOAT_NAMES,
+    HostArray,
+    as_host_array,
+    dtype_name,
+    empty,
+    format_index,
+)
 
 _ALWAYS = ("logsumexp", "max_logprob", "argmax", "entropy")
 _TARGET_FIELDS = ("target_logprob", "target_rank")
@@ -81,7 +89,9 @@ def _logits(logits: Any, func: str) -> HostArray:
         )
     shape = arr.data.shape
     if len(shape) == 0:
-        raise ValueError("logits must have at least one dimension (the vocabulary axis), got a 0-d array")
+        raise ValueError(
+            "logits must have at least one dimension (the vocabulary axis), got a 0-d array"
+        )
     if shape[-1] == 0:
         raise ValueError(f"logits must have a non-empty last (vocabulary) axis, got shape {shape}")
     if arr.data.size == 0:
@@ -104,7 +114,9 @@ def _int_arg(value: Any, name: str) -> int:
     return int(value)
 
 
-def _targets(targets: Any, lead_shape: tuple, vocab: int, ignore_index: int, func: str) -> np.ndarray:
+def _targets(
+    targets: Any, lead_shape: tuple, vocab: int, ignore_index: int, func: str
+) -> np.ndarray:
     arr = as_host_array(targets, "targets", func).data
     if arr.dtype.kind not in "iu":
         raise TypeError(f"targets must be an array of integers, got dtype {arr.dtype}")
@@ -199,11 +211,16 @@ def token_stats(
         alloc("target_logprob", lead, float_out)
         alloc("target_rank", lead, "int64")
     if top_k > 0:
-        alloc("topk_ids", lead + (top_k,), "int64")
-        alloc("topk_logprobs", lead + (top_k,), float_out)
+        alloc("topk_ids", (*lead, top_k), "int64")
+        alloc("topk_logprobs", (*lead, top_k), float_out)
 
     _native.cpu.token_stats(
-        arr.data, FLOAT_CODES[arr.dtype], flat_targets, ignore_index, top_k, temperature,
+        arr.data,
+        FLOAT_CODES[arr.dtype],
+        flat_targets,
+        ignore_index,
+        top_k,
+        temperature,
         *(views.get(f) for f in _FIELDS),
     )
     return TokenStats(**results)
@@ -256,7 +273,9 @@ def log_softmax(
     else:
         view = _out_array(out, arr.data.shape, out_dtype, arr.data)
         result = out
-    _native.cpu.log_softmax(arr.data, FLOAT_CODES[arr.dtype], view, FLOAT_CODES[out_dtype], temperature)
+    _native.cpu.log_softmax(
+        arr.data, FLOAT_CODES[arr.dtype], view, FLOAT_CODES[out_dtype], temperature
+    )
     return result
 
 

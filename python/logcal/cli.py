@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -39,8 +39,10 @@ def _generated_batch(rng: np.random.Generator, n_seq: int, seq_len: int, vocab: 
 
 def _demo(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
-    print(f"logcal {__version__} demo: {args.sequences} generated sequences x {args.length} tokens, "
-          f"vocabulary {args.vocab}")
+    print(
+        f"logcal {__version__} demo: {args.sequences} generated sequences x {args.length} "
+        f"tokens, vocabulary {args.vocab}"
+    )
     logits, targets = _generated_batch(rng, args.sequences, args.length, args.vocab)
     token_stats(logits, targets, top_k=5)  # warm up: first-touch page faults, thread start
     t0 = time.perf_counter()
@@ -49,37 +51,49 @@ def _demo(args: argparse.Namespace) -> int:
     confidence = np.exp(s.max_logprob)
     correct = s.argmax == targets
 
-    header = f"{'seq':>4} {'tokens':>6} {'mean logprob':>12} {'perplexity':>10} {'entropy':>8} " \
-             f"{'confidence':>10} {'accuracy':>8} {'target in top-5':>15}"
+    header = (
+        f"{'seq':>4} {'tokens':>6} {'mean logprob':>12} {'perplexity':>10} {'entropy':>8} "
+        f"{'confidence':>10} {'accuracy':>8} {'target in top-5':>15}"
+    )
     print()
     print(header)
     print("-" * len(header))
     in_top5 = (s.topk_ids == targets[..., None]).any(-1)
     for i in range(args.sequences):
         lp = s.target_logprob[i].astype(np.float64)
-        print(f"{i:>4} {args.length:>6} {lp.mean():>12.3f} {np.exp(-lp.mean()):>10.2f} "
-              f"{s.entropy[i].mean():>8.3f} {confidence[i].mean():>10.3f} "
-              f"{correct[i].mean():>8.3f} {in_top5[i].mean():>15.3f}")
+        print(
+            f"{i:>4} {args.length:>6} {lp.mean():>12.3f} {np.exp(-lp.mean()):>10.2f} "
+            f"{s.entropy[i].mean():>8.3f} {confidence[i].mean():>10.3f} "
+            f"{correct[i].mean():>8.3f} {in_top5[i].mean():>15.3f}"
+        )
     print("-" * len(header))
     gap = confidence.mean() - correct.mean()
-    print(f"all  {targets.size:>6} {s.target_logprob.mean():>12.3f} "
-          f"{np.exp(-s.target_logprob.astype(np.float64).mean()):>10.2f} {s.entropy.mean():>8.3f} "
-          f"{confidence.mean():>10.3f} {correct.mean():>8.3f} {in_top5.mean():>15.3f}")
+    print(
+        f"all  {targets.size:>6} {s.target_logprob.mean():>12.3f} "
+        f"{np.exp(-s.target_logprob.astype(np.float64).mean()):>10.2f} {s.entropy.mean():>8.3f} "
+        f"{confidence.mean():>10.3f} {correct.mean():>8.3f} {in_top5.mean():>15.3f}"
+    )
     print()
-    print(f"The model says it is {confidence.mean():.1%} sure on average and is right "
-          f"{correct.mean():.1%} of the time: {'over' if gap > 0 else 'under'}confident by "
-          f"{abs(gap):.1%}.")
+    print(
+        f"The model says it is {confidence.mean():.1%} sure on average and is right "
+        f"{correct.mean():.1%} of the time: {'over' if gap > 0 else 'under'}confident by "
+        f"{abs(gap):.1%}."
+    )
     n_elem = logits.size
-    print(f"token_stats read {logits.nbytes / 1e6:.0f} MB of logits in {elapsed * 1e3:.1f} ms "
-          f"({n_elem / elapsed / 1e9:.2f} G logits/s, {get_num_threads()} threads, "
-          f"{cpu.isa()} kernels).")
+    print(
+        f"token_stats read {logits.nbytes / 1e6:.0f} MB of logits in {elapsed * 1e3:.1f} ms "
+        f"({n_elem / elapsed / 1e9:.2f} G logits/s, {get_num_threads()} threads, "
+        f"{cpu.isa()} kernels)."
+    )
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
     print(f"logcal {__version__}")
-    print(f"CPU kernels: {cpu.isa()} (best on this CPU: {cpu.best_isa()}), "
-          f"{get_num_threads()} threads")
+    print(
+        f"CPU kernels: {cpu.isa()} (best on this CPU: {cpu.best_isa()}), "
+        f"{get_num_threads()} threads"
+    )
     print(f"CUDA module compiled: {cuda_compiled()}; CUDA device usable: {cuda_available()}")
     return 0
 
@@ -90,8 +104,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Confidence and calibration statistics for language models.",
     )
     parser.add_argument("--version", action="version", version=f"logcal {__version__}")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads for the kernels (default: all CPUs available)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for the kernels (default: all CPUs available)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     demo = sub.add_parser("demo", help="score a batch of generated logits and print a table")
@@ -105,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``logcal`` console script."""
     parser = _parser()
     args = parser.parse_args(argv)

@@ -71,7 +71,8 @@ def token_stats(
         ignored = t == ignore_index
         safe = np.where(ignored, 0, t)[..., None]
         x_t = np.take_along_axis(x, safe, axis=-1)
-        fields["target_logprob"] = np.where(ignored, np.nan, np.take_along_axis(lp, safe, -1)[..., 0])
+        target_lp = np.take_along_axis(lp, safe, axis=-1)[..., 0]
+        fields["target_logprob"] = np.where(ignored, np.nan, target_lp)
         # Rank on the raw logits: the number of tokens strictly more likely than the target.
         fields["target_rank"] = np.where(ignored, -1, (x > x_t).sum(axis=-1)).astype(np.int64)
     if top_k > 0:
