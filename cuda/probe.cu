@@ -37,7 +37,8 @@ __global__ void RowLogSumExpKernel(const float* __restrict__ d_logits, int64_t n
     st.merge(other, kLog2e);
   }
   if (lane == 0) {
-    d_out[row] = st.valid() ? float(RowSoftmax::from(st, 1.0).logsumexp()) : __int_as_float(0x7fc00000);
+    d_out[row] =
+        st.valid() ? float(RowSoftmax::from(st, 1.0).logsumexp()) : __int_as_float(0x7fc00000);
   }
 }
 

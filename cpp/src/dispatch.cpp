@@ -1,7 +1,7 @@
 // Run-time choice of the instruction-set level for the CPU kernels.
 #include <cstdlib>
-#include <initializer_list>
 #include <cstring>
+#include <initializer_list>
 
 #include "logcal/cpu.h"
 
@@ -9,10 +9,10 @@ namespace logcal {
 namespace cpu {
 
 // One declaration per compiled level (token_kernels_<level>.cpp).
-#define LOGCAL_DECLARE_LEVEL(ns)                   \
-  namespace ns {                                   \
-  Status token_stats(const TokenStatsArgs& args);  \
-  Status log_softmax(const LogSoftmaxArgs& args);  \
+#define LOGCAL_DECLARE_LEVEL(ns)                  \
+  namespace ns {                                  \
+  Status token_stats(const TokenStatsArgs& args); \
+  Status log_softmax(const LogSoftmaxArgs& args); \
   }
 LOGCAL_DECLARE_LEVEL(baseline)
 #if defined(LOGCAL_X86_DISPATCH)
@@ -60,9 +60,12 @@ Isa& active() {
 
 const char* isa_name(Isa isa) {
   switch (isa) {
-    case Isa::kBaseline: return "baseline";
-    case Isa::kAvx2: return "avx2";
-    case Isa::kAvx512: return "avx512";
+    case Isa::kBaseline:
+      return "baseline";
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kAvx512:
+      return "avx512";
   }
   return "unknown";
 }
@@ -82,18 +85,23 @@ bool set_isa(Isa isa) {
 }
 
 #if defined(LOGCAL_X86_DISPATCH)
-#define LOGCAL_DISPATCH(fn, args)                              \
-  switch (active()) {                                          \
-    case Isa::kAvx512: return avx512::fn(args);                \
-    case Isa::kAvx2: return avx2::fn(args);                    \
-    default: return baseline::fn(args);                        \
+#define LOGCAL_DISPATCH(fn, args) \
+  switch (active()) {             \
+    case Isa::kAvx512:            \
+      return avx512::fn(args);    \
+    case Isa::kAvx2:              \
+      return avx2::fn(args);      \
+    default:                      \
+      return baseline::fn(args);  \
   }
 #else
 #define LOGCAL_DISPATCH(fn, args) return baseline::fn(args);
 #endif
 
-Status token_stats(const TokenStatsArgs& args) { LOGCAL_DISPATCH(token_stats, args) }
-Status log_softmax(const LogSoftmaxArgs& args) { LOGCAL_DISPATCH(log_softmax, args) }
+Status token_stats(const TokenStatsArgs& args){LOGCAL_DISPATCH(token_stats, args)} Status
+    log_softmax(const LogSoftmaxArgs& args) {
+  LOGCAL_DISPATCH(log_softmax, args)
+}
 
 }  // namespace cpu
 }  // namespace logcal

@@ -17,8 +17,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <type_traits>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "logcal/half.h"
@@ -201,7 +201,9 @@ struct Split {
     return Split{std::max<int64_t>(1, std::min(wanted, vocab / kMinSegment))};
   }
   // Rows per thread at least: enough logits to be worth a thread.
-  static int64_t row_grain(int64_t vocab) { return std::max<int64_t>(1, kMinElementsPerThread / vocab); }
+  static int64_t row_grain(int64_t vocab) {
+    return std::max<int64_t>(1, kMinElementsPerThread / vocab);
+  }
   int64_t begin(int64_t piece, int64_t vocab) const { return vocab * piece / pieces; }
   int64_t end(int64_t piece, int64_t vocab) const { return vocab * (piece + 1) / pieces; }
 };
@@ -254,7 +256,8 @@ struct TokenStatsJob {
 
   SegmentResult scan(int64_t row, int64_t begin, int64_t end, TopKList<C>* list, C* buf) const {
     // The statistics are always wanted; rank only with targets (top-k always: it gives argmax).
-    if (a.targets != nullptr) return scan<ScanOptions<true, true, true>>(row, begin, end, list, buf);
+    if (a.targets != nullptr)
+      return scan<ScanOptions<true, true, true>>(row, begin, end, list, buf);
     return scan<ScanOptions<true, false, true>>(row, begin, end, list, buf);
   }
 
@@ -262,7 +265,8 @@ struct TokenStatsJob {
   void select_topk(int64_t row, C* values, int64_t* ids) const {
     Vector<std::pair<C, int64_t>> all(static_cast<size_t>(vocab));
     const In* p = row_ptr(row);
-    for (int64_t j = 0; j < vocab; ++j) all[size_t(j)] = {Scalar<In>::load(p[j * a.logits.col_stride]), j};
+    for (int64_t j = 0; j < vocab; ++j)
+      all[size_t(j)] = {Scalar<In>::load(p[j * a.logits.col_stride]), j};
     auto before = [](const std::pair<C, int64_t>& x, const std::pair<C, int64_t>& y) {
       return ranks_before(x.first, x.second, y.first, y.second);
     };
@@ -357,8 +361,8 @@ struct TokenStatsJob {
         for (int64_t t = first + 1; t < first + split.pieces; ++t) {
           merged.state.merge(parts[size_t(t)].state, scale);
           merged.n_greater += parts[size_t(t)].n_greater;
-          list.merge(TopKList<C>{values.data() + t * cap, ids.data() + t * cap, cap,
-                                 sizes[size_t(t)]});
+          list.merge(
+              TopKList<C>{values.data() + t * cap, ids.data() + t * cap, cap, sizes[size_t(t)]});
         }
         finish_row(row, merged, list);
       }
@@ -388,13 +392,13 @@ struct LogSoftmaxJob {
         vocab(args.logits.vocab),
         scale(kLog2e / args.temperature),
         inv_temperature(1.0 / args.temperature),
-        streaming(args.logits.n_rows * args.logits.vocab * int64_t(sizeof(Out)) >= kStreamingBytes) {}
+        streaming(args.logits.n_rows * args.logits.vocab * int64_t(sizeof(Out)) >=
+                  kStreamingBytes) {}
 
   SoftmaxState scan(int64_t row, int64_t begin, int64_t end, C* buf) const {
-    return scan_segment<ScanOptions<false, false, false>>(in + a.logits.row_offset(row),
-                                                          a.logits.col_stride, begin, end, C(0),
-                                                          scale, static_cast<TopKList<C>*>(nullptr),
-                                                          buf)
+    return scan_segment<ScanOptions<false, false, false>>(
+               in + a.logits.row_offset(row), a.logits.col_stride, begin, end, C(0), scale,
+               static_cast<TopKList<C>*>(nullptr), buf)
         .state;
   }
 
@@ -453,7 +457,8 @@ struct LogSoftmaxJob {
     if (split.pieces == 1) {
       return parallel_for(n_rows, Split::row_grain(vocab), [&](int64_t r0, int64_t r1) {
         Vector<C> buf(kChunk + simd::Vec<C>::kLanes);
-        for (int64_t row = r0; row < r1; ++row) write(row, 0, vocab, scan(row, 0, vocab, buf.data()), buf.data());
+        for (int64_t row = r0; row < r1; ++row)
+          write(row, 0, vocab, scan(row, 0, vocab, buf.data()), buf.data());
       });
     }
     const int64_t n_tasks = n_rows * split.pieces;
@@ -474,7 +479,8 @@ struct LogSoftmaxJob {
     Vector<SoftmaxState> rows(static_cast<size_t>(n_rows));
     for (int64_t row = 0; row < n_rows; ++row) {
       SoftmaxState st = parts[size_t(row * split.pieces)];
-      for (int64_t p = 1; p < split.pieces; ++p) st.merge(parts[size_t(row * split.pieces + p)], scale);
+      for (int64_t p = 1; p < split.pieces; ++p)
+        st.merge(parts[size_t(row * split.pieces + p)], scale);
       rows[size_t(row)] = st;
     }
     return for_each_piece([&](int64_t row, int64_t b, int64_t e, int64_t, C* buf) {
@@ -486,10 +492,14 @@ struct LogSoftmaxJob {
 template <class F>
 Status dispatch_dtype(DType dtype, F&& f) {
   switch (dtype) {
-    case DType::kFloat16: return f(Float16{});
-    case DType::kBFloat16: return f(BFloat16{});
-    case DType::kFloat32: return f(float{});
-    case DType::kFloat64: return f(double{});
+    case DType::kFloat16:
+      return f(Float16{});
+    case DType::kBFloat16:
+      return f(BFloat16{});
+    case DType::kFloat32:
+      return f(float{});
+    case DType::kFloat64:
+      return f(double{});
   }
   return Status::kInvalidArgument;
 }

@@ -16,8 +16,8 @@ int get_num_threads();
 // Instruction-set level of the vectorised loops: chosen at run time from what the CPU supports
 // (the best by default). Forcing a lower level is for tests and benchmarks.
 enum class Isa : int { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
-Isa best_isa();    // the best level both compiled in and supported by this CPU
-Isa active_isa();  // the level in use
+Isa best_isa();         // the best level both compiled in and supported by this CPU
+Isa active_isa();       // the level in use
 bool set_isa(Isa isa);  // false if `isa` is not available here
 const char* isa_name(Isa isa);
 

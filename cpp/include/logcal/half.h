@@ -56,7 +56,7 @@ LOGCAL_HD uint16_t float_to_fp16(float f) {
   const uint32_t u = float_to_bits(f);
   const uint32_t sign = (u >> 16) & 0x8000u;
   const uint32_t a = u & 0x7FFFFFFFu;
-  if (a > 0x7F800000u) return uint16_t(sign | 0x7E00u);  // NaN
+  if (a > 0x7F800000u) return uint16_t(sign | 0x7E00u);   // NaN
   if (a >= 0x477FF000u) return uint16_t(sign | 0x7C00u);  // rounds to >= 65520: infinity
   if (a < 0x38800000u) {
     // Result is subnormal (or zero): let the float adder do the rounding. Adding 0.5 puts the

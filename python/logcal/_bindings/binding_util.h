@@ -20,9 +20,12 @@ using logcal::Status;
 inline size_t item_size(DType dtype) {
   switch (dtype) {
     case DType::kFloat16:
-    case DType::kBFloat16: return 2;
-    case DType::kFloat32: return 4;
-    case DType::kFloat64: return 8;
+    case DType::kBFloat16:
+      return 2;
+    case DType::kFloat32:
+      return 4;
+    case DType::kFloat64:
+      return 8;
   }
   throw std::invalid_argument("unknown dtype code");
 }
@@ -39,7 +42,8 @@ inline Rows rows_of(Array& a, void* data, int dtype_code, const char* name) {
     throw std::invalid_argument(std::string(name) + ": unsupported number of dimensions");
   for (py::ssize_t d = 0; d < a.ndim(); ++d)
     if (a.strides(d) % itemsize != 0)
-      throw std::invalid_argument(std::string(name) + ": strides are not a multiple of the element size");
+      throw std::invalid_argument(std::string(name) +
+                                  ": strides are not a multiple of the element size");
   rows.ndim = int(a.ndim() - 1);
   rows.vocab = a.shape(a.ndim() - 1);
   rows.col_stride = a.strides(a.ndim() - 1) / itemsize;
@@ -59,10 +63,14 @@ inline void* out_ptr(const py::object& o) {
 
 inline void check_status(Status s, const char* what) {
   switch (s) {
-    case Status::kOk: return;
-    case Status::kInvalidArgument: throw std::invalid_argument(std::string(what) + ": invalid argument");
-    case Status::kOutOfMemory: throw std::bad_alloc();
-    default: throw std::runtime_error(std::string(what) + ": internal error");
+    case Status::kOk:
+      return;
+    case Status::kInvalidArgument:
+      throw std::invalid_argument(std::string(what) + ": invalid argument");
+    case Status::kOutOfMemory:
+      throw std::bad_alloc();
+    default:
+      throw std::runtime_error(std::string(what) + ": internal error");
   }
 }
 

@@ -32,6 +32,7 @@ PYBIND11_MODULE(_core_cpu, m) {
   m.def("best_isa", [] { return std::string(logcal::cpu::isa_name(logcal::cpu::best_isa())); });
   m.def("set_isa", [](const std::string& name) {
     if (!logcal::cpu::set_isa(isa_from_name(name)))
-      throw std::invalid_argument("instruction-set level '" + name + "' is not supported by this CPU or build");
+      throw std::invalid_argument("instruction-set level '" + name +
+                                  "' is not supported by this CPU or build");
   });
 }

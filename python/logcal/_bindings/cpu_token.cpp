@@ -22,7 +22,8 @@ void token_stats(const py::array& logits, int dtype_code, const py::object& targ
                  const py::object& target_logprob, const py::object& target_rank,
                  const py::object& topk_ids, const py::object& topk_logprobs) {
   logcal::TokenStatsArgs args;
-  args.logits = rows_of<logcal::ConstRows>(logits, const_cast<void*>(logits.data()), dtype_code, "logits");
+  args.logits =
+      rows_of<logcal::ConstRows>(logits, const_cast<void*>(logits.data()), dtype_code, "logits");
   if (!targets.is_none()) {
     auto t = py::cast<py::array_t<int64_t, py::array::c_style>>(targets);
     if (t.size() != args.logits.n_rows) throw std::invalid_argument("targets: wrong length");
@@ -50,7 +51,8 @@ void token_stats(const py::array& logits, int dtype_code, const py::object& targ
 void log_softmax(const py::array& logits, int dtype_code, py::array& out, int out_dtype_code,
                  double temperature) {
   logcal::LogSoftmaxArgs args;
-  args.logits = rows_of<logcal::ConstRows>(logits, const_cast<void*>(logits.data()), dtype_code, "logits");
+  args.logits =
+      rows_of<logcal::ConstRows>(logits, const_cast<void*>(logits.data()), dtype_code, "logits");
   args.out = rows_of<logcal::MutableRows>(out, out.mutable_data(), out_dtype_code, "out");
   if (args.out.n_rows != args.logits.n_rows || args.out.vocab != args.logits.vocab)
     throw std::invalid_argument("out: shape differs from logits");

@@ -27,12 +27,14 @@ py::array_t<float> selftest_row_logsumexp(py::array_t<float, py::array::c_style>
     py::gil_scoped_release release;
     float *d_in = nullptr, *d_out = nullptr;
     cudaError_t err = cudaMalloc(reinterpret_cast<void**>(&d_in), sizeof(float) * size_t(n * v));
-    if (err == cudaSuccess) err = cudaMalloc(reinterpret_cast<void**>(&d_out), sizeof(float) * size_t(n));
+    if (err == cudaSuccess)
+      err = cudaMalloc(reinterpret_cast<void**>(&d_out), sizeof(float) * size_t(n));
     if (err == cudaSuccess)
       err = cudaMemcpy(d_in, logits.data(), sizeof(float) * size_t(n * v), cudaMemcpyHostToDevice);
     if (err == cudaSuccess) err = logcal::cuda::RowLogSumExp(d_in, n, v, d_out, nullptr);
     if (err == cudaSuccess)
-      err = cudaMemcpy(out.mutable_data(), d_out, sizeof(float) * size_t(n), cudaMemcpyDeviceToHost);
+      err =
+          cudaMemcpy(out.mutable_data(), d_out, sizeof(float) * size_t(n), cudaMemcpyDeviceToHost);
     cudaFree(d_in);
     cudaFree(d_out);
     check(err, "selftest_row_logsumexp");
