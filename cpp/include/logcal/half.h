@@ -40,34 +40,39 @@ LOGCAL_HD uint16_t float_to_bf16(float f) {
   return uint16_t(is_nan ? ((u >> 16) | 0x0040u) : rounded);
 }
 
-// IEEE binary16 -> binary32, exact for every input (subnormals, infinities, NaN).
+// IEEE binary16 -> binary32, exact for every input (subnormals, infinities, NaN). Every case is
+// computed and the right one picked with bit masks: no branches, so loops over it vectorise.
 LOGCAL_HD float fp16_to_float(uint16_t h) {
   const uint32_t sign = uint32_t(h & 0x8000u) << 16;
   const uint32_t em = h & 0x7FFFu;  // exponent and mantissa
-  uint32_t bits = (em << 13) + ((127u - 15u) << 23);
-  bits = em >= 0x7C00u ? bits + ((128u - 16u) << 23) : bits;  // inf / NaN: exponent all ones
+  // Normal numbers: rebias the exponent; infinities and NaN need an all-ones exponent.
+  const uint32_t normal =
+      (em << 13) + ((127u - 15u) << 23) + uint32_t(em >= 0x7C00u) * ((128u - 16u) << 23);
   // Zero and subnormals: the value is em * 2^-24, exact in float32.
-  bits = em < 0x0400u ? float_to_bits(float(em) * 5.9604644775390625e-8f) : bits;
-  return bits_to_float(bits | sign);
+  const uint32_t subnormal = float_to_bits(float(em) * 5.9604644775390625e-8f);
+  const uint32_t is_subnormal = 0u - uint32_t(em < 0x0400u);  // all ones or zero
+  return bits_to_float(((normal & ~is_subnormal) | (subnormal & is_subnormal)) | sign);
 }
 
-// IEEE binary32 -> binary16, round to nearest, ties to even; overflow gives infinity.
+// IEEE binary32 -> binary16, round to nearest, ties to even; overflow gives infinity. Branch-free
+// like fp16_to_float.
 LOGCAL_HD uint16_t float_to_fp16(float f) {
   const uint32_t u = float_to_bits(f);
   const uint32_t sign = (u >> 16) & 0x8000u;
   const uint32_t a = u & 0x7FFFFFFFu;
-  if (a > 0x7F800000u) return uint16_t(sign | 0x7E00u);   // NaN
-  if (a >= 0x477FF000u) return uint16_t(sign | 0x7C00u);  // rounds to >= 65520: infinity
-  if (a < 0x38800000u) {
-    // Result is subnormal (or zero): let the float adder do the rounding. Adding 0.5 puts the
-    // value's 2^-24 units in the low mantissa bits, rounded to nearest even.
-    const float shifted = bits_to_float(a) + 0.5f;
-    return uint16_t(sign | (float_to_bits(shifted) - 0x3F000000u));
-  }
-  // Normal: rebias the exponent, then round the 13 dropped mantissa bits to nearest even.
+  // Normal result: rebias the exponent, round the 13 dropped mantissa bits to nearest even.
   const uint32_t rebased = a - ((127u - 15u) << 23);
-  const uint32_t rounded = (rebased + 0x0FFFu + ((rebased >> 13) & 1u)) >> 13;
-  return uint16_t(sign | rounded);
+  const uint32_t normal = (rebased + 0x0FFFu + ((rebased >> 13) & 1u)) >> 13;
+  // Subnormal result (or zero): adding 0.5 puts the value's 2^-24 units in the low mantissa
+  // bits, and the float adder rounds them to nearest even.
+  const uint32_t subnormal = float_to_bits(bits_to_float(a) + 0.5f) - 0x3F000000u;
+  const uint32_t is_nan = 0u - uint32_t(a > 0x7F800000u);
+  const uint32_t is_inf = 0u - uint32_t(a >= 0x477FF000u);  // rounds to >= 65520, or inf/NaN
+  const uint32_t is_subnormal = 0u - uint32_t(a < 0x38800000u);
+  uint32_t r = (normal & ~is_subnormal) | (subnormal & is_subnormal);
+  r = (r & ~is_inf) | (0x7C00u & is_inf);
+  r = (r & ~is_nan) | (0x7E00u & is_nan);
+  return uint16_t(sign | r);
 }
 
 // Uniform access by element type, for templated loops.

@@ -9,6 +9,7 @@
 
 #include "binding_util.h"
 #include "logcal/cpu.h"
+#include "logcal/half.h"
 
 namespace py = pybind11;
 using namespace logcal_bindings;
@@ -65,9 +66,28 @@ void log_softmax(const py::array& logits, int dtype_code, py::array& out, int ou
   check_status(s, "log_softmax");
 }
 
+// Element-wise 16-bit conversions of the shared core, exposed for exhaustive tests.
+template <class From, class To, class F>
+py::array_t<To> convert(py::array_t<From, py::array::c_style | py::array::forcecast> in, F f) {
+  py::array_t<To> out(in.size());
+  const From* src = in.data();
+  To* dst = out.mutable_data();
+  for (py::ssize_t i = 0; i < in.size(); ++i) dst[i] = f(src[i]);
+  return out;
+}
+
 }  // namespace
 
 void bind_token(py::module_& m) {
+  m.def("_fp16_bits_to_float32", [](py::array_t<uint16_t, py::array::c_style> a) {
+    return convert<uint16_t, float>(a, logcal::fp16_to_float);
+  });
+  m.def("_float32_to_fp16_bits", [](py::array_t<float, py::array::c_style> a) {
+    return convert<float, uint16_t>(a, logcal::float_to_fp16);
+  });
+  m.def("_float32_to_bf16_bits", [](py::array_t<float, py::array::c_style> a) {
+    return convert<float, uint16_t>(a, logcal::float_to_bf16);
+  });
   m.def("token_stats", &token_stats);
   m.def("log_softmax", &log_softmax);
 }
