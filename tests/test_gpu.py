@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import logcal
+import os
+
 import numpy as np
 import pytest
 from _helpers import assert_close
+
+
+def test_cuda_module_was_built_where_ci_expects_it():
+    """.ci/run sets LOGCAL_EXPECT_CUDA=1 when nvcc is on PATH: the build must then compile the
+    CUDA module (the compile check), even on a machine without a GPU."""
+    if os.environ.get("LOGCAL_EXPECT_CUDA") != "1":
+        pytest.skip("LOGCAL_EXPECT_CUDA is not set")
+    assert logcal.cuda_compiled()
 
 
 def test_capability_probes_are_consistent():

@@ -22,7 +22,7 @@ def _float64(logits: Any) -> np.ndarray:
 
 def _row_stats(x: np.ndarray, temperature: float):
     """Shifted logits z = (x - max) / T, log-sum-exp of z, and the rows with no statistics."""
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         m = x.max(axis=-1, keepdims=True)
         invalid = np.isnan(x).any(axis=-1) | ~np.isfinite(m[..., 0])
         m = np.where(np.isfinite(m), m, 0.0)
