@@ -4,9 +4,10 @@ torch CPU when installed."""
 
 from __future__ import annotations
 
-import logcal
 import numpy as np
 import pytest
+
+import logcal
 from logcal import reference
 
 N, V, K = 1024, 128256, 20

@@ -12,8 +12,9 @@ import platform
 import time
 from pathlib import Path
 
-import logcal
 import pytest
+
+import logcal
 
 THREADS = int(os.environ.get("LOGCAL_BENCH_THREADS", "2"))
 _MEDIANS: dict[str, dict[str, float]] = {}

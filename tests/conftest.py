@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 
-import logcal
 import pytest
 from hypothesis import HealthCheck, settings
+
+import logcal
 
 # CI runs the "ci" profile (set by .ci/run); a developer can ask for more examples with
 # HYPOTHESIS_PROFILE=thorough.

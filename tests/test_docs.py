@@ -6,8 +6,9 @@ import doctest
 import importlib
 import pkgutil
 
-import logcal
 import pytest
+
+import logcal
 
 
 def _modules():

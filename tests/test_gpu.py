@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import logcal
 import os
 
 import numpy as np
 import pytest
+
+import logcal
 from _helpers import assert_close
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from logcal import _core_cpu as core
 
 ml_dtypes = pytest.importorskip("ml_dtypes")

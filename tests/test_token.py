@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import logcal
 import numpy as np
 import pytest
-from _helpers import TOL, assert_close, assert_equal
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import logcal
+from _helpers import TOL, assert_close, assert_equal
 from logcal import reference
 
 ml_dtypes = pytest.importorskip("ml_dtypes")

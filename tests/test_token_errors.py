@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 
-import logcal
 import numpy as np
 import pytest
+
+import logcal
 
 X = np.zeros((2, 3, 5), np.float32)
 
