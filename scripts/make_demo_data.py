@@ -124,7 +124,11 @@ def chat_record(i: int, name: str, logprobs: np.ndarray, targets: np.ndarray, vo
                 "logprob": round(float(row[t]), 6),
                 "bytes": [ord(vocab[t])],
                 "top_logprobs": [
-                    {"token": vocab[j], "logprob": round(float(row[j]), 6), "bytes": [ord(vocab[j])]}
+                    {
+                        "token": vocab[j],
+                        "logprob": round(float(row[j]), 6),
+                        "bytes": [ord(vocab[j])],
+                    }
                     for j in top
                 ],
             }
@@ -146,7 +150,9 @@ def chat_record(i: int, name: str, logprobs: np.ndarray, targets: np.ndarray, vo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--wheel", type=Path, help="the pokepy-generator wheel (default: pip download)")
+    parser.add_argument(
+        "--wheel", type=Path, help="the pokepy-generator wheel (default: pip download)"
+    )
     parser.add_argument("--out", type=Path, default=Path("python/logcal/data"))
     args = parser.parse_args()
 

@@ -96,8 +96,7 @@ class LogprobBatch(Mapping):
             return fields[name]
         if name in _ID_FIELDS:
             raise AttributeError(
-                f"LogprobBatch has no {name}: this {fields.get('format')} source gives no "
-                f"token ids"
+                f"LogprobBatch has no {name}: this {fields.get('format')} source gives no token ids"
             )
         if name == "token_bytes":
             raise AttributeError(
@@ -162,7 +161,7 @@ class LogprobBatch(Mapping):
 
 # --- the builder --------------------------------------------------------------------------
 
-_FLUSH_TOKENS = 8192
+_FLUSH_TOKENS = 2048  # tokens held as Python objects before packing: about 1 MB
 
 
 class _Grow:

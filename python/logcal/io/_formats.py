@@ -40,25 +40,43 @@ class RecordError(Exception):
         self.problem = problem
 
 
+def entries(n: int) -> str:
+    return "1 entry" if n == 1 else f"{n} entries"
+
+
 def show(value: Any) -> str:
     """A short repr of a bad value for an error message."""
     if value is _MISSING:
         return "nothing"
+    if value is None:
+        return "null"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _type_name(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", type(None): "null"}.get(
-        type(value), type(value).__name__
-    )
+_TYPE_NAMES = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
+
+
+def _got(value: Any) -> str:
+    """``a string 'abc'``, ``a list [1, 2]``, ``null``: the kind and value of a bad input."""
+    if value is None:
+        return "null"
+    return f"{_TYPE_NAMES.get(type(value), type(value).__name__)} {show(value)}"
 
 
 def _need(value: Any, kind: type, path: str, what: str) -> Any:
     if type(value) is not kind:
         if value is _MISSING:
             raise RecordError(path, "is missing")
-        raise RecordError(path, f"must be {what}, got {_type_name(value)} {show(value)}")
+        raise RecordError(path, f"must be {what}, got {_got(value)}")
     return value
 
 
@@ -112,7 +130,7 @@ def _bytes(value: Any, path: Callable[[], str]) -> bytes | None:
     if value is None or value is _MISSING:
         return None
     if type(value) is not list:
-        raise RecordError(path(), f"must be a list of byte values or null, got {show(value)}")
+        raise RecordError(path(), f"must be a list of byte values or null, got {_got(value)}")
     try:
         return bytes(value)
     except (TypeError, ValueError):
@@ -129,7 +147,7 @@ def _bytes(value: Any, path: Callable[[], str]) -> bytes | None:
 
 def _chat_entry(entry: Any, path: str, top: bool) -> tuple:
     if type(entry) is not dict:
-        raise RecordError(path, f"must be an object, got {_type_name(entry)} {show(entry)}")
+        raise RecordError(path, f"must be an object, got {_got(entry)}")
     token = _need(entry.get("token", _MISSING), str, f"{path}.token", "a string")
     lp = logprob(entry.get("logprob", _MISSING), lambda: f"{path}.logprob")
     text, tid = _text_or_id(token)
@@ -140,8 +158,12 @@ def _chat_entry(entry: Any, path: str, top: bool) -> tuple:
     tops: list = []
     if tops_in is not None:
         if type(tops_in) is not list:
-            raise RecordError(f"{path}.top_logprobs", f"must be a list or null, got {show(tops_in)}")
-        tops = _sort([_chat_entry(t, f"{path}.top_logprobs[{j}]", True) for j, t in enumerate(tops_in)])
+            raise RecordError(
+                f"{path}.top_logprobs", f"must be a list or null, got {_got(tops_in)}"
+            )
+        tops = _sort(
+            [_chat_entry(t, f"{path}.top_logprobs[{j}]", True) for j, t in enumerate(tops_in)]
+        )
     return lp, text, tid, raw, False, tops
 
 
@@ -156,13 +178,13 @@ def _choices(rec: dict, base: str) -> list:
 
 def _choice_logprobs(choice: Any, path: str) -> dict:
     if type(choice) is not dict:
-        raise RecordError(path, f"must be an object, got {_type_name(choice)} {show(choice)}")
+        raise RecordError(path, f"must be an object, got {_got(choice)}")
     lp = choice.get("logprobs", _MISSING)
     if lp is None or lp is _MISSING:
         state = "is null" if lp is None else "is missing"
         raise RecordError(f"{path}.logprobs", f"{state}: the request did not ask for logprobs")
     if type(lp) is not dict:
-        raise RecordError(f"{path}.logprobs", f"must be an object, got {show(lp)}")
+        raise RecordError(f"{path}.logprobs", f"must be an object, got {_got(lp)}")
     return lp
 
 
@@ -189,7 +211,9 @@ def parse_chat(rec: dict, base: str, vllm: bool) -> list:
         if content is None:
             content = []  # no message text (a tool call, for example): an empty sequence
         _need(content, list, f"{path}.logprobs.{field}", "a list or null")
-        sequences.append((_index(choice, j, path), _chat_tokens(content, f"{path}.logprobs.{field}")))
+        sequences.append(
+            (_index(choice, j, path), _chat_tokens(content, f"{path}.logprobs.{field}"))
+        )
     return sequences
 
 
@@ -198,24 +222,22 @@ def parse_chat(rec: dict, base: str, vllm: bool) -> list:
 
 def _completion_tokens(lp: dict, path: str) -> list:
     tokens = _need(lp.get("tokens", _MISSING), list, f"{path}.tokens", "a list")
-    values = _need(
-        lp.get("token_logprobs", _MISSING), list, f"{path}.token_logprobs", "a list"
-    )
+    values = _need(lp.get("token_logprobs", _MISSING), list, f"{path}.token_logprobs", "a list")
     if len(values) != len(tokens):
         raise RecordError(
-            f"{path}.token_logprobs", f"has {len(values)} entries but tokens has {len(tokens)}"
+            f"{path}.token_logprobs", f"has {entries(len(values))} but tokens has {len(tokens)}"
         )
     tops_in = lp.get("top_logprobs")
     if tops_in is not None:
         _need(tops_in, list, f"{path}.top_logprobs", "a list or null")
         if len(tops_in) != len(tokens):
             raise RecordError(
-                f"{path}.top_logprobs", f"has {len(tops_in)} entries but tokens has {len(tokens)}"
+                f"{path}.top_logprobs", f"has {entries(len(tops_in))} but tokens has {len(tokens)}"
             )
     out = []
     for i, token in enumerate(tokens):
         if type(token) is not str:
-            raise RecordError(f"{path}.tokens[{i}]", f"must be a string, got {show(token)}")
+            raise RecordError(f"{path}.tokens[{i}]", f"must be a string, got {_got(token)}")
         text, tid = _text_or_id(token)
         value = values[i]
         if value is None:
@@ -232,7 +254,7 @@ def _completion_tokens(lp: dict, path: str) -> list:
         if top is not None:
             if type(top) is not dict:
                 raise RecordError(
-                    f"{path}.top_logprobs[{i}]", f"must be an object or null, got {show(top)}"
+                    f"{path}.top_logprobs[{i}]", f"must be an object or null, got {_got(top)}"
                 )
             for key, v in top.items():
                 tlp = logprob(v, lambda i=i, key=key: f"{path}.top_logprobs[{i}][{key!r}]")
@@ -285,24 +307,24 @@ def _vllm_prompt(owner: dict, base: str) -> list | None:
         _need(ids, list, f"{base}prompt_token_ids", "a list or null")
         if len(ids) != len(plist):
             raise RecordError(
-                f"{base}prompt_token_ids", f"has {len(ids)} entries but prompt_logprobs has {len(plist)}"
+                f"{base}prompt_token_ids",
+                f"has {entries(len(ids))} but prompt_logprobs has {len(plist)}",
             )
         for i, tid in enumerate(ids):
             if isinstance(tid, bool) or not isinstance(tid, int) or tid < 0:
                 raise RecordError(
-                    f"{base}prompt_token_ids[{i}]", f"must be a token id (an integer >= 0), got {show(tid)}"
+                    f"{base}prompt_token_ids[{i}]",
+                    f"must be a token id (an integer >= 0), got {show(tid)}",
                 )
     out = []
     for i, entry in enumerate(plist):
         if entry is None:
             if i != 0:
-                raise RecordError(
-                    f"{path}[{i}]", "is null; only the first prompt token may be"
-                )
+                raise RecordError(f"{path}[{i}]", "is null; only the first prompt token may be")
             out.append((NAN, None, None if ids is None else ids[0], None, True, []))
             continue
         if type(entry) is not dict:
-            raise RecordError(f"{path}[{i}]", f"must be an object or null, got {show(entry)}")
+            raise RecordError(f"{path}[{i}]", f"must be an object or null, got {_got(entry)}")
         if not entry:
             raise RecordError(f"{path}[{i}]", "is empty: it must hold the prompt token")
         tops = []
@@ -317,12 +339,12 @@ def _vllm_prompt(owner: dict, base: str) -> list | None:
             if isinstance(key, bool) or tid < 0:
                 raise RecordError(kpath, "is not a token id (the keys are token ids)")
             if type(value) is not dict:
-                raise RecordError(kpath, f"must be an object, got {show(value)}")
+                raise RecordError(kpath, f"must be an object, got {_got(value)}")
             lp = logprob(value.get("logprob", _MISSING), lambda kpath=kpath: f"{kpath}.logprob")
             text = value.get("decoded_token")
             if text is not None and type(text) is not str:
                 raise RecordError(
-                    f"{kpath}.decoded_token", f"must be a string or null, got {show(text)}"
+                    f"{kpath}.decoded_token", f"must be a string or null, got {_got(text)}"
                 )
             tops.append((lp, text, tid))
             if chosen is None if want is None else tid == want:
@@ -348,17 +370,19 @@ def _get(d: dict, camel: str, snake: str, default: Any = _MISSING) -> tuple[Any,
 
 def _gemini_entry(entry: Any, path: str) -> tuple:
     if type(entry) is not dict:
-        raise RecordError(path, f"must be an object, got {_type_name(entry)} {show(entry)}")
+        raise RecordError(path, f"must be an object, got {_got(entry)}")
     # proto3 JSON leaves out fields at their default value: a missing logProbability is 0.0
     # (a certain token) and a missing token is "". A missing tokenId stays unknown.
     lp, name = _get(entry, "logProbability", "log_probability", 0.0)
     lp = logprob(lp, lambda: f"{path}.{name}")
     text = entry.get("token", "")
     if type(text) is not str:
-        raise RecordError(f"{path}.token", f"must be a string, got {show(text)}")
+        raise RecordError(f"{path}.token", f"must be a string, got {_got(text)}")
     tid, name = _get(entry, "tokenId", "token_id", None)
     if tid is not None and (isinstance(tid, bool) or not isinstance(tid, int) or tid < 0):
-        raise RecordError(f"{path}.{name}", f"must be a token id (an integer >= 0), got {show(tid)}")
+        raise RecordError(
+            f"{path}.{name}", f"must be a token id (an integer >= 0), got {show(tid)}"
+        )
     return lp, text, tid
 
 
@@ -368,7 +392,7 @@ def parse_gemini(rec: dict, base: str) -> list:
     for j, cand in enumerate(candidates):
         path = f"{base}candidates[{j}]"
         if type(cand) is not dict:
-            raise RecordError(path, f"must be an object, got {_type_name(cand)} {show(cand)}")
+            raise RecordError(path, f"must be an object, got {_got(cand)}")
         result, name = _get(cand, "logprobsResult", "logprobs_result")
         if result is _MISSING or result is None:
             raise RecordError(
@@ -383,7 +407,7 @@ def parse_gemini(rec: dict, base: str) -> list:
         _need(top, list, f"{rpath}.{tname}", "a list")
         if top and len(top) != len(chosen):
             raise RecordError(
-                f"{rpath}.{tname}", f"has {len(top)} entries but {cname} has {len(chosen)}"
+                f"{rpath}.{tname}", f"has {entries(len(top))} but {cname} has {len(chosen)}"
             )
         tokens = []
         for i, entry in enumerate(chosen):
@@ -434,9 +458,11 @@ def detect(rec: dict) -> str | None:
     """The format of a parsed record, from its keys; None if it is none of ours."""
     if "candidates" in rec:
         return "gemini"
-    choices = rec.get("choices")
-    if type(choices) is not list:
+    if "choices" not in rec:
         return None
+    choices = rec["choices"]
+    if type(choices) is not list:
+        choices = []  # the parser will say what is wrong with it
     vllm = any(k in rec for k in _VLLM_TOP)
     kind = None
     for choice in choices:
@@ -458,9 +484,9 @@ def detect(rec: dict) -> str | None:
             break
     if kind is None:
         obj = rec.get("object")
-        kind = {"chat.completion": "chat", "text_completion": "completions"}.get(obj)
-    if kind is None:
-        return None
+        # vLLM's chat responses carry prompt_logprobs at the top, its completions per choice
+        default = "chat" if "prompt_logprobs" in rec or "text_completion" != obj else None
+        kind = {"chat.completion": "chat", "text_completion": "completions"}.get(obj, default)
     return f"{'vllm' if vllm else 'openai'}_{kind}"
 
 

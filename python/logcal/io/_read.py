@@ -46,17 +46,20 @@ class _Reader:
         if self.first_error is None:
             self.first_error = message
 
+    def bad_line(self, index: int, message: str) -> None:
+        """A line that is not a JSON record at all."""
+        self.n_records += 1
+        self.fail(index, message)
+
     def record(self, rec: Any, index: int, where: str) -> None:
         self.n_records += 1
         try:
-            if self.fmt in (None, "huggingface") and not isinstance(rec, dict) and is_hf(rec):
-                self._hf(rec, index)
-                return
-            if type(rec) is not dict:
-                raise F.RecordError("", f"a record must be a JSON object, got {F.show(rec)}")
+            # transformers' GenerateOutput is a dict too (an OrderedDict of its fields)
             if self.fmt in (None, "huggingface") and is_hf(rec):
                 self._hf(rec, index)
                 return
+            if not isinstance(rec, dict):
+                raise F.RecordError("", f"a record must be a JSON object, got {F.show(rec)}")
             inner, base = F.unwrap(rec)
             fmt = self._format(inner, base)
             self.builder.add(index, F.PARSERS[fmt](inner, base))
@@ -76,8 +79,9 @@ class _Reader:
         if self.explicit:
             if self.fmt == "huggingface":
                 raise F.RecordError(
-                    "", f"is not a Hugging Face generate output (no 'sequences' with 'logits' "
-                    f"or 'scores'); got keys {sorted(rec)[:8]}"
+                    "",
+                    f"this record is not a Hugging Face generate output (no 'sequences' with "
+                    f"'logits' or 'scores'); got keys {sorted(rec)[:8]}",
                 )
             key, what = _MAIN_KEY[self.fmt]
             if key not in rec:
@@ -86,10 +90,12 @@ class _Reader:
                 )
             return self.fmt
         found = F.detect(rec)
+        if found is None and self.fmt is not None:
+            return self.fmt  # its parser says which field is wrong
         if found is None:
             raise F.RecordError(
-                "", f"cannot tell the format of this record: {F.EXPECTED}; got keys "
-                f"{sorted(rec)[:8]}"
+                "",
+                f"cannot tell the format of this record: {F.EXPECTED}; got keys {sorted(rec)[:8]}",
             )
         if self.fmt is None or found == self.fmt:
             self.fmt = found
@@ -102,7 +108,7 @@ class _Reader:
                 self.fmt = found
             return found
         raise F.RecordError(
-            "", f"is a {found} record, but the source began with {self.fmt} records"
+            "", f"this is a {found} record, but the source began with {self.fmt} records"
         )
 
     def finish(self, name: str) -> LogprobBatch:
@@ -160,9 +166,12 @@ class _Progress:
             self.bar.close()
 
 
-def _json_error(exc: ValueError) -> str:
+def _json_error(exc: ValueError, document: bool = False) -> str:
     if isinstance(exc, json.JSONDecodeError):
-        return f"not valid JSON: {exc.msg} (column {exc.colno})"
+        # a JSONL record is one line: its column is the position in the line, even when
+        # the error is found at the line's end
+        column = exc.colno if document else min(exc.pos, len(exc.doc.rstrip())) + 1
+        return f"not valid JSON: {exc.msg} (column {column})"
     if isinstance(exc, UnicodeDecodeError):
         return f"not valid UTF-8 text ({exc.reason} at byte {exc.start})"
     return f"not valid JSON: {exc}"  # pragma: no cover
@@ -172,7 +181,8 @@ def _stream(f: Any, name: str, reader: _Reader, bar: _Progress, raw: Any) -> Non
     """JSONL line by line; a JSON document (array, or one object over many lines) whole."""
     lineno = 0
     pos_of = raw.tell if raw is not None else None
-    for line in f:
+    lines = iter(f)  # once: the second loop goes on where the first stopped
+    for line in lines:
         lineno += 1
         bar.advance(len(line), pos_of() if pos_of is not None else None)
         if lineno == 1:
@@ -191,11 +201,11 @@ def _stream(f: Any, name: str, reader: _Reader, bar: _Progress, raw: Any) -> Non
             if isinstance(exc, json.JSONDecodeError) and exc.pos >= len(text.rstrip()):
                 _document(line, f, name, lineno, reader)
                 return
-            reader.fail(lineno - 1, f"{name}:{lineno}: {_json_error(exc)}")
+            reader.bad_line(lineno - 1, f"{name}:{lineno}: {_json_error(exc)}")
             break
         reader.record(rec, lineno - 1, f"{name}:{lineno}: ")
         break
-    for line in f:
+    for line in lines:
         lineno += 1
         if pos_of is not None:
             bar.advance(0, pos_of())
@@ -206,7 +216,7 @@ def _stream(f: Any, name: str, reader: _Reader, bar: _Progress, raw: Any) -> Non
         try:
             rec = json.loads(line)
         except ValueError as exc:
-            reader.fail(lineno - 1, f"{name}:{lineno}: {_json_error(exc)}")
+            reader.bad_line(lineno - 1, f"{name}:{lineno}: {_json_error(exc)}")
             continue
         reader.record(rec, lineno - 1, f"{name}:{lineno}: ")
 
@@ -218,7 +228,7 @@ def _document(first: Any, f: Any, name: str, lineno: int, reader: _Reader) -> No
         value = json.loads(text)
     except ValueError as exc:
         line = lineno + exc.lineno - 1 if isinstance(exc, json.JSONDecodeError) else lineno
-        raise ValueError(f"{name}:{line}: {_json_error(exc)}") from None
+        raise ValueError(f"{name}:{line}: {_json_error(exc, document=True)}") from None
     del text
     if isinstance(value, list):
         for i, rec in enumerate(value):
@@ -346,11 +356,11 @@ def read_logprobs(
     if isinstance(source, (str, os.PathLike)):
         name = os.fspath(source)
         _read_path(name, reader, progress)
-    elif hasattr(source, "read"):
-        name = _read_file(source, reader, progress)
     elif isinstance(source, dict) or is_hf(source):
         name = "the record"
         reader.record(source, 0, "")
+    elif hasattr(source, "read"):
+        name = _read_file(source, reader, progress)
     elif isinstance(source, Iterable) and not isinstance(source, (bytes, bytearray)):
         name = "the records"
         for i, rec in enumerate(source):
