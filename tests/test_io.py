@@ -436,6 +436,7 @@ MALFORMED = [
     (GEMINI, [*G, "chosenCandidates", 0, "logProbability"], "x", f"{GP}.chosenCandidates[0].logProbability must be a number, got 'x'"),
     (GEMINI, [*G, "chosenCandidates", 0, "token"], 1, f"{GP}.chosenCandidates[0].token must be a string, got a number 1"),
     (GEMINI, [*G, "chosenCandidates", 0, "tokenId"], -3, f"{GP}.chosenCandidates[0].tokenId must be a token id (an integer >= 0), got -3"),
+    (GEMINI, [*G, "chosenCandidates", 0, "tokenId"], 2**64, f"{GP}.chosenCandidates[0].tokenId must be a token id (an integer >= 0), got 18446744073709551616"),
     (GEMINI, [*G, "topCandidates", 0], [], f"{GP}.topCandidates[0] must be an object, got a list []"),
     (GEMINI, [*G, "topCandidates", 0, "candidates"], "x", f"{GP}.topCandidates[0].candidates must be a list, got a string 'x'"),
     (GEMINI, [*G, "topCandidates", 0, "candidates", 1, "logProbability"], 2.0, f"{GP}.topCandidates[0].candidates[1].logProbability must be a log-probability (<= 0), got 2.0"),

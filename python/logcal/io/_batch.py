@@ -48,6 +48,7 @@ class LogprobBatch(Mapping):
         Log-probability of each token. ``NaN`` where the provider gives ``null`` (the first
         token of a prompt has no log-probability); ``-inf`` where it gives ``-inf`` or a
         sentinel ``<= -9999`` (OpenAI and vLLM write ``-9999.0`` for "below the top 20").
+        A value above 0 by at most 1e-5 is rounding and reads as 0; more is an error.
     offsets : int64 ``[S+1]``
     top_logprobs : float64 ``[T, k]``
         The alternatives the provider lists, best first (``top_logprobs[:, 0]`` is the most

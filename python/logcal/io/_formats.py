@@ -18,6 +18,7 @@ NEG_INF = -math.inf
 SENTINEL = -9999.0
 # A log-probability above 0 by no more than this is rounding noise and reads as 0.
 POSITIVE_SLACK = 1e-5
+_MAX_ID = 2**63 - 1  # token ids are stored as int64
 
 _MISSING = object()
 
@@ -104,9 +105,13 @@ def logprob(value: Any, path: Callable[[], str]) -> float:
     return _logprob_slow(value, path())
 
 
+def _is_id(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= _MAX_ID
+
+
 def _text_or_id(text: str) -> tuple[str | None, int | None]:
     """vLLM's ``return_tokens_as_token_ids`` renders tokens as ``"token_id:{id}"``."""
-    if text.startswith("token_id:") and text[9:].isdigit():
+    if text.startswith("token_id:") and text[9:].isdigit() and int(text[9:]) <= _MAX_ID:
         return None, int(text[9:])
     return text, None
 
@@ -311,7 +316,7 @@ def _vllm_prompt(owner: dict, base: str) -> list | None:
                 f"has {entries(len(ids))} but prompt_logprobs has {len(plist)}",
             )
         for i, tid in enumerate(ids):
-            if isinstance(tid, bool) or not isinstance(tid, int) or tid < 0:
+            if not _is_id(tid):
                 raise RecordError(
                     f"{base}prompt_token_ids[{i}]",
                     f"must be a token id (an integer >= 0), got {show(tid)}",
@@ -336,7 +341,7 @@ def _vllm_prompt(owner: dict, base: str) -> list | None:
                 tid = int(key)
             except (TypeError, ValueError):
                 tid = -1
-            if isinstance(key, bool) or tid < 0:
+            if isinstance(key, bool) or not 0 <= tid <= _MAX_ID:
                 raise RecordError(kpath, "is not a token id (the keys are token ids)")
             if type(value) is not dict:
                 raise RecordError(kpath, f"must be an object, got {_got(value)}")
@@ -379,7 +384,7 @@ def _gemini_entry(entry: Any, path: str) -> tuple:
     if type(text) is not str:
         raise RecordError(f"{path}.token", f"must be a string, got {_got(text)}")
     tid, name = _get(entry, "tokenId", "token_id", None)
-    if tid is not None and (isinstance(tid, bool) or not isinstance(tid, int) or tid < 0):
+    if tid is not None and not _is_id(tid):
         raise RecordError(
             f"{path}.{name}", f"must be a token id (an integer >= 0), got {show(tid)}"
         )

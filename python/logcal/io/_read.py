@@ -324,7 +324,8 @@ def read_logprobs(
     JSONL is streamed: one line in memory at a time, the values packed into growing numpy
     arrays, so memory is the result (about 9 bytes per value) and not the text. A JSON
     document (an array of responses, or one object over many lines) is parsed whole, as any
-    JSON parser must; write big outputs as JSONL.
+    JSON parser must; write big outputs as JSONL. ``errors="skip"`` skips records: a file
+    that is not JSON at all, or a JSON document that does not parse, always raises.
 
     Examples
     --------
