@@ -282,9 +282,8 @@ def parse_completions(rec: dict, base: str, vllm: bool) -> list:
                 if tokens and tokens[0][0] != tokens[0][0] and len(prompt) <= len(tokens):
                     # echo=True: the choice starts with the prompt (its first log-probability
                     # is null) and prompt_logprobs repeats it; mark those tokens, once.
-                    tokens = [(*t[:4], True, t[5]) for t in tokens[: len(prompt)]] + tokens[
-                        len(prompt) :
-                    ]
+                    n = len(prompt)
+                    tokens = [(*t[:4], True, t[5]) for t in tokens[:n]] + tokens[n:]
                 elif not prompt_done:
                     # Every choice carries the same prompt_logprobs: one prompt per record.
                     sequences.append((-1, prompt))
