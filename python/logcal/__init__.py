@@ -15,7 +15,7 @@ array([-0.4076, -1.0986], dtype=float32)
 
 from __future__ import annotations
 
-from . import reference
+from . import io, reference
 from ._native import cuda_available, cuda_compiled, get_num_threads, set_num_threads
 from ._token import TokenStats, log_softmax, token_stats
 
@@ -26,6 +26,7 @@ __all__ = [
     "cuda_available",
     "cuda_compiled",
     "get_num_threads",
+    "io",
     "log_softmax",
     "reference",
     "set_num_threads",

@@ -1,0 +1,434 @@
+"""``LogprobBatch``, the flat record the readers return, and the builder that fills it.
+
+The builder streams: records are parsed into small Python lists, flushed every few thousand
+tokens into numpy buffers that grow by doubling in place (``ndarray.resize``), and trimmed in
+place at the end, so the result arrays are the buffers themselves and no second copy of the
+data is ever made. Token strings are interned: each distinct string is stored once and the
+buffers hold int32 codes into the table until the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+_ARRAYS = (
+    "token_logprob",
+    "offsets",
+    "top_logprobs",
+    "tokens",
+    "top_tokens",
+    "token_ids",
+    "top_token_ids",
+    "token_bytes",
+    "prompt",
+    "record",
+    "choice",
+    "skipped_records",
+)
+_SCALARS = ("format", "skipped")
+_FIELDS = _ARRAYS + _SCALARS
+_ID_FIELDS = ("token_ids", "top_token_ids")
+
+
+class LogprobBatch(Mapping):
+    """Token log-probabilities read from model outputs: an immutable record of flat arrays.
+
+    ``T`` tokens in ``S`` sequences (one per choice or candidate, plus one per vLLM prompt),
+    sequence ``s`` being rows ``offsets[s]:offsets[s+1]``; ``k`` is the widest top list met.
+
+    Fields
+    ------
+    format : str
+        The format read: ``"openai_chat"``, ``"openai_completions"``, ``"vllm_chat"``,
+        ``"vllm_completions"``, ``"gemini"`` or ``"huggingface"``.
+    token_logprob : float64 ``[T]``
+        Log-probability of each token. ``NaN`` where the provider gives ``null`` (the first
+        token of a prompt has no log-probability); ``-inf`` where it gives ``-inf`` or a
+        sentinel ``<= -9999`` (OpenAI and vLLM write ``-9999.0`` for "below the top 20").
+        A value above 0 by at most 1e-5 is rounding and reads as 0; more is an error.
+    offsets : int64 ``[S+1]``
+    top_logprobs : float64 ``[T, k]``
+        The alternatives the provider lists, best first (``top_logprobs[:, 0]`` is the most
+        likely token). Lists are kept whole: where OpenAI legacy completions or vLLM add the
+        sampled token to a top-k list it did not make (k+1 entries), it stays, last. ``NaN``
+        pads shorter lists and rows without a list; sentinels are ``-inf`` as above.
+    tokens : ``[T]``
+        The tokens as text (an object array of ``str``; ``None`` where only an id is known),
+        or, when the source gives ids and no text at all, the int64 ids.
+    top_tokens : ``[T, k]``
+        The tokens of ``top_logprobs``, of the same kind as ``tokens`` (``None`` / ``-1``
+        where absent).
+    token_ids, top_token_ids : int64 ``[T]``, ``[T, k]``
+        Only when the source gives token ids (vLLM ``prompt_logprobs`` keys and
+        ``prompt_token_ids``, ``"token_id:N"`` tokens of ``return_tokens_as_token_ids``,
+        Gemini ``tokenId``, Hugging Face); ``-1`` where unknown.
+    token_bytes : object ``[T]``
+        Only when the source gives them (OpenAI chat ``bytes``): the UTF-8 bytes of each token
+        (``None`` where not given), which rebuild characters split across tokens; see
+        :meth:`text`.
+    prompt : bool ``[T]``
+        True for prompt tokens (vLLM ``prompt_logprobs``), False for generated ones.
+    record, choice : int64 ``[S]``
+        Where each sequence comes from: the 0-based record (JSONL line number - 1, or the
+        position in a JSON array or list) and the choice / candidate index; ``-1`` for a
+        sequence that holds a vLLM prompt.
+    skipped : int
+        Records skipped as malformed with ``errors="skip"``; ``skipped_records`` (int64) says
+        which.
+
+    Fields that the source does not give do not exist: reading one raises ``AttributeError``
+    saying so. The record is also a read-only mapping of the fields it has.
+    """
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, **fields: Any) -> None:
+        unknown = set(fields) - set(_FIELDS)
+        if unknown:
+            raise TypeError(f"unknown LogprobBatch fields: {sorted(unknown)}")
+        object.__setattr__(self, "_fields", {k: fields[k] for k in _FIELDS if k in fields})
+
+    def __getattr__(self, name: str) -> Any:
+        fields = object.__getattribute__(self, "_fields")
+        if name in fields:
+            return fields[name]
+        if name in _ID_FIELDS:
+            raise AttributeError(
+                f"LogprobBatch has no {name}: this {fields.get('format')} source gives no token ids"
+            )
+        if name == "token_bytes":
+            raise AttributeError(
+                f"LogprobBatch has no token_bytes: this {fields.get('format')} source gives "
+                f"no token bytes"
+            )
+        raise AttributeError(f"LogprobBatch has no field {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("LogprobBatch is immutable")
+
+    def __getitem__(self, key: str) -> Any:
+        return self._fields[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    @property
+    def n_tokens(self) -> int:
+        """Number of tokens ``T``."""
+        return int(self._fields["token_logprob"].shape[0])
+
+    @property
+    def n_sequences(self) -> int:
+        """Number of sequences ``S``."""
+        return int(self._fields["offsets"].shape[0] - 1)
+
+    @property
+    def k(self) -> int:
+        """Width of ``top_logprobs``: the longest top list in the source (0 if none)."""
+        return int(self._fields["top_logprobs"].shape[1])
+
+    def text(self, s: int) -> str:
+        """The text of sequence ``s``, rebuilt from the token bytes where the source gives them.
+
+        A character split over several tokens (each token's ``bytes`` holding part of its
+        UTF-8 encoding) comes out whole; bytes that never complete a character become U+FFFD.
+        """
+        tokens = self._fields["tokens"]
+        if tokens.dtype != object:
+            raise ValueError("tokens are token ids here; decode them with the model's tokenizer")
+        lo, hi = (int(x) for x in self._fields["offsets"][s : s + 2])
+        raw = self._fields.get("token_bytes")
+        parts = []
+        for t in range(lo, hi):
+            b = None if raw is None else raw[t]
+            if b is None:
+                tok = tokens[t]
+                b = b"" if tok is None else tok.encode("utf-8")
+            parts.append(b)
+        return b"".join(parts).decode("utf-8", errors="replace")
+
+    def __repr__(self) -> str:
+        return (
+            f"LogprobBatch(format={self._fields['format']!r}, n_sequences={self.n_sequences}, "
+            f"n_tokens={self.n_tokens}, k={self.k}, skipped={self._fields['skipped']})"
+        )
+
+
+# --- the builder --------------------------------------------------------------------------
+
+_FLUSH_TOKENS = 2048  # tokens held as Python objects before packing: about 1 MB
+
+
+class _Grow:
+    """A numpy buffer of rows that doubles in place; trimmed in place by :meth:`finish`."""
+
+    __slots__ = ("arr", "fill", "n")
+
+    def __init__(self, dtype: Any, fill: Any, width: int | None = None, cap: int = 1024):
+        shape = (cap,) if width is None else (cap, width)
+        self.arr = np.full(shape, fill, dtype=dtype)
+        self.fill = fill
+        self.n = 0
+
+    def reserve(self, extra: int) -> None:
+        need = self.n + extra
+        cap = self.arr.shape[0]
+        if need <= cap:
+            return
+        new_cap = max(need, 2 * cap)
+        old_size = self.arr.size
+        # realloc in place (glibc moves large blocks with mremap, without copying)
+        self.arr.resize((new_cap, *self.arr.shape[1:]), refcheck=False)
+        self.arr.reshape(-1)[old_size:] = self.fill
+
+    def widen(self, width: int) -> None:
+        if width <= self.arr.shape[1]:
+            return
+        wider = np.full((self.arr.shape[0], width), self.fill, dtype=self.arr.dtype)
+        wider[: self.n, : self.arr.shape[1]] = self.arr[: self.n]
+        self.arr = wider
+
+    def finish(self) -> np.ndarray:
+        self.arr.resize((self.n, *self.arr.shape[1:]), refcheck=False)
+        return self.arr
+
+
+class _Interner:
+    """Distinct values get codes 0, 1, ...; ``None`` is -1."""
+
+    __slots__ = ("codes", "values")
+
+    def __init__(self) -> None:
+        self.codes: dict = {}
+        self.values: list = []
+
+    def __call__(self, value: Any) -> int:
+        if value is None:
+            return -1
+        code = self.codes.get(value)
+        if code is None:
+            code = self.codes[value] = len(self.values)
+            self.values.append(value)
+        return code
+
+    def lookup(self, codes: np.ndarray) -> np.ndarray:
+        table = np.empty(len(self.values) + 1, dtype=object)
+        table[: len(self.values)] = self.values  # the last slot stays None, for code -1
+        return table[codes]
+
+
+class Builder:
+    """Accumulates sequences of tokens; :meth:`finish` returns the :class:`LogprobBatch`.
+
+    A token is ``(logprob, text, id, bytes, is_prompt, tops)`` with ``tops`` a list of
+    ``(logprob, text, id)``; ``text``, ``id`` and ``bytes`` may be ``None``.
+    """
+
+    def __init__(self) -> None:
+        self.strings = _Interner()
+        self.bytes_ = _Interner()
+        self.lp = _Grow(np.float64, np.nan)
+        self.code = _Grow(np.int32, -1)
+        self.prompt = _Grow(np.bool_, False)
+        self.top_lp = _Grow(np.float64, np.nan, width=0)
+        self.top_code = _Grow(np.int32, -1, width=0)
+        self.ids: _Grow | None = None
+        self.top_ids: _Grow | None = None
+        self.bcode: _Grow | None = None
+        self.lengths = _Grow(np.int64, 0)
+        self.record = _Grow(np.int64, -1)
+        self.choice = _Grow(np.int64, -1)
+        self.skipped: list[int] = []
+        self.n_tokens = 0
+        self._pending: list = []  # (record, choice, tokens) not yet flushed
+        self._pending_tokens = 0
+
+    # -- input ---------------------------------------------------------------------------
+
+    def add(self, record: int, sequences: list) -> None:
+        """Add the sequences ``[(choice, tokens), ...]`` of one record."""
+        for choice, tokens in sequences:
+            self._pending.append((record, choice, tokens))
+            self._pending_tokens += len(tokens)
+        if self._pending_tokens >= _FLUSH_TOKENS:
+            self._flush()
+
+    def skip(self, record: int) -> None:
+        self.skipped.append(record)
+
+    def _ensure_ids(self) -> None:
+        if self.ids is None:
+            self.ids = _Grow(np.int64, -1, cap=self.lp.arr.shape[0])
+            self.ids.n = self.lp.n
+            self.top_ids = _Grow(np.int64, -1, width=self.top_lp.arr.shape[1])
+            self.top_ids.reserve(self.lp.arr.shape[0])
+            self.top_ids.n = self.lp.n
+
+    def _ensure_bytes(self) -> None:
+        if self.bcode is None:
+            self.bcode = _Grow(np.int32, -1, cap=self.lp.arr.shape[0])
+            self.bcode.n = self.lp.n
+
+    def _flush(self) -> None:
+        pending, self._pending, self._pending_tokens = self._pending, [], 0
+        if not pending:
+            return
+        intern, intern_bytes = self.strings, self.bytes_
+        lps, codes, ids, bcodes, prompts = [], [], [], [], []
+        t_rows, t_cols, t_lps, t_codes, t_ids = [], [], [], [], []
+        seq_len, seq_rec, seq_choice = [], [], []
+        any_id = any_bytes = False
+        width = 0
+        row = 0
+        for record, choice, tokens in pending:
+            seq_rec.append(record)
+            seq_choice.append(choice)
+            seq_len.append(len(tokens))
+            for lp, text, tid, raw, is_prompt, tops in tokens:
+                lps.append(lp)
+                codes.append(intern(text))
+                prompts.append(is_prompt)
+                if tid is None:
+                    ids.append(-1)
+                else:
+                    ids.append(tid)
+                    any_id = True
+                if raw is None:
+                    bcodes.append(-1)
+                else:
+                    bcodes.append(intern_bytes(raw))
+                    any_bytes = True
+                if tops:
+                    if len(tops) > width:
+                        width = len(tops)
+                    for j, (tlp, ttext, ttid) in enumerate(tops):
+                        t_rows.append(row)
+                        t_cols.append(j)
+                        t_lps.append(tlp)
+                        t_codes.append(intern(ttext))
+                        if ttid is None:
+                            t_ids.append(-1)
+                        else:
+                            t_ids.append(ttid)
+                            any_id = True
+                row += 1
+        n = row
+        start = self.lp.n
+        if any_id:
+            self._ensure_ids()
+        if any_bytes:
+            self._ensure_bytes()
+        width = max(width, self.top_lp.arr.shape[1])
+        for buf in (self.lp, self.code, self.prompt, self.top_lp, self.top_code,
+                    self.ids, self.top_ids, self.bcode):  # fmt: skip
+            if buf is None:
+                continue
+            if buf.arr.ndim == 2:
+                buf.widen(width)
+            buf.reserve(n)
+        stop = start + n
+        self.lp.arr[start:stop] = lps
+        self.code.arr[start:stop] = codes
+        self.prompt.arr[start:stop] = prompts
+        if self.ids is not None:
+            self.ids.arr[start:stop] = ids
+        if self.bcode is not None:
+            self.bcode.arr[start:stop] = bcodes
+        if t_rows:
+            r = np.asarray(t_rows, dtype=np.int64) + start
+            c = np.asarray(t_cols, dtype=np.int64)
+            self.top_lp.arr[r, c] = t_lps
+            self.top_code.arr[r, c] = t_codes
+            if self.top_ids is not None:
+                self.top_ids.arr[r, c] = t_ids
+        for buf in (self.lp, self.code, self.prompt, self.top_lp, self.top_code,
+                    self.ids, self.top_ids, self.bcode):  # fmt: skip
+            if buf is not None:
+                buf.n = stop
+        for buf, values in ((self.lengths, seq_len), (self.record, seq_rec),
+                            (self.choice, seq_choice)):  # fmt: skip
+            buf.reserve(len(values))
+            buf.arr[buf.n : buf.n + len(values)] = values
+            buf.n += len(values)
+        self.n_tokens = stop
+
+    def add_arrays(
+        self,
+        record: int,
+        choices: np.ndarray,
+        lengths: np.ndarray,
+        logprob: np.ndarray,
+        ids: np.ndarray,
+        top_logprobs: np.ndarray,
+        top_ids: np.ndarray,
+    ) -> None:
+        """Append whole arrays of id tokens (the Hugging Face reader)."""
+        self._flush()
+        self._ensure_ids()
+        n = len(logprob)
+        start, stop = self.lp.n, self.lp.n + n
+        width = max(top_logprobs.shape[1], self.top_lp.arr.shape[1])
+        for buf in (self.lp, self.code, self.prompt, self.top_lp, self.top_code,
+                    self.ids, self.top_ids, self.bcode):  # fmt: skip
+            if buf is None:
+                continue
+            if buf.arr.ndim == 2:
+                buf.widen(width)
+            buf.reserve(n)
+        k = top_logprobs.shape[1]
+        self.lp.arr[start:stop] = logprob
+        self.ids.arr[start:stop] = ids
+        self.top_lp.arr[start:stop, :k] = top_logprobs
+        self.top_ids.arr[start:stop, :k] = top_ids
+        # The slots of text codes, bytes and the prompt flag keep their fill values.
+        for buf in (self.lp, self.code, self.prompt, self.top_lp, self.top_code,
+                    self.ids, self.top_ids, self.bcode):  # fmt: skip
+            if buf is not None:
+                buf.n = stop
+        s = len(lengths)
+        for buf, values in ((self.lengths, lengths), (self.record, np.full(s, record)),
+                            (self.choice, choices)):  # fmt: skip
+            buf.reserve(s)
+            buf.arr[buf.n : buf.n + s] = values
+            buf.n += s
+        self.n_tokens = stop
+
+    # -- output --------------------------------------------------------------------------
+
+    def finish(self, fmt: str) -> LogprobBatch:
+        self._flush()
+        lengths = self.lengths.finish()
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        fields: dict[str, Any] = dict(
+            format=fmt,
+            token_logprob=self.lp.finish(),
+            offsets=offsets,
+            top_logprobs=self.top_lp.finish(),
+            prompt=self.prompt.finish(),
+            record=self.record.finish(),
+            choice=self.choice.finish(),
+            skipped=len(self.skipped),
+            skipped_records=np.asarray(self.skipped, dtype=np.int64),
+        )
+        code, top_code = self.code.finish(), self.top_code.finish()
+        if self.ids is not None:
+            fields["token_ids"] = self.ids.finish()
+            fields["top_token_ids"] = self.top_ids.finish()
+        if self.strings.values or self.ids is None:
+            fields["tokens"] = self.strings.lookup(code)
+            del code
+            fields["top_tokens"] = self.strings.lookup(top_code)
+        else:  # ids only: the ids are the tokens
+            fields["tokens"] = fields["token_ids"]
+            fields["top_tokens"] = fields["top_token_ids"]
+        del top_code
+        if self.bcode is not None:
+            fields["token_bytes"] = self.bytes_.lookup(self.bcode.finish())
+        return LogprobBatch(**fields)
