@@ -19,9 +19,10 @@ import types
 from collections import OrderedDict
 from pathlib import Path
 
-import logcal
 import numpy as np
 import pytest
+
+import logcal
 from _helpers import assert_close
 
 DATA = Path(__file__).parent / "data"
