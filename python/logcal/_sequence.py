@@ -264,7 +264,8 @@ def sequence_stats(token_logprobs: Any, offsets: Any = None, *, mask: Any = None
                 f"the flat layout, or a padded [B, L] array (with mask)"
             )
         out_shape = data.shape[:-1]
-        if int(np.prod(out_shape)) == 0:
+        n_rows = int(np.prod(out_shape))
+        if n_rows == 0:
             raise ValueError(
                 f"token_logprobs must hold at least one sequence, got shape {data.shape}"
             )
@@ -277,8 +278,8 @@ def sequence_stats(token_logprobs: Any, offsets: Any = None, *, mask: Any = None
                 raise ValueError(
                     f"mask must have the shape of token_logprobs {data.shape}, got shape {m.shape}"
                 )
-            m = m.reshape(-1, data.shape[-1]).view(np.uint8)
-        data = data.reshape(-1, data.shape[-1])
+            m = m.reshape(n_rows, data.shape[-1]).view(np.uint8)
+        data = data.reshape(n_rows, data.shape[-1])
 
     float_out = _float_out(arr)
     results, views = {}, {}

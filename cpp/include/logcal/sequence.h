@@ -184,26 +184,33 @@ struct ConsistencyArgs {
   void* semantic_entropy = nullptr;
 };
 
-// One answer cluster of a question: its id, how many valid samples it holds, and its
-// probability mass sum of exp(lp_s - M) over its samples (M: the question's largest lp).
-struct Cluster {
-  int64_t id;
-  int64_t count;
-  double mass;
-};
-
 struct ConsistencyResult {
   int64_t mode, n_unique;
   double agreement, entropy, entropy_consistency, fsd, semantic_entropy;
 };
 
-// The statistics of one question from its clusters, which must be sorted by id (so sums run in
-// a fixed order and the lowest id wins ties for the mode). Formulas: API.md "Multi-sample
-// consistency", after Lyu et al. 2025 (agreement, entropy, fsd) and Farquhar et al. 2024
-// (semantic entropy, -sum p(c) log p(c)). `mass_ok` is false when the question's log-probs had
-// a NaN or +inf, or were all -inf: semantic entropy is then NaN.
-LOGCAL_HD ConsistencyResult consistency_finish(const Cluster* clusters, int64_t n_unique,
-                                               bool mass_ok) {
+// The entropy terms computed where they are needed: p log p with p = count / k_valid, and
+// log(n) for the number of clusters. Back ends may substitute tables holding the same values.
+struct DirectEntropyTerms {
+  LOGCAL_HD double plogp(int64_t count, int64_t k_valid) const {
+    const double p = double(count) / double(k_valid);
+    return p * std::log(p);
+  }
+  LOGCAL_HD double log_n(int64_t n) const { return std::log(double(n)); }
+};
+
+// The statistics of one question from its clusters: ids, counts of valid samples and (when
+// mass_ok) masses sum of exp(lp_s - M) over the cluster's samples, M the question's largest lp.
+// Clusters come in order of first appearance among the samples (the order the sums run in, so
+// every back end adds in the same order). Formulas:
+// API.md "Multi-sample consistency", after Lyu et al. 2025 (agreement, entropy, fsd) and
+// Farquhar et al. 2024 (semantic entropy, -sum p(c) log p(c)). The mode is the lowest id among
+// the most frequent. `mass_ok` is false when the question's log-probs had a NaN or +inf, or
+// were all -inf (or were not given): semantic entropy is then NaN.
+template <class Terms>
+LOGCAL_HD ConsistencyResult consistency_finish(const int64_t* ids, const int64_t* counts,
+                                               const double* masses, int64_t n_unique,
+                                               bool mass_ok, const Terms& terms) {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   ConsistencyResult r;
   r.n_unique = n_unique;
@@ -216,34 +223,33 @@ LOGCAL_HD ConsistencyResult consistency_finish(const Cluster* clusters, int64_t 
   r.mode = -1;
   double total_mass = 0.0;
   for (int64_t c = 0; c < n_unique; ++c) {
-    const int64_t n = clusters[c].count;
+    const int64_t n = counts[c];
+    const int64_t id = ids[c];
     k_valid += n;
-    total_mass += clusters[c].mass;
     if (n > n1) {
       n2 = n1;
       n1 = n;
-      r.mode = clusters[c].id;
-    } else if (n > n2) {
-      n2 = n;
+      r.mode = id;
+    } else {
+      if (n == n1 && id < r.mode) r.mode = id;
+      if (n > n2) n2 = n;
     }
   }
-  const double kv = double(k_valid);
   double h = 0.0;
-  for (int64_t c = 0; c < n_unique; ++c) {
-    const double p = double(clusters[c].count) / kv;
-    h -= p * std::log(p);
-  }
+  for (int64_t c = 0; c < n_unique; ++c) h -= terms.plogp(counts[c], k_valid);
   if (n_unique == 1) h = 0.0;
-  r.agreement = double(n1) / kv;
+  r.agreement = double(n1) / double(k_valid);
   r.entropy = h;
-  r.entropy_consistency = n_unique == 1 ? 1.0 : 1.0 - h / std::log(double(n_unique));
-  r.fsd = double(n1 - n2) / kv;
+  r.entropy_consistency = n_unique == 1 ? 1.0 : 1.0 - h / terms.log_n(n_unique);
+  r.fsd = double(n1 - n2) / double(k_valid);
+  if (mass_ok)
+    for (int64_t c = 0; c < n_unique; ++c) total_mass += masses[c];
   if (!mass_ok || !(total_mass > 0.0)) {
     r.semantic_entropy = nan;
   } else {
     double se = 0.0;
     for (int64_t c = 0; c < n_unique; ++c) {
-      const double p = clusters[c].mass / total_mass;
+      const double p = masses[c] / total_mass;
       if (p > 0.0) se -= p * std::log(p);
     }
     r.semantic_entropy = se;

@@ -46,7 +46,7 @@ def sequence_stats(token_logprobs: Any, offsets: Any = None, *, mask: Any = None
         m = np.ones(x.shape, bool) if mask is None else _host(mask, "mask").astype(bool)
         count = m.sum(axis=-1).astype(np.int64)
         total = np.where(m, x, 0.0).sum(axis=-1)
-        low = np.where(m, x, np.inf).min(axis=-1)
+        low = np.where(m, x, np.inf).min(axis=-1, initial=np.inf)
     empty = count == 0
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         mean = total / count
