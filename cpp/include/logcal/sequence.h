@@ -201,8 +201,8 @@ struct DirectEntropyTerms {
 
 // The statistics of one question from its clusters: ids, counts of valid samples and (when
 // mass_ok) masses sum of exp(lp_s - M) over the cluster's samples, M the question's largest lp.
-// Clusters come in order of first appearance among the samples (the order the sums run in, so
-// every back end adds in the same order). Formulas:
+// Clusters come sorted by id (the order the sums run in, so every back end adds in the same
+// order; the mode is still chosen explicitly as the lowest id among the most frequent). Formulas:
 // API.md "Multi-sample consistency", after Lyu et al. 2025 (agreement, entropy, fsd) and
 // Farquhar et al. 2024 (semantic entropy, -sum p(c) log p(c)). The mode is the lowest id among
 // the most frequent. `mass_ok` is false when the question's log-probs had a NaN or +inf, or
@@ -226,14 +226,12 @@ LOGCAL_HD ConsistencyResult consistency_finish(const int64_t* ids, const int64_t
     const int64_t n = counts[c];
     const int64_t id = ids[c];
     k_valid += n;
-    if (n > n1) {
-      n2 = n1;
-      n1 = n;
-      r.mode = id;
-    } else {
-      if (n == n1 && id < r.mode) r.mode = id;
-      if (n > n2) n2 = n;
-    }
+    // Branch-free: the two largest counts, and the lowest id among the most frequent.
+    const bool above = n > n1;
+    const bool takes_mode = above || (n == n1 && id < r.mode);
+    n2 = above ? n1 : (n > n2 ? n : n2);
+    n1 = above ? n : n1;
+    r.mode = takes_mode ? id : r.mode;
   }
   double h = 0.0;
   for (int64_t c = 0; c < n_unique; ++c) h -= terms.plogp(counts[c], k_valid);
