@@ -192,6 +192,130 @@ SeqPartial reduce_block<double, false, true>(const double* x, int64_t, const uin
 }
 
 
+// The masked contiguous blocks (padded layout with a mask), the same way: a masked-out element
+// enters the sum as +0.0 and the minimum as +inf, which is what reduce_block's selects do.
+typedef int32_t V4i __attribute__((vector_size(16)));
+typedef int64_t V2l __attribute__((vector_size(16)));
+
+// Lane masks of the mask bytes m[0, 8): all ones where counted; lanes 0-3 and 4-7.
+inline void mask_lanes(const uint8_t* m, V4i& lo, V4i& hi) {
+#if defined(__SSE2__)
+  const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(m));
+  const __m128i zero = _mm_cmpeq_epi8(b, _mm_setzero_si128());
+  const __m128i keep = _mm_xor_si128(zero, _mm_cmpeq_epi8(zero, zero));
+  const __m128i k16 = _mm_unpacklo_epi8(keep, keep);
+  lo = V4i(_mm_unpacklo_epi16(k16, k16));
+  hi = V4i(_mm_unpackhi_epi16(k16, k16));
+#else
+  for (int j = 0; j < 4; ++j) {
+    lo[j] = m[j] ? -1 : 0;
+    hi[j] = m[4 + j] ? -1 : 0;
+  }
+#endif
+}
+
+// 32-bit lane masks widened to 64-bit lanes: lanes 0-1 and 2-3 of k.
+inline void widen_mask(V4i k, V2l& lo, V2l& hi) {
+#if defined(__SSE2__)
+  lo = V2l(_mm_unpacklo_epi32(__m128i(k), __m128i(k)));
+  hi = V2l(_mm_unpackhi_epi32(__m128i(k), __m128i(k)));
+#else
+  lo = V2l{k[0], k[1]};
+  hi = V2l{k[2], k[3]};
+#endif
+}
+
+template <class C>
+SeqPartial finish_lanes_masked(double* acc, C* mn, int64_t count, const C* x, const uint8_t* m,
+                               int64_t i, int64_t n) {
+  for (int j = 0; i + j < n; ++j) {
+    const C v = x[i + j];
+    const bool keep = m[i + j] != 0;
+    acc[j] += keep ? double(v) : 0.0;
+    mn[j] = (keep && v < mn[j]) ? v : mn[j];
+    count += keep;
+  }
+  SeqPartial p;
+  p.sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  double lo = std::numeric_limits<double>::infinity();
+  for (int j = 0; j < kLanes; ++j) lo = double(mn[j]) < lo ? double(mn[j]) : lo;
+  p.min = lo;
+  p.nan = false;
+  if (p.sum != p.sum)
+    for (int64_t k = 0; k < n; ++k) p.nan = p.nan || (m[k] != 0 && x[k] != x[k]);
+  p.count = count;
+  return p;
+}
+
+template <>
+SeqPartial reduce_block<float, true, true>(const float* x, int64_t, const uint8_t* m, int64_t,
+                                           int64_t n) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const V4f inf4 = {inf, inf, inf, inf};
+  V2d a0 = {0, 0}, a1 = a0, a2 = a0, a3 = a0;
+  V4f m0 = inf4, m1 = inf4;
+  V4i c0 = {0, 0, 0, 0}, c1 = c0;  // per-lane counts (a block is far below 2^31)
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    V4i k0, k1;
+    mask_lanes(m + i, k0, k1);
+    const V4i lo = load_vec<V4i>(x + i);
+    const V4i hi = load_vec<V4i>(x + i + 4);
+    V2d w0, w1, w2, w3;
+    widen(V4f(lo & k0), w0, w1);
+    widen(V4f(hi & k1), w2, w3);
+    a0 += w0;
+    a1 += w1;
+    a2 += w2;
+    a3 += w3;
+    const V4f v0 = V4f((lo & k0) | (V4i(inf4) & ~k0));
+    const V4f v1 = V4f((hi & k1) | (V4i(inf4) & ~k1));
+    m0 = v0 < m0 ? v0 : m0;
+    m1 = v1 < m1 ? v1 : m1;
+    c0 -= k0;
+    c1 -= k1;
+  }
+  double acc[8] = {a0[0], a0[1], a1[0], a1[1], a2[0], a2[1], a3[0], a3[1]};
+  float mn[8] = {m0[0], m0[1], m0[2], m0[3], m1[0], m1[1], m1[2], m1[3]};
+  const int64_t count = int64_t(c0[0]) + c0[1] + c0[2] + c0[3] + c1[0] + c1[1] + c1[2] + c1[3];
+  return finish_lanes_masked(acc, mn, count, x, m, i, n);
+}
+
+template <>
+SeqPartial reduce_block<double, true, true>(const double* x, int64_t, const uint8_t* m, int64_t,
+                                            int64_t n) {
+  const double inf = std::numeric_limits<double>::infinity();
+  const V2d inf2 = {inf, inf};
+  V2d a[4] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};
+  V2d mv[4] = {inf2, inf2, inf2, inf2};
+  V4i c0 = {0, 0, 0, 0}, c1 = c0;
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    V4i k0, k1;
+    mask_lanes(m + i, k0, k1);
+    c0 -= k0;
+    c1 -= k1;
+    V2l k[4];
+    widen_mask(k0, k[0], k[1]);
+    widen_mask(k1, k[2], k[3]);
+    for (int v = 0; v < 4; ++v) {
+      const V2l xv = load_vec<V2l>(x + i + 2 * v);
+      a[v] += V2d(xv & k[v]);
+      const V2d mval = V2d((xv & k[v]) | (V2l(inf2) & ~k[v]));
+      mv[v] = mval < mv[v] ? mval : mv[v];
+    }
+  }
+  double acc[8];
+  double mn[8];
+  for (int v = 0; v < 4; ++v)
+    for (int l = 0; l < 2; ++l) {
+      acc[2 * v + l] = a[v][l];
+      mn[2 * v + l] = mv[v][l];
+    }
+  const int64_t count = int64_t(c0[0]) + c0[1] + c0[2] + c0[3] + c1[0] + c1[1] + c1[2] + c1[3];
+  return finish_lanes_masked(acc, mn, count, x, m, i, n);
+}
+
 template <class In>
 struct FlatSource {
   const In* data;
