@@ -12,15 +12,14 @@ on Q = 10^6 questions of K = 20 samples (against logcal.reference), selective on
 
 from __future__ import annotations
 
+import logcal
 import numpy as np
 import pytest
-
-import logcal
 from logcal import reference
 
 THREADS = 2
-FAST = dict(rounds=5, warmup_rounds=1, iterations=1)
-SLOW = dict(rounds=2, warmup_rounds=0, iterations=1)
+FAST = {"rounds": 5, "warmup_rounds": 1, "iterations": 1}
+SLOW = {"rounds": 2, "warmup_rounds": 0, "iterations": 1}
 _best: dict[str, float] = {}
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import re
 
+import logcal
 import ml_dtypes
 import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-
-import logcal
 from logcal import reference
 
 
@@ -103,7 +102,7 @@ def test_torch_in_torch_out():
     assert isinstance(c.probs, torch.Tensor) and c.probs.dtype == torch.float64
     assert c.pred.tolist() == [0] and c.correct.tolist() == [False]
     with pytest.raises(AttributeError, match=re.escape("ChoiceConfidence has no correct: pass labels= to choice_confidence")):
-        logcal.choice_confidence(np.zeros((1, 2))).correct
+        _ = logcal.choice_confidence(np.zeros((1, 2))).correct
 
 
 LL = np.array([[-1.0, -2.0, np.nan], [-1.0, -2.0, -3.0]])
@@ -112,21 +111,21 @@ LL = np.array([[-1.0, -2.0, np.nan], [-1.0, -2.0, -3.0]])
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        (dict(labels=np.array([0, 3])), ValueError, "labels[1] = 3 is outside [0, 3)"),
-        (dict(labels=np.array([-1, 0])), ValueError, "labels[0] = -1 is outside [0, 3)"),
-        (dict(labels=np.array([2, 0])), ValueError,
+        ({"labels": np.array([0, 3])}, ValueError, "labels[1] = 3 is outside [0, 3)"),
+        ({"labels": np.array([-1, 0])}, ValueError, "labels[0] = -1 is outside [0, 3)"),
+        ({"labels": np.array([2, 0])}, ValueError,
          "labels[0] = 2 points at an absent option: choice_logprobs[0, 2] is NaN"),
-        (dict(labels=np.array([0, 1, 2])), ValueError, "labels must have shape (Q,) = (2,), got shape (3,)"),
-        (dict(labels=np.array([0.0, 1.0])), TypeError, "labels must be an array of integers, got dtype float64"),
-        (dict(lengths=np.array([[1, 2, 0], [1, 0, 1]])), ValueError,
+        ({"labels": np.array([0, 1, 2])}, ValueError, "labels must have shape (Q,) = (2,), got shape (3,)"),
+        ({"labels": np.array([0.0, 1.0])}, TypeError, "labels must be an array of integers, got dtype float64"),
+        ({"lengths": np.array([[1, 2, 0], [1, 0, 1]])}, ValueError,
          "lengths[1, 1] = 0 must be a finite number > 0: choice_logprobs[1, 1] is a present option"),
-        (dict(lengths=np.array([[1, np.nan, 1], [1, 1, 1]])), ValueError,
+        ({"lengths": np.array([[1, np.nan, 1], [1, 1, 1]])}, ValueError,
          "lengths[0, 1] = nan must be a finite number > 0: choice_logprobs[0, 1] is a present option"),
-        (dict(lengths=np.array([[1.0, -2.5, 1], [1, 1, 1]])), ValueError,
+        ({"lengths": np.array([[1.0, -2.5, 1], [1, 1, 1]])}, ValueError,
          "lengths[0, 1] = -2.5 must be a finite number > 0: choice_logprobs[0, 1] is a present option"),
-        (dict(lengths=np.ones((2, 2))), ValueError,
+        ({"lengths": np.ones((2, 2))}, ValueError,
          "lengths must have the shape of choice_logprobs (2, 3), got shape (2, 2)"),
-        (dict(lengths=np.ones((2, 3), bool)), TypeError, "lengths must be an array of numbers, got dtype bool"),
+        ({"lengths": np.ones((2, 3), bool)}, TypeError, "lengths must be an array of numbers, got dtype bool"),
     ],
 )
 def test_bad_arguments(kwargs, error, message):

@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 import re
 
+import logcal
 import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-
-import logcal
 from logcal import reference
 
 FLOAT_FIELDS = ("agreement", "entropy", "entropy_consistency", "fsd")
@@ -154,7 +153,7 @@ def test_torch_in_torch_out():
     assert isinstance(c.mode, torch.Tensor) and c.mode.tolist() == [1]
     assert c.semantic_entropy.dtype == torch.float32
     with pytest.raises(AttributeError, match=re.escape("Consistency has no semantic_entropy: pass seq_logprobs= to sample_consistency")):
-        logcal.sample_consistency(np.array([[1]])).semantic_entropy
+        _ = logcal.sample_consistency(np.array([[1]])).semantic_entropy
 
 
 @pytest.mark.parametrize(
@@ -165,9 +164,9 @@ def test_torch_in_torch_out():
         (np.zeros((3, 0), np.int64), {}, ValueError, "answers must not be empty, got shape (3, 0)"),
         (np.array([[1, 2]], np.uint64) * np.uint64(2**63), {}, ValueError,
          "answers[0, 0] = 9223372036854775808 does not fit in int64"),
-        (np.array([[1, 2]]), dict(seq_logprobs=np.zeros((2, 1))), ValueError,
+        (np.array([[1, 2]]), {"seq_logprobs": np.zeros((2, 1))}, ValueError,
          "seq_logprobs must have the shape of answers (1, 2), got shape (2, 1)"),
-        (np.array([[1, 2]]), dict(seq_logprobs=np.zeros((1, 2), np.int64)), TypeError,
+        (np.array([[1, 2]]), {"seq_logprobs": np.zeros((1, 2), np.int64)}, TypeError,
          "seq_logprobs must be a floating-point array (float16, bfloat16, float32 or float64), got dtype int64"),
     ],
 )

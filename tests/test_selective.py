@@ -7,15 +7,14 @@ import itertools
 import math
 import re
 
+import logcal
 import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from sklearn.metrics import roc_auc_score
-
-import logcal
 from logcal import reference
+from sklearn.metrics import roc_auc_score
 
 
 @st.composite
@@ -159,9 +158,9 @@ def test_input_kinds():
          "correct[1] = nan is not 0 or 1: selective needs each answer to be right (1) or wrong (0)"),
         ([0.5, 0.2], [1, 0, 1], {}, ValueError, "correct must have the shape of confidence (2,), got shape (3,)"),
         ([0.5, 0.2], ["a", "b"], {}, TypeError, "correct must be a numeric array, got an array of dtype <U1"),
-        ([0.5, 0.2], [1, 0], dict(coverages=[0.5, 0.0]), ValueError, "coverages[1] = 0.0 is outside (0, 1]"),
-        ([0.5, 0.2], [1, 0], dict(coverages=[1.5]), ValueError, "coverages[0] = 1.5 is outside (0, 1]"),
-        ([0.5, 0.2], [1, 0], dict(coverages=[[0.5]]), ValueError, "coverages must be a number or a 1-D sequence, got shape (1, 1)"),
+        ([0.5, 0.2], [1, 0], {"coverages": [0.5, 0.0]}, ValueError, "coverages[1] = 0.0 is outside (0, 1]"),
+        ([0.5, 0.2], [1, 0], {"coverages": [1.5]}, ValueError, "coverages[0] = 1.5 is outside (0, 1]"),
+        ([0.5, 0.2], [1, 0], {"coverages": [[0.5]]}, ValueError, "coverages must be a number or a 1-D sequence, got shape (1, 1)"),
         ([], [], {}, ValueError, "confidence must not be empty"),
         ([[0.5]], [[1]], {}, ValueError, "confidence must be 1-D [N], got shape (1, 1)"),
         (np.array([1, 2]), [1, 0], {}, TypeError, "confidence must be a floating-point array, got dtype int64"),

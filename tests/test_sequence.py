@@ -5,14 +5,13 @@ from __future__ import annotations
 import math
 import re
 
+import logcal
 import ml_dtypes
 import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-
-import logcal
 from logcal import reference
 
 FIELDS = ("sum", "mean", "min", "count", "perplexity")
@@ -219,7 +218,7 @@ def test_record_is_immutable_mapping():
     with pytest.raises(AttributeError, match="immutable"):
         s.sum = 1
     with pytest.raises(AttributeError, match="has no field 'entropy'"):
-        s.entropy
+        _ = s.entropy
     assert "sum: float64[1]" in repr(s)
 
 

@@ -18,8 +18,14 @@ from __future__ import annotations
 from . import reference
 from ._native import cuda_available, cuda_compiled, get_num_threads, set_num_threads
 from ._selective import SelectiveStats, selective
-from ._sequence import ChoiceConfidence, Consistency, SequenceStats
-from ._sequence import choice_confidence, sample_consistency, sequence_stats
+from ._sequence import (
+    ChoiceConfidence,
+    Consistency,
+    SequenceStats,
+    choice_confidence,
+    sample_consistency,
+    sequence_stats,
+)
 from ._token import TokenStats, log_softmax, token_stats
 
 __version__ = "0.1.0"

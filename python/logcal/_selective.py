@@ -7,13 +7,14 @@ when only the most confident answers are kept.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from . import _native
 from ._arrays import FLOAT_CODES, as_host_array, wrap
-from ._sequence import _Record, _first
+from ._sequence import _first, _Record
 
 __all__ = ["SelectiveStats", "selective"]
 

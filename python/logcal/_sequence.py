@@ -7,7 +7,8 @@ per-option log-likelihoods into the model's probability over the offered answers
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -32,8 +33,8 @@ class _Record(Mapping):
     """
 
     __slots__ = ("_fields",)
-    _FIELDS: tuple = ()
-    _OPTIONAL: dict = {}
+    _FIELDS: ClassVar[tuple] = ()
+    _OPTIONAL: ClassVar[dict] = {}
 
     def __init__(self, **fields: Any) -> None:
         name = type(self).__name__
@@ -93,7 +94,7 @@ class ChoiceConfidence(_Record):
 
     __slots__ = ()
     _FIELDS = ("probs", "pred", "confidence", "correct")
-    _OPTIONAL = {"correct": "pass labels= to choice_confidence"}
+    _OPTIONAL: ClassVar[dict] = {"correct": "pass labels= to choice_confidence"}
 
 
 class Consistency(_Record):
@@ -109,7 +110,7 @@ class Consistency(_Record):
         "mode", "agreement", "entropy", "entropy_consistency", "fsd", "n_unique",
         "semantic_entropy",
     )
-    _OPTIONAL = {"semantic_entropy": "pass seq_logprobs= to sample_consistency"}
+    _OPTIONAL: ClassVar[dict] = {"semantic_entropy": "pass seq_logprobs= to sample_consistency"}
 
 
 # --- validation helpers: messages name the argument and the first offending position --------

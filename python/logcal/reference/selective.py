@@ -3,7 +3,8 @@ accuracy at coverages from their definitions."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

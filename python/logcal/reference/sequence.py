@@ -74,7 +74,7 @@ def choice_confidence(
     probs[~usable] = np.nan
     pred = np.where(usable, np.argmax(s, axis=1), -1).astype(np.int64)  # first max: lowest index
     confidence = np.where(usable, np.max(np.where(present, probs, -np.inf), axis=1), np.nan)
-    fields = dict(probs=probs, pred=pred, confidence=confidence)
+    fields = {"probs": probs, "pred": pred, "confidence": confidence}
     if labels is not None:
         lab = _host(labels, "labels").astype(np.int64)
         fields["correct"] = usable & (pred == lab)
@@ -87,7 +87,7 @@ def sample_consistency(answers: Any, *, seq_logprobs: Any = None) -> Consistency
     The answers of each question are sorted; runs of equal valid ids are its clusters.
     """
     a = _host(answers, "answers").astype(np.int64)
-    n_q, k = a.shape
+    n_q = a.shape[0]
     valid = a >= 0
     order = np.argsort(np.where(valid, a, np.iinfo(np.int64).max), axis=1, kind="stable")
     ids = np.take_along_axis(a, order, axis=1)
@@ -123,15 +123,15 @@ def sample_consistency(answers: Any, *, seq_logprobs: Any = None) -> Consistency
         p = counts / k_valid[row]
         entropy = np.bincount(row, weights=-p * np.log(p), minlength=n_q)
         entropy = np.where(has, np.where(n_unique == 1, 0.0, entropy), np.nan)
-        fields = dict(
-            mode=mode,
-            agreement=np.where(has, n1 / k_valid, np.nan),
-            entropy=entropy,
-            entropy_consistency=np.where(
+        fields = {
+            "mode": mode,
+            "agreement": np.where(has, n1 / k_valid, np.nan),
+            "entropy": entropy,
+            "entropy_consistency": np.where(
                 n_unique == 1, 1.0, 1.0 - entropy / np.log(n_unique.astype(np.float64))),
-            fsd=np.where(has, (n1 - n2) / k_valid, np.nan),
-            n_unique=n_unique.astype(np.int64),
-        )
+            "fsd": np.where(has, (n1 - n2) / k_valid, np.nan),
+            "n_unique": n_unique.astype(np.int64),
+        }
     fields["entropy_consistency"][~has] = np.nan
 
     if seq_logprobs is not None:
