@@ -190,6 +190,42 @@ def test_bitwise_same_for_any_thread_count_and_layout(dtype):
     np.testing.assert_array_equal(masked.count, mask.sum(axis=1))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bitwise_same_at_every_instruction_set_level(dtype):
+    # The vectorised block kernels of each level, and the generic loop strided input takes,
+    # put token i in lane i % 8 and combine the lanes alike: the same bits everywhere.
+    rng = np.random.default_rng(9)
+    lengths = np.concatenate([rng.integers(0, 40, 200), [8192, 8193, 20_000, 70_001]])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    x = (rng.normal(-3, 2, offsets[-1]) * 1e3).astype(dtype)
+    x[rng.random(x.size) < 1e-3] = -np.inf
+    rows = x[: 40 * 1001].reshape(40, 1001)
+    mask = rng.random(rows.shape) < 0.6
+    garbage = np.where(mask, rows, np.nan).astype(dtype)
+    wide = np.zeros(2 * x.size, dtype=dtype)
+    wide[::2] = x
+
+    def run():
+        return [logcal.sequence_stats(x, offsets), logcal.sequence_stats(garbage, mask=mask)]
+
+    cpu = logcal._native.cpu
+    before = cpu.isa()
+    levels = ["baseline", "avx2", "avx512"]
+    results = {}
+    try:
+        for level in levels[: levels.index(cpu.best_isa()) + 1]:
+            cpu.set_isa(level)
+            results[level] = run()
+    finally:
+        cpu.set_isa(before)
+    generic = [logcal.sequence_stats(wide[::2], offsets),
+               logcal.sequence_stats(np.asfortranarray(garbage), mask=np.asfortranarray(mask))]
+    for level, got in results.items():
+        for g, want in zip(got, generic):
+            for f in FIELDS:
+                assert _bits(g[f]) == _bits(want[f]), (level, f)
+
+
 def test_long_sequence_sum_is_accurate():
     rng = np.random.default_rng(3)
     x = rng.normal(-1, 5, 1_000_003).astype(np.float32)

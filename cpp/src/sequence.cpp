@@ -7,21 +7,22 @@
 // kBlock tokens, each block is summed in kLanes interleaved double accumulators combined by a
 // fixed tree, and the block sums are added left to right. Threads only decide who computes
 // which block: short sequences are shared out whole (balanced by token count), sequences of at
-// least kLong tokens are split into their blocks across all threads.
+// least kLong tokens are split into their blocks across all threads. Contiguous float32 and
+// float64 blocks run in vectorised kernels compiled per instruction-set level
+// (sequence_blocks_impl.h), which add in the same order as the generic loop here.
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <new>
 #include <vector>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
+#include <type_traits>
 
+#include "logcal/cpu.h"
 #include "logcal/cpu_sequence.h"
 #include "logcal/half.h"
 #include "parallel.h"
+#include "sequence_blocks.h"
 
 namespace logcal {
 namespace cpu {
@@ -29,7 +30,7 @@ namespace {
 
 // Part of the definition of each sum's rounding: changing either changes result bits.
 constexpr int64_t kBlock = 8192;
-constexpr int kLanes = 8;
+constexpr int kLanes = kSeqLanes;
 // Sequences at least this long are split across threads block by block.
 constexpr int64_t kLong = 8 * kBlock;
 // Per-sequence overhead in token equivalents, to balance many short sequences.
@@ -91,233 +92,23 @@ SeqPartial reduce_block(const In* x, int64_t stride, const uint8_t* m, int64_t m
   return p;
 }
 
-// The unmasked contiguous float32 and float64 blocks, written with explicit 16-byte vectors
-// (the baseline x86-64 width; the loop is memory bound from there). Lane j of the vectors is
-// lane j of reduce_block, and the tail and the final combination are reduce_block's, so the
-// bits are the same as the generic path's.
-typedef float V4f __attribute__((vector_size(16)));
-typedef double V2d __attribute__((vector_size(16)));
-
-// float32 lanes 0-1 and 2-3 of v as doubles. GCC scalarises __builtin_convertvector of half
-// vectors, so on x86 this is spelled with the SSE2 intrinsics.
-inline void widen(V4f v, V2d& lo, V2d& hi) {
-#if defined(__SSE2__)
-  const __m128 x = __m128(v);
-  lo = V2d(_mm_cvtps_pd(x));
-  hi = V2d(_mm_cvtps_pd(_mm_movehl_ps(x, x)));
-#else
-  lo = V2d{double(v[0]), double(v[1])};
-  hi = V2d{double(v[2]), double(v[3])};
-#endif
-}
-
-template <class T>
-inline T load_vec(const void* p) {
-  T v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-
-// Finishes a block from per-lane state (the vector loop's, spilled): tail elements into their
-// lanes, then the fixed combination. The vector loops look for NaN only through the sum (a NaN
-// anywhere makes it NaN); a NaN sum, rare, sends the block to a scan that tells a NaN from
-// inf + (-inf).
-template <class C>
-SeqPartial finish_lanes(double* acc, C* mn, const C* x, int64_t i, int64_t n) {
-  for (int j = 0; i + j < n; ++j) {
-    const C v = x[i + j];
-    acc[j] += double(v);
-    mn[j] = v < mn[j] ? v : mn[j];
+// Contiguous float32 / float64 blocks go to the vectorised kernels of the active instruction-set
+// level (sequence_blocks.h), which add in the order of reduce_block and give its bits.
+template <class In>
+SeqPartial contiguous_block(const SequenceBlocks& k, const In* x, const uint8_t* m, int64_t n) {
+  if constexpr (std::is_same_v<In, float>) {
+    return m ? k.f32_masked(x, m, n) : k.f32(x, n);
+  } else if constexpr (std::is_same_v<In, double>) {
+    return m ? k.f64_masked(x, m, n) : k.f64(x, n);
+  } else {
+    return m ? reduce_block<In, true, true>(x, 1, m, 1, n)
+             : reduce_block<In, false, true>(x, 1, nullptr, 1, n);
   }
-  SeqPartial p;
-  p.sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  double lo = std::numeric_limits<double>::infinity();
-  for (int j = 0; j < kLanes; ++j) lo = double(mn[j]) < lo ? double(mn[j]) : lo;
-  p.min = lo;
-  p.nan = false;
-  if (p.sum != p.sum)
-    for (int64_t k = 0; k < n; ++k) p.nan = p.nan || x[k] != x[k];
-  p.count = n;
-  return p;
-}
-
-template <>
-SeqPartial reduce_block<float, false, true>(const float* x, int64_t, const uint8_t*, int64_t,
-                                            int64_t n) {
-  static_assert(kLanes == 8, "the vector loop holds 8 lanes");
-  const float inf = std::numeric_limits<float>::infinity();
-  V2d a0 = {0, 0}, a1 = a0, a2 = a0, a3 = a0;
-  V4f m0 = {inf, inf, inf, inf}, m1 = m0;
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    const V4f lo = load_vec<V4f>(x + i);
-    const V4f hi = load_vec<V4f>(x + i + 4);
-    V2d w0, w1, w2, w3;
-    widen(lo, w0, w1);
-    widen(hi, w2, w3);
-    a0 += w0;
-    a1 += w1;
-    a2 += w2;
-    a3 += w3;
-    m0 = lo < m0 ? lo : m0;
-    m1 = hi < m1 ? hi : m1;
-  }
-  double acc[8] = {a0[0], a0[1], a1[0], a1[1], a2[0], a2[1], a3[0], a3[1]};
-  float mn[8] = {m0[0], m0[1], m0[2], m0[3], m1[0], m1[1], m1[2], m1[3]};
-  return finish_lanes(acc, mn, x, i, n);
-}
-
-template <>
-SeqPartial reduce_block<double, false, true>(const double* x, int64_t, const uint8_t*, int64_t,
-                                             int64_t n) {
-  const double inf = std::numeric_limits<double>::infinity();
-  V2d a[4] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};
-  V2d m[4] = {{inf, inf}, {inf, inf}, {inf, inf}, {inf, inf}};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int v = 0; v < 4; ++v) {
-      const V2d xv = load_vec<V2d>(x + i + 2 * v);
-      a[v] += xv;
-      m[v] = xv < m[v] ? xv : m[v];
-    }
-  }
-  double acc[8];
-  double mn[8];
-  for (int v = 0; v < 4; ++v)
-    for (int l = 0; l < 2; ++l) {
-      acc[2 * v + l] = a[v][l];
-      mn[2 * v + l] = m[v][l];
-    }
-  return finish_lanes(acc, mn, x, i, n);
-}
-
-
-// The masked contiguous blocks (padded layout with a mask), the same way: a masked-out element
-// enters the sum as +0.0 and the minimum as +inf, which is what reduce_block's selects do.
-typedef int32_t V4i __attribute__((vector_size(16)));
-typedef int64_t V2l __attribute__((vector_size(16)));
-
-// Lane masks of the mask bytes m[0, 8): all ones where counted; lanes 0-3 and 4-7.
-inline void mask_lanes(const uint8_t* m, V4i& lo, V4i& hi) {
-#if defined(__SSE2__)
-  const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(m));
-  const __m128i zero = _mm_cmpeq_epi8(b, _mm_setzero_si128());
-  const __m128i keep = _mm_xor_si128(zero, _mm_cmpeq_epi8(zero, zero));
-  const __m128i k16 = _mm_unpacklo_epi8(keep, keep);
-  lo = V4i(_mm_unpacklo_epi16(k16, k16));
-  hi = V4i(_mm_unpackhi_epi16(k16, k16));
-#else
-  for (int j = 0; j < 4; ++j) {
-    lo[j] = m[j] ? -1 : 0;
-    hi[j] = m[4 + j] ? -1 : 0;
-  }
-#endif
-}
-
-// 32-bit lane masks widened to 64-bit lanes: lanes 0-1 and 2-3 of k.
-inline void widen_mask(V4i k, V2l& lo, V2l& hi) {
-#if defined(__SSE2__)
-  lo = V2l(_mm_unpacklo_epi32(__m128i(k), __m128i(k)));
-  hi = V2l(_mm_unpackhi_epi32(__m128i(k), __m128i(k)));
-#else
-  lo = V2l{k[0], k[1]};
-  hi = V2l{k[2], k[3]};
-#endif
-}
-
-template <class C>
-SeqPartial finish_lanes_masked(double* acc, C* mn, int64_t count, const C* x, const uint8_t* m,
-                               int64_t i, int64_t n) {
-  for (int j = 0; i + j < n; ++j) {
-    const C v = x[i + j];
-    const bool keep = m[i + j] != 0;
-    acc[j] += keep ? double(v) : 0.0;
-    mn[j] = (keep && v < mn[j]) ? v : mn[j];
-    count += keep;
-  }
-  SeqPartial p;
-  p.sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  double lo = std::numeric_limits<double>::infinity();
-  for (int j = 0; j < kLanes; ++j) lo = double(mn[j]) < lo ? double(mn[j]) : lo;
-  p.min = lo;
-  p.nan = false;
-  if (p.sum != p.sum)
-    for (int64_t k = 0; k < n; ++k) p.nan = p.nan || (m[k] != 0 && x[k] != x[k]);
-  p.count = count;
-  return p;
-}
-
-template <>
-SeqPartial reduce_block<float, true, true>(const float* x, int64_t, const uint8_t* m, int64_t,
-                                           int64_t n) {
-  const float inf = std::numeric_limits<float>::infinity();
-  const V4f inf4 = {inf, inf, inf, inf};
-  V2d a0 = {0, 0}, a1 = a0, a2 = a0, a3 = a0;
-  V4f m0 = inf4, m1 = inf4;
-  V4i c0 = {0, 0, 0, 0}, c1 = c0;  // per-lane counts (a block is far below 2^31)
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    V4i k0, k1;
-    mask_lanes(m + i, k0, k1);
-    const V4i lo = load_vec<V4i>(x + i);
-    const V4i hi = load_vec<V4i>(x + i + 4);
-    V2d w0, w1, w2, w3;
-    widen(V4f(lo & k0), w0, w1);
-    widen(V4f(hi & k1), w2, w3);
-    a0 += w0;
-    a1 += w1;
-    a2 += w2;
-    a3 += w3;
-    const V4f v0 = V4f((lo & k0) | (V4i(inf4) & ~k0));
-    const V4f v1 = V4f((hi & k1) | (V4i(inf4) & ~k1));
-    m0 = v0 < m0 ? v0 : m0;
-    m1 = v1 < m1 ? v1 : m1;
-    c0 -= k0;
-    c1 -= k1;
-  }
-  double acc[8] = {a0[0], a0[1], a1[0], a1[1], a2[0], a2[1], a3[0], a3[1]};
-  float mn[8] = {m0[0], m0[1], m0[2], m0[3], m1[0], m1[1], m1[2], m1[3]};
-  const int64_t count = int64_t(c0[0]) + c0[1] + c0[2] + c0[3] + c1[0] + c1[1] + c1[2] + c1[3];
-  return finish_lanes_masked(acc, mn, count, x, m, i, n);
-}
-
-template <>
-SeqPartial reduce_block<double, true, true>(const double* x, int64_t, const uint8_t* m, int64_t,
-                                            int64_t n) {
-  const double inf = std::numeric_limits<double>::infinity();
-  const V2d inf2 = {inf, inf};
-  V2d a[4] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};
-  V2d mv[4] = {inf2, inf2, inf2, inf2};
-  V4i c0 = {0, 0, 0, 0}, c1 = c0;
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    V4i k0, k1;
-    mask_lanes(m + i, k0, k1);
-    c0 -= k0;
-    c1 -= k1;
-    V2l k[4];
-    widen_mask(k0, k[0], k[1]);
-    widen_mask(k1, k[2], k[3]);
-    for (int v = 0; v < 4; ++v) {
-      const V2l xv = load_vec<V2l>(x + i + 2 * v);
-      a[v] += V2d(xv & k[v]);
-      const V2d mval = V2d((xv & k[v]) | (V2l(inf2) & ~k[v]));
-      mv[v] = mval < mv[v] ? mval : mv[v];
-    }
-  }
-  double acc[8];
-  double mn[8];
-  for (int v = 0; v < 4; ++v)
-    for (int l = 0; l < 2; ++l) {
-      acc[2 * v + l] = a[v][l];
-      mn[2 * v + l] = mv[v][l];
-    }
-  const int64_t count = int64_t(c0[0]) + c0[1] + c0[2] + c0[3] + c1[0] + c1[1] + c1[2] + c1[3];
-  return finish_lanes_masked(acc, mn, count, x, m, i, n);
 }
 
 template <class In>
 struct FlatSource {
+  const SequenceBlocks& blocks;
   const In* data;
   int64_t stride;
   const int64_t* offsets;
@@ -325,13 +116,14 @@ struct FlatSource {
   int64_t size(int64_t s) const { return offsets[s + 1] - offsets[s]; }
   SeqPartial piece(int64_t s, int64_t lo, int64_t hi) const {
     const In* p = data + (offsets[s] + lo) * stride;
-    return stride == 1 ? reduce_block<In, false, true>(p, 1, nullptr, 1, hi - lo)
+    return stride == 1 ? contiguous_block(blocks, p, nullptr, hi - lo)
                        : reduce_block<In, false, false>(p, stride, nullptr, 1, hi - lo);
   }
 };
 
 template <class In>
 struct PaddedSource {
+  const SequenceBlocks& blocks;
   const In* data;
   int64_t length, row_stride, col_stride;
   const uint8_t* mask;
@@ -341,12 +133,12 @@ struct PaddedSource {
   SeqPartial piece(int64_t s, int64_t lo, int64_t hi) const {
     const In* p = data + s * row_stride + lo * col_stride;
     if (!mask) {
-      return col_stride == 1 ? reduce_block<In, false, true>(p, 1, nullptr, 1, hi - lo)
+      return col_stride == 1 ? contiguous_block(blocks, p, nullptr, hi - lo)
                              : reduce_block<In, false, false>(p, col_stride, nullptr, 1, hi - lo);
     }
     const uint8_t* m = mask + s * mask_row_stride + lo * mask_col_stride;
     return col_stride == 1 && mask_col_stride == 1
-               ? reduce_block<In, true, true>(p, 1, m, 1, hi - lo)
+               ? contiguous_block(blocks, p, m, hi - lo)
                : reduce_block<In, true, false>(p, col_stride, m, mask_col_stride, hi - lo);
   }
 };
@@ -433,7 +225,7 @@ Status sequence_stats_typed(const SequenceStatsArgs& a) {
                              static_cast<Out*>(a.min), static_cast<Out*>(a.perplexity), a.count};
   const In* data = static_cast<const In*>(a.data);
   if (a.offsets) {
-    const FlatSource<In> src{data, a.stride, a.offsets};
+    const FlatSource<In> src{sequence_blocks(), data, a.stride, a.offsets};
     const int64_t* off = a.offsets;
     const int64_t n = a.n_seq;
     // Cost of the sequences before s: their tokens plus a per-sequence overhead (monotone in s).
@@ -451,7 +243,7 @@ Status sequence_stats_typed(const SequenceStatsArgs& a) {
     };
     return run_sequences(src, n, total, boundary, write);
   }
-  const PaddedSource<In> src{data, a.length, a.row_stride, a.col_stride,
+  const PaddedSource<In> src{sequence_blocks(), data, a.length, a.row_stride, a.col_stride,
                              a.mask, a.mask_row_stride, a.mask_col_stride};
   const int64_t n = a.n_seq;
   auto boundary = [&](int64_t p, int64_t n_pieces) -> int64_t {
@@ -489,6 +281,29 @@ Status choice_typed(const ChoiceArgs& a) {
 }
 
 }  // namespace
+
+namespace baseline {
+extern const SequenceBlocks kSequenceBlocks;
+}
+#if defined(LOGCAL_X86_DISPATCH)
+namespace avx2 {
+extern const SequenceBlocks kSequenceBlocks;
+}
+namespace avx512 {
+extern const SequenceBlocks kSequenceBlocks;
+}
+#endif
+
+const SequenceBlocks& sequence_blocks() {
+#if defined(LOGCAL_X86_DISPATCH)
+  switch (active_isa()) {
+    case Isa::kAvx512: return avx512::kSequenceBlocks;
+    case Isa::kAvx2: return avx2::kSequenceBlocks;
+    default: break;
+  }
+#endif
+  return baseline::kSequenceBlocks;
+}
 
 Status sequence_stats(const SequenceStatsArgs& args) {
   if (args.n_seq < 0 || (!args.offsets && args.length < 0)) return Status::kInvalidArgument;
