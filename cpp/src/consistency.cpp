@@ -59,9 +59,10 @@ class TableEntropyTerms {
 // sample order. That fixes the order of every later sum, whichever grouper ran.
 //
 // Small ids, all below 64 (per-question cluster ids usually are): counts indexed by id, a bit
-// mask of the ids seen, walked in increasing order. No branch depends on the data, and the
-// counts alternate between two tables by sample parity, halving the store-to-load chain of
-// consecutive equal answers. This is the common case and the fast one.
+// mask of the ids seen, walked in increasing order. The per-sample loop has no branch that
+// depends on the data, and the counts alternate between two tables by sample parity, halving
+// the store-to-load chain of consecutive equal answers. This is the common case and the fast
+// one.
 class SmallIdGrouper {
  public:
   static constexpr int64_t kIds = 64;
