@@ -17,18 +17,35 @@ from __future__ import annotations
 
 from . import io, reference
 from ._native import cuda_available, cuda_compiled, get_num_threads, set_num_threads
+from ._selective import SelectiveStats, selective
+from ._sequence import (
+    ChoiceConfidence,
+    Consistency,
+    SequenceStats,
+    choice_confidence,
+    sample_consistency,
+    sequence_stats,
+)
 from ._token import TokenStats, log_softmax, token_stats
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChoiceConfidence",
+    "Consistency",
+    "SelectiveStats",
+    "SequenceStats",
     "TokenStats",
+    "choice_confidence",
     "cuda_available",
     "cuda_compiled",
     "get_num_threads",
     "io",
     "log_softmax",
     "reference",
+    "sample_consistency",
+    "selective",
+    "sequence_stats",
     "set_num_threads",
     "token_stats",
 ]

@@ -10,6 +10,15 @@ not speed, each states the definition the fast kernels must match, with the same
 array([-0.69314718, -0.69314718])
 """
 
+from .selective import selective
+from .sequence import choice_confidence, sample_consistency, sequence_stats
 from .token import log_softmax, token_stats
 
-__all__ = ["log_softmax", "token_stats"]
+__all__ = [
+    "choice_confidence",
+    "log_softmax",
+    "sample_consistency",
+    "selective",
+    "sequence_stats",
+    "token_stats",
+]

@@ -1,0 +1,28 @@
+// The innermost loop of sequence_stats: one block of contiguous float32 or float64 tokens
+// (optionally masked) reduced to a SeqPartial. Compiled once per instruction-set level
+// (sequence_blocks_{baseline,avx2,avx512}.cpp) and picked at run time. Every level assigns
+// token i of a block to double accumulator lane i % kSeqLanes and combines the lanes by the same
+// fixed tree, so all levels, and the generic strided loop in sequence.cpp, give the same bits.
+#pragma once
+
+#include <cstdint>
+
+#include "logcal/sequence.h"
+
+namespace logcal {
+namespace cpu {
+
+constexpr int kSeqLanes = 8;
+
+struct SequenceBlocks {
+  SeqPartial (*f32)(const float* x, int64_t n);
+  SeqPartial (*f64)(const double* x, int64_t n);
+  SeqPartial (*f32_masked)(const float* x, const uint8_t* mask, int64_t n);
+  SeqPartial (*f64_masked)(const double* x, const uint8_t* mask, int64_t n);
+};
+
+// The block kernels of the active instruction-set level.
+const SequenceBlocks& sequence_blocks();
+
+}  // namespace cpu
+}  // namespace logcal

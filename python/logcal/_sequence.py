@@ -1,0 +1,491 @@
+"""Sequence level, multiple choice and multi-sample consistency.
+
+``sequence_stats`` reduces token log-probabilities per sequence, ``choice_confidence`` turns
+per-option log-likelihoods into the model's probability over the offered answers, and
+``sample_consistency`` measures how much K sampled answers to a question agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from . import _native
+from ._arrays import FLOAT_CODES, HostArray, as_host_array, dtype_name, empty, format_index
+
+__all__ = [
+    "ChoiceConfidence",
+    "Consistency",
+    "SequenceStats",
+    "choice_confidence",
+    "sample_consistency",
+    "sequence_stats",
+]
+
+
+class _Record(Mapping):
+    """An immutable record of named results; also a read-only mapping of the fields it has.
+
+    Subclasses list their fields in ``_FIELDS`` and, for fields that exist only when an
+    argument is given, the hint ``_OPTIONAL[field]`` naming that argument.
+    """
+
+    __slots__ = ("_fields",)
+    _FIELDS: ClassVar[tuple] = ()
+    _OPTIONAL: ClassVar[dict] = {}
+
+    def __init__(self, **fields: Any) -> None:
+        name = type(self).__name__
+        unknown = set(fields) - set(self._FIELDS)
+        if unknown:
+            raise TypeError(f"unknown {name} fields: {sorted(unknown)}")
+        object.__setattr__(self, "_fields", {k: fields[k] for k in self._FIELDS if k in fields})
+
+    def __getattr__(self, name: str) -> Any:
+        fields = object.__getattribute__(self, "_fields")
+        if name in fields:
+            return fields[name]
+        cls = type(self).__name__
+        if name in self._OPTIONAL:
+            raise AttributeError(f"{cls} has no {name}: {self._OPTIONAL[name]}")
+        raise AttributeError(f"{cls} has no field {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __getitem__(self, key: str) -> Any:
+        return self._fields[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __repr__(self) -> str:
+        parts = []
+        for k, v in self._fields.items():
+            if hasattr(v, "shape") and hasattr(v, "dtype"):
+                parts.append(f"{k}: {dtype_name(v.dtype)}{list(v.shape)}")
+            else:
+                parts.append(f"{k}: {v!r}")
+        return f"{type(self).__name__}(" + ", ".join(parts) + ")"
+
+
+class SequenceStats(_Record):
+    """Per-sequence statistics from :func:`sequence_stats`: an immutable record of arrays.
+
+    Fields, one entry per sequence: ``sum``, ``mean``, ``min``, ``count`` (int64) and
+    ``perplexity`` (``exp(-mean)``). The record is also a read-only mapping.
+    """
+
+    __slots__ = ()
+    _FIELDS = ("sum", "mean", "min", "count", "perplexity")
+
+
+class ChoiceConfidence(_Record):
+    """Multiple-choice confidence from :func:`choice_confidence`: an immutable record.
+
+    Fields: ``probs`` ``[Q, C]``, ``pred`` ``[Q]`` (int64), ``confidence`` ``[Q]`` and, with
+    labels, ``correct`` ``[Q]`` (bool). The record is also a read-only mapping.
+    """
+
+    __slots__ = ()
+    _FIELDS = ("probs", "pred", "confidence", "correct")
+    _OPTIONAL: ClassVar[dict] = {"correct": "pass labels= to choice_confidence"}
+
+
+class Consistency(_Record):
+    """Multi-sample consistency from :func:`sample_consistency`: an immutable record.
+
+    Fields, one entry per question: ``mode`` and ``n_unique`` (int64), ``agreement``,
+    ``entropy``, ``entropy_consistency``, ``fsd`` (float64) and, with ``seq_logprobs``,
+    ``semantic_entropy``. The record is also a read-only mapping.
+    """
+
+    __slots__ = ()
+    _FIELDS = (
+        "mode", "agreement", "entropy", "entropy_consistency", "fsd", "n_unique",
+        "semantic_entropy",
+    )
+    _OPTIONAL: ClassVar[dict] = {"semantic_entropy": "pass seq_logprobs= to sample_consistency"}
+
+
+# --- validation helpers: messages name the argument and the first offending position --------
+
+
+def _float_array(x: Any, name: str, func: str) -> HostArray:
+    arr = as_host_array(x, name, func)
+    if arr.dtype not in FLOAT_CODES:
+        raise TypeError(
+            f"{name} must be a floating-point array (float16, bfloat16, float32 or float64), "
+            f"got dtype {arr.dtype}"
+        )
+    return arr
+
+
+def _int_array(x: Any, name: str, func: str) -> np.ndarray:
+    arr = as_host_array(x, name, func).data
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an array of integers, got dtype {arr.dtype}")
+    return arr
+
+
+def _first(bad: np.ndarray) -> int:
+    return int(np.argmax(bad.reshape(-1)))
+
+
+def _as_int64(arr: np.ndarray, name: str) -> np.ndarray:
+    """Integers as int64, refusing uint64 values that do not fit."""
+    if arr.dtype == np.uint64:
+        big = arr > np.iinfo(np.int64).max
+        if big.any():
+            i = _first(big)
+            raise ValueError(
+                f"{name}{format_index(arr.shape, i)} = {int(arr.reshape(-1)[i])} does not fit in int64"
+            )
+    return arr.astype(np.int64, copy=False)
+
+
+def _nan_mask(arr: HostArray) -> np.ndarray:
+    """Where a float array (bfloat16 as its bits) holds NaN."""
+    if arr.dtype == "bfloat16":
+        return (arr.data & 0x7FFF) > 0x7F80
+    return np.isnan(arr.data)
+
+
+def _float_out(arr: HostArray) -> str:
+    return "float64" if arr.dtype == "float64" else "float32"
+
+
+# --- sequence_stats ---------------------------------------------------------------------------
+
+
+def _offsets(offsets: Any, n_tokens: int, func: str) -> np.ndarray:
+    off = _int_array(offsets, "offsets", func)
+    if off.ndim != 1:
+        raise ValueError(f"offsets must be 1-D [S+1], got shape {off.shape}")
+    if off.size < 2:
+        raise ValueError(
+            f"offsets must have at least 2 entries (S+1 for S >= 1 sequences), got {off.size}"
+        )
+    outside = off > n_tokens if off.dtype.kind == "u" else (off < 0) | (off > n_tokens)
+    if outside.any():
+        i = _first(outside)
+        raise ValueError(
+            f"offsets[{i}] = {int(off[i])} is outside [0, {n_tokens}]: token_logprobs has "
+            f"{n_tokens} tokens"
+        )
+    off = off.astype(np.int64, copy=False)
+    if off[0] != 0:
+        raise ValueError(
+            f"offsets[0] = {int(off[0])} must be 0: sequence s is "
+            f"token_logprobs[offsets[s]:offsets[s+1]], and every token belongs to a sequence"
+        )
+    decreasing = off[1:] < off[:-1]
+    if decreasing.any():
+        i = _first(decreasing) + 1
+        raise ValueError(
+            f"offsets must be non-decreasing: offsets[{i}] = {int(off[i])} is less than "
+            f"offsets[{i - 1}] = {int(off[i - 1])}"
+        )
+    if off[-1] != n_tokens:
+        raise ValueError(
+            f"offsets[{off.size - 1}] = {int(off[-1])} must equal the number of tokens "
+            f"({n_tokens}): the last offset ends the last sequence"
+        )
+    return np.ascontiguousarray(off)
+
+
+def sequence_stats(token_logprobs: Any, offsets: Any = None, *, mask: Any = None) -> SequenceStats:
+    """Per-sequence sum, mean, min, count and perplexity of token log-probabilities.
+
+    Parameters
+    ----------
+    token_logprobs : float array
+        Flat ``[T]`` with ``offsets``, or padded ``[..., L]`` (usually ``[B, L]``) without.
+        float16, bfloat16, float32 or float64; numpy, torch CPU, or anything with
+        ``__dlpack__``, ``__array__`` or the buffer protocol; any strides.
+    offsets : integer array ``[S+1]``, optional
+        CSR offsets of the flat layout: sequence ``s`` is
+        ``token_logprobs[offsets[s]:offsets[s+1]]``. They must start at 0, never decrease
+        and end at ``T`` (every token belongs to exactly one sequence); ``S >= 1``.
+    mask : bool array of the shape of ``token_logprobs``, optional
+        Padded layout only: ``True`` marks a counted token. ``None`` counts every position.
+        Masked-out positions may hold anything, NaN included.
+
+    Returns
+    -------
+    SequenceStats
+        ``sum``, ``mean``, ``min``, ``count`` (int64) and ``perplexity = exp(-mean)``, of shape
+        ``[S]`` (flat) or ``[...]`` (padded). Float fields are float64 for float64 input and
+        float32 otherwise; sums are accumulated in float64 whatever the input. An empty sequence
+        has ``sum = 0``, ``count = 0`` and NaN mean, min and perplexity. A counted NaN makes its
+        sequence's sum, mean, min and perplexity NaN (as numpy would); its count is kept.
+        ``-inf`` is a valid log-probability (its sequence's sum and min are ``-inf``).
+
+    Notes
+    -----
+    Bitwise reproducible: the summation order is fixed by the data alone (blocks of 8192
+    tokens, eight interleaved float64 accumulators, blocks added in order), so results are the
+    same run to run, for any :func:`logcal.set_num_threads`, and for strided and contiguous
+    input. Work is spread over threads across sequences, and within very long sequences.
+
+    Examples
+    --------
+    >>> import numpy as np, logcal
+    >>> lp = np.log(np.array([0.5, 0.25, 0.5, 0.8], dtype=np.float32))
+    >>> s = logcal.sequence_stats(lp, offsets=np.array([0, 2, 2, 4]))
+    >>> s.count
+    array([2, 0, 2])
+    >>> np.round(s.perplexity, 4)
+    array([2.8284,    nan, 1.5811], dtype=float32)
+    """
+    func = "sequence_stats"
+    arr = _float_array(token_logprobs, "token_logprobs", func)
+    data = arr.data
+    if offsets is not None:
+        if data.ndim != 1:
+            raise ValueError(
+                f"token_logprobs must be flat [T] when offsets are given, got shape {data.shape}"
+            )
+        if mask is not None:
+            raise ValueError(
+                "mask is for the padded [B, L] layout; with offsets every token of "
+                "token_logprobs is counted"
+            )
+        off = _offsets(offsets, data.shape[0], func)
+        out_shape = (off.size - 1,)
+    else:
+        if data.ndim < 2:
+            raise ValueError(
+                f"token_logprobs of shape {data.shape} needs offsets: pass offsets [S+1] for "
+                f"the flat layout, or a padded [B, L] array (with mask)"
+            )
+        out_shape = data.shape[:-1]
+        n_rows = int(np.prod(out_shape))
+        if n_rows == 0:
+            raise ValueError(
+                f"token_logprobs must hold at least one sequence, got shape {data.shape}"
+            )
+        m = None
+        if mask is not None:
+            m = as_host_array(mask, "mask", func).data
+            if m.dtype != np.bool_:
+                raise TypeError(f"mask must be a boolean array, got dtype {m.dtype}")
+            if m.shape != data.shape:
+                raise ValueError(
+                    f"mask must have the shape of token_logprobs {data.shape}, got shape {m.shape}"
+                )
+            m = m.reshape(n_rows, data.shape[-1]).view(np.uint8)
+        data = data.reshape(n_rows, data.shape[-1])
+
+    float_out = _float_out(arr)
+    results, views = {}, {}
+    for field in ("sum", "mean", "min", "perplexity"):
+        results[field], views[field] = empty(out_shape, float_out, arr.family)
+    results["count"], views["count"] = empty(out_shape, "int64", arr.family)
+    outs = [views[f] for f in ("sum", "mean", "min", "perplexity", "count")]
+    if offsets is not None:
+        _native.cpu.sequence_stats_flat(data, FLOAT_CODES[arr.dtype], off, *outs)
+    else:
+        _native.cpu.sequence_stats_padded(data, FLOAT_CODES[arr.dtype], m, *outs)
+    return SequenceStats(**results)
+
+
+# --- choice_confidence ------------------------------------------------------------------------
+
+
+def choice_confidence(
+    choice_logprobs: Any, *, lengths: Any = None, labels: Any = None
+) -> ChoiceConfidence:
+    """The model's probability over the offered answers of multiple-choice questions.
+
+    This is the distractor-augmented confidence of lm-eval and HELM: a softmax over the
+    options' log-likelihoods (optionally length-normalised, as ``acc_norm`` does).
+
+    Parameters
+    ----------
+    choice_logprobs : float array ``[Q, C]``
+        Each option's total log-likelihood; NaN marks an absent option (questions with fewer
+        than C options). float16, bfloat16, float32 or float64; any strides.
+    lengths : array ``[Q, C]``, optional
+        Length of each option (tokens, characters or bytes: the caller's choice); scores are
+        ``choice_logprobs / lengths``. Must be finite and > 0 wherever the option is present;
+        ignored where it is absent.
+    labels : integer array ``[Q]``, optional
+        Index of the right option. Must be in ``[0, C)`` and point at a present option.
+
+    Returns
+    -------
+    ChoiceConfidence
+        ``probs`` ``[Q, C]``: softmax of the scores over the present options (0 for absent
+        ones); ``pred`` ``[Q]`` int64: the best option (lowest index among ties);
+        ``confidence`` ``[Q]``: its probability; with labels, ``correct`` ``[Q]`` bool:
+        ``pred == labels``. A question with no present option, only ``-inf`` scores, or a
+        ``+inf`` score has NaN ``probs`` and ``confidence``, ``pred = -1`` and
+        ``correct = False``. Floats are float64 for float64 input, float32 otherwise (computed
+        in float64).
+
+    Examples
+    --------
+    >>> import numpy as np, logcal
+    >>> ll = np.array([[-1.0, -2.0, np.nan], [-4.0, -3.0, -3.0]])
+    >>> c = logcal.choice_confidence(ll, labels=np.array([0, 2]))
+    >>> np.round(c.probs, 4)
+    array([[0.7311, 0.2689, 0.    ],
+           [0.1554, 0.4223, 0.4223]])
+    >>> c.pred, c.correct
+    (array([0, 1]), array([ True, False]))
+    """
+    func = "choice_confidence"
+    arr = _float_array(choice_logprobs, "choice_logprobs", func)
+    data = arr.data
+    if data.ndim != 2:
+        raise ValueError(f"choice_logprobs must be 2-D [Q, C], got shape {data.shape}")
+    if data.size == 0:
+        raise ValueError(f"choice_logprobs must not be empty, got shape {data.shape}")
+    n_q, n_c = data.shape
+    absent = _nan_mask(arr)
+
+    len_arr = None
+    if lengths is not None:
+        la = as_host_array(lengths, "lengths", func).data
+        if la.dtype.kind not in "iuf":
+            raise TypeError(f"lengths must be an array of numbers, got dtype {la.dtype}")
+        if la.shape != data.shape:
+            raise ValueError(
+                f"lengths must have the shape of choice_logprobs {data.shape}, got shape {la.shape}"
+            )
+        len_arr = np.ascontiguousarray(la, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            bad = ~absent & ~(np.isfinite(len_arr) & (len_arr > 0))
+        if bad.any():
+            i = _first(bad)
+            where = format_index(data.shape, i)
+            raise ValueError(
+                f"lengths{where} = {la.reshape(-1)[i]} must be a finite number > 0: "
+                f"choice_logprobs{where} is a present option"
+            )
+
+    lab = None
+    if labels is not None:
+        lab = _int_array(labels, "labels", func)
+        if lab.shape != (n_q,):
+            raise ValueError(f"labels must have shape (Q,) = ({n_q},), got shape {lab.shape}")
+        out_of_range = lab >= n_c if lab.dtype.kind == "u" else (lab < 0) | (lab >= n_c)
+        if out_of_range.any():
+            i = _first(out_of_range)
+            raise ValueError(f"labels[{i}] = {int(lab[i])} is outside [0, {n_c})")
+        lab = np.ascontiguousarray(lab, dtype=np.int64)
+        gold_absent = absent[np.arange(n_q), lab]
+        if gold_absent.any():
+            i = _first(gold_absent)
+            raise ValueError(
+                f"labels[{i}] = {int(lab[i])} points at an absent option: "
+                f"choice_logprobs[{i}, {int(lab[i])}] is NaN"
+            )
+
+    float_out = _float_out(arr)
+    results, views = {}, {}
+    results["probs"], views["probs"] = empty((n_q, n_c), float_out, arr.family)
+    results["pred"], views["pred"] = empty((n_q,), "int64", arr.family)
+    results["confidence"], views["confidence"] = empty((n_q,), float_out, arr.family)
+    if lab is not None:
+        results["correct"], views["correct"] = empty((n_q,), "bool", arr.family)
+    correct_view = views["correct"].view(np.uint8) if lab is not None else None
+    _native.cpu.choice_confidence(
+        data, FLOAT_CODES[arr.dtype], len_arr, lab, views["probs"], views["pred"],
+        views["confidence"], correct_view,
+    )
+    return ChoiceConfidence(**results)
+
+
+# --- sample_consistency -----------------------------------------------------------------------
+
+
+def sample_consistency(answers: Any, *, seq_logprobs: Any = None) -> Consistency:
+    """How much K sampled answers to each question agree.
+
+    Parameters
+    ----------
+    answers : integer array ``[Q, K]``
+        Cluster id of each sampled answer (equal id = equivalent answer, after whatever
+        normalisation or clustering the caller chose); a negative id marks an invalid or
+        missing sample, which is left out of every statistic. Any integer dtype, any K.
+    seq_logprobs : float array ``[Q, K]``, optional
+        Each sample's sequence log-probability (for example ``sequence_stats(...).sum``, or
+        ``.mean`` for the length-normalised form of Farquhar et al. 2024); gives
+        ``semantic_entropy``. Entries of invalid samples are ignored.
+
+    Returns
+    -------
+    Consistency
+        Per question, over its ``K_valid`` valid samples, with ``n_c`` samples in cluster c and
+        ``n1 >= n2`` the two largest counts (``n2 = 0`` with one cluster):
+
+        - ``mode`` int64: the most frequent id, the lowest id among ties;
+        - ``agreement = n1 / K_valid``;
+        - ``entropy = -sum_c (n_c/K_valid) log(n_c/K_valid)`` (nats; the discrete semantic
+          entropy);
+        - ``entropy_consistency = 1 - entropy / log(n_unique)``, 1 when ``n_unique == 1``
+          (Lyu et al. 2025);
+        - ``fsd = (n1 - n2) / K_valid`` (first-second distance);
+        - ``n_unique`` int64: the number of clusters;
+        - ``semantic_entropy`` (with ``seq_logprobs``): ``-sum_c p(c) log p(c)`` with
+          ``p(c) ∝ sum_{s in c} exp(seq_logprobs[s])``, computed stably (log-sum-exp).
+
+        Note that the denominators are ``K_valid``, not K (Lyu et al. divide agreement by K).
+        A question with no valid sample has ``mode = -1``, ``n_unique = 0`` and NaN floats.
+        ``semantic_entropy`` is NaN for a question whose valid samples' log-probabilities
+        include NaN or ``+inf`` or are all ``-inf``. Floats are float64, except
+        ``semantic_entropy``: float64 for float64 ``seq_logprobs``, float32 otherwise.
+
+    Examples
+    --------
+    >>> import numpy as np, logcal
+    >>> answers = np.array([[3, 3, 1, 3, -1], [2, 5, 5, 2, 7]])
+    >>> c = logcal.sample_consistency(answers)
+    >>> c.mode, c.agreement, c.fsd
+    (array([3, 2]), array([0.75, 0.4 ]), array([0.5, 0. ]))
+    >>> c.n_unique
+    array([2, 3])
+    """
+    func = "sample_consistency"
+    host = as_host_array(answers, "answers", func)
+    a = host.data
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"answers must be an array of integer cluster ids, got dtype {a.dtype}")
+    if a.ndim != 2:
+        raise ValueError(f"answers must be 2-D [Q, K], got shape {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"answers must not be empty, got shape {a.shape}")
+    if a.dtype != np.int64:
+        a = _as_int64(a, "answers")
+    n_q = a.shape[0]
+
+    lp, lp_code, se_dtype = None, FLOAT_CODES["float32"], None
+    if seq_logprobs is not None:
+        lp_arr = _float_array(seq_logprobs, "seq_logprobs", func)
+        if lp_arr.data.shape != a.shape:
+            raise ValueError(
+                f"seq_logprobs must have the shape of answers {a.shape}, got shape "
+                f"{lp_arr.data.shape}"
+            )
+        lp, lp_code, se_dtype = lp_arr.data, FLOAT_CODES[lp_arr.dtype], _float_out(lp_arr)
+
+    results, views = {}, {}
+    for field, dtype in (("mode", "int64"), ("agreement", "float64"), ("entropy", "float64"),
+                         ("entropy_consistency", "float64"), ("fsd", "float64"),
+                         ("n_unique", "int64")):
+        results[field], views[field] = empty((n_q,), dtype, host.family)
+    if lp is not None:
+        results["semantic_entropy"], views["semantic_entropy"] = empty((n_q,), se_dtype, host.family)
+    _native.cpu.sample_consistency(
+        a, lp, lp_code, views["mode"], views["agreement"], views["entropy"],
+        views["entropy_consistency"], views["fsd"], views["n_unique"],
+        views.get("semantic_entropy"),
+    )
+    return Consistency(**results)
