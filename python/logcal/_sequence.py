@@ -144,7 +144,8 @@ def _as_int64(arr: np.ndarray, name: str) -> np.ndarray:
         if big.any():
             i = _first(big)
             raise ValueError(
-                f"{name}{format_index(arr.shape, i)} = {int(arr.reshape(-1)[i])} does not fit in int64"
+                f"{name}{format_index(arr.shape, i)} = {int(arr.reshape(-1)[i])} "
+                "does not fit in int64"
             )
     return arr.astype(np.int64, copy=False)
 
@@ -482,7 +483,9 @@ def sample_consistency(answers: Any, *, seq_logprobs: Any = None) -> Consistency
                          ("n_unique", "int64")):
         results[field], views[field] = empty((n_q,), dtype, host.family)
     if lp is not None:
-        results["semantic_entropy"], views["semantic_entropy"] = empty((n_q,), se_dtype, host.family)
+        results["semantic_entropy"], views["semantic_entropy"] = empty(
+            (n_q,), se_dtype, host.family
+        )
     _native.cpu.sample_consistency(
         a, lp, lp_code, views["mode"], views["agreement"], views["entropy"],
         views["entropy_consistency"], views["fsd"], views["n_unique"],
