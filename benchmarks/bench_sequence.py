@@ -12,9 +12,10 @@ on Q = 10^6 questions of K = 20 samples (against logcal.reference), selective on
 
 from __future__ import annotations
 
-import logcal
 import numpy as np
 import pytest
+
+import logcal
 from logcal import reference
 
 THREADS = 2

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 
-import logcal
 import ml_dtypes
 import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+
+import logcal
 from logcal import reference
 
 

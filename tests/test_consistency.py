@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 import re
 
-import logcal
 import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+
+import logcal
 from logcal import reference
 
 FLOAT_FIELDS = ("agreement", "entropy", "entropy_consistency", "fsd")

@@ -7,14 +7,15 @@ import itertools
 import math
 import re
 
-import logcal
 import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from logcal import reference
 from sklearn.metrics import roc_auc_score
+
+import logcal
+from logcal import reference
 
 
 @st.composite

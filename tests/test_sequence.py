@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 import re
 
-import logcal
 import ml_dtypes
 import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+
+import logcal
 from logcal import reference
 
 FIELDS = ("sum", "mean", "min", "count", "perplexity")
