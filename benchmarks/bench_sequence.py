@@ -1,13 +1,14 @@
 """CPU benchmarks of sequence_stats, sample_consistency and selective against their peers.
 
-Run (2 threads, the numpy reference and the peers in the same run, ratios printed at the end):
+Run (2 threads, the numpy reference and the peers in the same run; benchmarks/conftest.py
+prints the ratios at the end):
 
-    python -m pytest benchmarks/bench_sequence.py -s -p no:cacheprovider
+    python -m pytest benchmarks/bench_sequence.py
 
 Sizes are the issue's: sequence_stats on 2^26 float32 tokens in 2^18 sequences (against
 np.add.reduceat for the sums and logcal.reference for all five statistics), sample_consistency
 on Q = 10^6 questions of K = 20 samples (against logcal.reference), selective on 10^7 pairs
-(against scikit-learn's roc_auc_score). Ratios use each job's fastest round.
+(against scikit-learn's roc_auc_score).
 """
 
 from __future__ import annotations
@@ -18,47 +19,11 @@ import pytest
 import logcal
 from logcal import reference
 
-THREADS = 2
-FAST = {"rounds": 5, "warmup_rounds": 1, "iterations": 1}
-SLOW = {"rounds": 2, "warmup_rounds": 0, "iterations": 1}
-_best: dict[str, float] = {}
+SEQ = "sequence_stats 2^26 tokens, 2^18 seqs"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def two_threads():
-    before = logcal.get_num_threads()
-    logcal.set_num_threads(THREADS)
-    yield
-    logcal.set_num_threads(before)
-    _report()
-
-
-def _run(benchmark, name, fn, timing):
-    benchmark.group = name.split(":")[0]
-    benchmark.pedantic(fn, **timing)
-    _best[name] = benchmark.stats.stats.min
-
-
-def _ratio(peer, ours):
-    if peer in _best and ours in _best:
-        return f"{_best[peer] / _best[ours]:6.1f}x   ({peer}: {_best[peer] * 1e3:9.1f} ms, " \
-               f"{ours}: {_best[ours] * 1e3:8.1f} ms)"
-    return "not measured"
-
-
-def _report():
-    print(f"\n\nlogcal speed-ups, {THREADS} threads, best of the rounds of this run:")
-    for label, peer, ours, target in [
-        ("sequence_stats vs np.add.reduceat (sums)", "seq:reduceat", "seq:logcal", 1.5),
-        ("sequence_stats vs reference (all five)", "seq:reference", "seq:logcal", 5),
-        ("sample_consistency vs reference", "cons:reference", "cons:logcal", 20),
-        ("  with seq_logprobs", "cons_lp:reference", "cons_lp:logcal", None),
-        ("selective vs sklearn roc_auc_score", "sel:sklearn", "sel:logcal", 3),
-        ("selective vs reference", "sel:reference", "sel:logcal", None),
-    ]:
-        goal = f"(target >= {target}x)" if target else ""
-        print(f"  {label:44s} {_ratio(peer, ours)} {goal}")
-
+CONS = "sample_consistency Q=1e6 K=20"
+CONS_LP = "sample_consistency + seq_logprobs"
+SEL = "selective 1e7 pairs"
 
 # --- sequence_stats: 2^26 tokens in 2^18 sequences --------------------------------------------
 
@@ -73,21 +38,21 @@ def ragged():
     return logprobs, offsets
 
 
-def test_sequence_stats_logcal(benchmark, ragged):
+def test_sequence_stats_logcal(timed, ragged):
     x, offsets = ragged
-    _run(benchmark, "seq:logcal", lambda: logcal.sequence_stats(x, offsets), FAST)
+    timed(SEQ, "logcal", lambda: logcal.sequence_stats(x, offsets), rounds=5)
 
 
-def test_sequence_sums_reduceat(benchmark, ragged):
+def test_sequence_sums_reduceat(timed, ragged):
     x, offsets = ragged
     # reduceat cannot express an empty segment; the starts of the non-empty ones are its input.
     starts = offsets[:-1][np.diff(offsets) > 0]
-    _run(benchmark, "seq:reduceat", lambda: np.add.reduceat(x, starts), FAST)
+    timed(SEQ, "np.add.reduceat (sums only)", lambda: np.add.reduceat(x, starts), rounds=5)
 
 
-def test_sequence_stats_reference(benchmark, ragged):
+def test_sequence_stats_reference(timed, ragged):
     x, offsets = ragged
-    _run(benchmark, "seq:reference", lambda: reference.sequence_stats(x, offsets), SLOW)
+    timed(SEQ, "numpy reference (float64)", lambda: reference.sequence_stats(x, offsets), rounds=2)
 
 
 # --- sample_consistency: Q = 10^6, K = 20 ------------------------------------------------------
@@ -107,25 +72,29 @@ def samples():
     return ids, seq_logprobs
 
 
-def test_consistency_logcal(benchmark, samples):
+def test_consistency_logcal(timed, samples):
     ids, _ = samples
-    _run(benchmark, "cons:logcal", lambda: logcal.sample_consistency(ids), FAST)
+    timed(CONS, "logcal", lambda: logcal.sample_consistency(ids), rounds=5)
 
 
-def test_consistency_reference(benchmark, samples):
+def test_consistency_reference(timed, samples):
     ids, _ = samples
-    _run(benchmark, "cons:reference", lambda: reference.sample_consistency(ids), SLOW)
+    timed(CONS, "numpy reference", lambda: reference.sample_consistency(ids), rounds=2)
 
 
-def test_consistency_lp_logcal(benchmark, samples):
+def test_consistency_lp_logcal(timed, samples):
     ids, lp = samples
-    _run(benchmark, "cons_lp:logcal", lambda: logcal.sample_consistency(ids, seq_logprobs=lp), FAST)
+    timed(CONS_LP, "logcal", lambda: logcal.sample_consistency(ids, seq_logprobs=lp), rounds=5)
 
 
-def test_consistency_lp_reference(benchmark, samples):
+def test_consistency_lp_reference(timed, samples):
     ids, lp = samples
-    _run(benchmark, "cons_lp:reference",
-         lambda: reference.sample_consistency(ids, seq_logprobs=lp), SLOW)
+    timed(
+        CONS_LP,
+        "numpy reference",
+        lambda: reference.sample_consistency(ids, seq_logprobs=lp),
+        rounds=2,
+    )
 
 
 # --- selective: 10^7 pairs ---------------------------------------------------------------------
@@ -140,18 +109,18 @@ def pairs():
     return confidence, correct
 
 
-def test_selective_logcal(benchmark, pairs):
+def test_selective_logcal(timed, pairs):
     c, y = pairs
-    _run(benchmark, "sel:logcal", lambda: logcal.selective(c, y), FAST)
+    timed(SEL, "logcal", lambda: logcal.selective(c, y), rounds=5)
 
 
-def test_selective_sklearn(benchmark, pairs):
+def test_selective_sklearn(timed, pairs):
     from sklearn.metrics import roc_auc_score
 
     c, y = pairs
-    _run(benchmark, "sel:sklearn", lambda: roc_auc_score(y, c), SLOW)
+    timed(SEL, "scikit-learn roc_auc_score", lambda: roc_auc_score(y, c), rounds=2)
 
 
-def test_selective_reference(benchmark, pairs):
+def test_selective_reference(timed, pairs):
     c, y = pairs
-    _run(benchmark, "sel:reference", lambda: reference.selective(c, y), SLOW)
+    timed(SEL, "numpy reference", lambda: reference.selective(c, y), rounds=2)
