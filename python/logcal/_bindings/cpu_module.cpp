@@ -10,6 +10,7 @@
 namespace py = pybind11;
 
 void bind_token(py::module_& m);
+void bind_calibration(py::module_& m);
 
 namespace {
 
@@ -26,6 +27,7 @@ logcal::cpu::Isa isa_from_name(const std::string& name) {
 PYBIND11_MODULE(_core_cpu, m) {
   m.doc() = "logcal CPU kernels (internal: use the functions of the logcal package)";
   bind_token(m);
+  bind_calibration(m);
   m.def("set_num_threads", &logcal::cpu::set_num_threads);
   m.def("get_num_threads", &logcal::cpu::get_num_threads);
   m.def("isa", [] { return std::string(logcal::cpu::isa_name(logcal::cpu::active_isa())); });
