@@ -115,5 +115,57 @@ Status calibration_stats(const CalibrationArgs& a) {
   return Status::kOk;
 }
 
+namespace {
+
+template <class T, class A>
+void sequential_sums(const SequentialSumsArgs& a) {
+  const T* c = static_cast<const T*>(a.confidence);
+  const A* y = static_cast<const A*>(a.accuracy);
+  const T* e = static_cast<const T*>(a.edges);
+  T* count = static_cast<T*>(a.count);
+  T* cs = static_cast<T*>(a.conf_sum);
+  T* ys = static_cast<T*>(a.acc_sum);
+  const int64_t m = a.n_edges;
+  for (int64_t i = 0; i < a.n; ++i) {
+    const T v = c[i * a.conf_stride];
+    if (!(v >= T(0) && v <= T(1))) {
+      *a.first_invalid = i;
+      return;
+    }
+    int64_t k = static_cast<int64_t>(static_cast<double>(v) * a.edges_scale);
+    k = k < m ? k : m;
+    while (k > 0 && !(e[k - 1] <= v)) --k;
+    while (k < m && e[k] <= v) ++k;
+    count[k] += T(1);
+    cs[k] += v;
+    ys[k] += static_cast<T>(y[i * a.accuracy_stride]);
+  }
+}
+
+template <class T>
+bool sequential_sums_by_acc(const SequentialSumsArgs& a) {
+  switch (a.accuracy_type) {
+    case CorrectType::kUInt8: sequential_sums<T, uint8_t>(a); return true;
+    case CorrectType::kInt32: sequential_sums<T, int32_t>(a); return true;
+    case CorrectType::kInt64: sequential_sums<T, int64_t>(a); return true;
+    case CorrectType::kFloat32: sequential_sums<T, float>(a); return true;
+    case CorrectType::kFloat64: sequential_sums<T, double>(a); return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+Status binned_sums_sequential(const SequentialSumsArgs& a) {
+  if (a.n < 0 || a.n_edges < 0 || a.first_invalid == nullptr || a.count == nullptr ||
+      a.conf_sum == nullptr || a.acc_sum == nullptr || (a.n_edges > 0 && a.edges == nullptr) ||
+      (a.n > 0 && (a.confidence == nullptr || a.accuracy == nullptr)))
+    return Status::kInvalidArgument;
+  *a.first_invalid = -1;
+  const bool ok = a.conf_type == ConfType::kFloat32 ? sequential_sums_by_acc<float>(a)
+                                                    : sequential_sums_by_acc<double>(a);
+  return ok ? Status::kOk : Status::kInvalidArgument;
+}
+
 }  // namespace cpu
 }  // namespace logcal

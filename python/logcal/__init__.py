@@ -16,18 +16,42 @@ array([-0.4076, -1.0986], dtype=float32)
 from __future__ import annotations
 
 from . import reference
+from ._calibration import (
+    CalibrationAccumulator,
+    CalibrationStats,
+    ReliabilityBin,
+    brier_score,
+    calibration_stats,
+    classwise_ece,
+    ece,
+    mce,
+    nll,
+    rmsce,
+    top_label,
+)
 from ._native import cuda_available, cuda_compiled, get_num_threads, set_num_threads
 from ._token import TokenStats, log_softmax, token_stats
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CalibrationAccumulator",
+    "CalibrationStats",
+    "ReliabilityBin",
     "TokenStats",
+    "brier_score",
+    "calibration_stats",
+    "classwise_ece",
     "cuda_available",
     "cuda_compiled",
+    "ece",
     "get_num_threads",
     "log_softmax",
+    "mce",
+    "nll",
     "reference",
+    "rmsce",
     "set_num_threads",
     "token_stats",
+    "top_label",
 ]

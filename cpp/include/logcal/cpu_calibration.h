@@ -62,5 +62,31 @@ struct CalibrationArgs {
 
 Status calibration_stats(const CalibrationArgs& args);
 
+// Per-bin sums accumulated in index order in the confidence's own float type -- count += 1,
+// conf += c, acc += T(a) -- exactly as a sequential scatter-add does (torch's CPU scatter_add_,
+// numpy's add.at): for drop-in compatibility with libraries that sum that way (torchmetrics),
+// not for accuracy. Bins are [e[k-1], e[k]) over the n_edges sorted inner edges (in the
+// confidence's type); bin k is guessed as floor(c * edges_scale) and corrected by comparisons.
+// Single-threaded, because the order of the additions is the point. Stops at the first
+// confidence outside [0, 1] (or NaN) and reports it; outputs are then unspecified.
+struct SequentialSumsArgs {
+  int64_t n = 0;
+  const void* confidence = nullptr;
+  ConfType conf_type = ConfType::kFloat64;
+  int64_t conf_stride = 1;
+  const void* accuracy = nullptr;
+  CorrectType accuracy_type = CorrectType::kUInt8;
+  int64_t accuracy_stride = 1;
+  const void* edges = nullptr;  // [n_edges], the confidence's type
+  int64_t n_edges = 0;
+  double edges_scale = 0.0;
+  void* count = nullptr;     // [n_edges + 1], the confidence's type
+  void* conf_sum = nullptr;  // [n_edges + 1]
+  void* acc_sum = nullptr;   // [n_edges + 1]
+  int64_t* first_invalid = nullptr;
+};
+
+Status binned_sums_sequential(const SequentialSumsArgs& args);
+
 }  // namespace cpu
 }  // namespace logcal

@@ -94,6 +94,49 @@ int64_t calibration_stats(const py::array& confidence, int conf_type, const py::
   return first_invalid;
 }
 
+// Sequential per-bin sums in the confidence's type (torchmetrics' order); returns the first
+// invalid position or -1.
+int64_t binned_sums_sequential(const py::array& confidence, int conf_type, const py::array& accuracy,
+                               int acc_type, const py::array& edges, double edges_scale,
+                               const py::array& count, const py::array& conf_sum,
+                               const py::array& acc_sum) {
+  logcal::cpu::SequentialSumsArgs args;
+  const py::ssize_t item = conf_type == 0 ? 4 : 8;
+  static const int kAccSize[] = {1, 4, 8, 4, 8};
+  if (confidence.itemsize() != item || edges.itemsize() != item || count.itemsize() != item ||
+      conf_sum.itemsize() != item || acc_sum.itemsize() != item)
+    throw std::invalid_argument("binned_sums_sequential: element sizes do not match the type");
+  if (acc_type < 0 || acc_type > 4 || accuracy.itemsize() != kAccSize[acc_type])
+    throw std::invalid_argument("accuracy: element size does not match its type");
+  args.n = confidence.shape(0);
+  if (accuracy.shape(0) != args.n) throw std::invalid_argument("accuracy: wrong length");
+  args.confidence = confidence.data();
+  args.conf_type = logcal::cpu::ConfType(conf_type);
+  args.conf_stride = stride_of(confidence, "confidence");
+  args.accuracy = accuracy.data();
+  args.accuracy_type = logcal::cpu::CorrectType(acc_type);
+  args.accuracy_stride = stride_of(accuracy, "accuracy");
+  if (!(edges.flags() & py::array::c_style)) throw std::invalid_argument("edges: not contiguous");
+  args.edges = edges.data();
+  args.n_edges = edges.size();
+  args.edges_scale = edges_scale;
+  for (const py::array* o : {&count, &conf_sum, &acc_sum})
+    if (o->size() != args.n_edges + 1 || !(o->flags() & py::array::c_style) || !o->writeable())
+      throw std::invalid_argument("binned_sums_sequential: outputs must be writeable, dense, n_edges + 1 long");
+  args.count = const_cast<void*>(count.data());
+  args.conf_sum = const_cast<void*>(conf_sum.data());
+  args.acc_sum = const_cast<void*>(acc_sum.data());
+  int64_t first_invalid = -1;
+  args.first_invalid = &first_invalid;
+  logcal::Status s;
+  {
+    py::gil_scoped_release release;
+    s = logcal::cpu::binned_sums_sequential(args);
+  }
+  check_status(s, "binned_sums_sequential");
+  return first_invalid;
+}
+
 // The scalar core, exposed for tests: the exact bin index, the deterministic log, the fixed-point
 // value and the bootstrap weight must agree with their Python references value for value.
 int64_t uniform_bin(double c, int64_t n) { return logcal::calib::uniform_bin(c, n); }
@@ -110,6 +153,7 @@ uint32_t bootstrap_weight(uint64_t seed, uint64_t unit, uint64_t replicate) {
 
 void bind_calibration(py::module_& m) {
   m.def("calibration_stats", &calibration_stats);
+  m.def("binned_sums_sequential", &binned_sums_sequential);
   m.def("calib_uniform_bin", &uniform_bin);
   m.def("calib_log_det", &log_det);
   m.def("calib_to_fixed", &to_fixed);
