@@ -10,8 +10,8 @@
 //   2. compute (vectorised): bin index, c^2, the NLL term, and each term's fixed-point value;
 //   3. scatter (scalar): add the terms into per-bin cells. Four copies of the cells, used in
 //      turn, break the store-to-load dependency between neighbours that fall in the same bin.
-// With 0/1 correctness the cells are (bin, correct) pairs holding count, sum c, sum c^2 and sum
-// nll: sum y, sum c*y and sum y^2 follow from the cell a sample is in, so each sample costs
+// With 0/1 correctness the cells are (bin, correct) pairs holding count, sum c, sum (c-y)^2 and
+// sum nll: sum y, sum c*y and sum y^2 follow from the cell a sample is in, so each sample costs
 // four additions. Soft labels or weights use per-bin cells with all seven sums.
 #ifndef LOGCAL_ISA_NAMESPACE
 #error "define LOGCAL_ISA_NAMESPACE before including calibration_kernels_impl.h"
@@ -269,7 +269,7 @@ int64_t load_tile(const CalibrationArgs& a, int64_t begin, int64_t len, double* 
 
 // --- the per-bin cells of a range ------------------------------------------------------------
 
-// 0/1 correctness: cell 2k + y holds the count and, for c, c^2 and nll, the sums of the two
+// 0/1 correctness: cell 2k + y holds the count and, for c, (c-y)^2 and nll, the sums of the two
 // 32-bit halves of each fixed-point term (T = a * 2^32 + b): plain 64-bit additions with no carry
 // to propagate. A half of one term is below 2^42, so the cells are folded into 128-bit sums at
 // least every kFoldEvery samples, long before a 64-bit half-sum could overflow. One cache line.
@@ -383,7 +383,8 @@ struct Job {
     }
   }
 
-  // Step 2 for 0/1 correctness: fixed-point c, c^2 and nll (fields 0, 1, 2 of the scratch).
+  // Step 2 for 0/1 correctness: fixed-point c, (c-y)^2 and nll (fields 0, 1, 2 of the scratch),
+  // with the very operations of terms_soft, so that both paths give the same bits.
   // Also turns s.bin into the cell index 2 * bin + y.
   void terms_binary(Scratch& s, int64_t len) const {
     const int64_t n_vec = (len + W - 1) / W;
@@ -397,7 +398,7 @@ struct Job {
       const VD cc = clip(c, eps, one_minus_eps);
       const VD x = y != 0.0 ? cc : 1.0 - cc;
       const VD nll = -log_det(x);
-      const VD val[3] = {c, c * c, nll};
+      const VD val[3] = {c, (c - y) * (c - y), nll};
       for (int f = 0; f < 3; ++f) {  // halves a = T >> 32, b = T mod 2^32 (in lo(f), hi(f))
         VU ha, hb;
         to_fixed_halves(val[f], ha, hb);
@@ -416,7 +417,7 @@ struct Job {
       const VD y = simd::load(s.y.data() + v * W);
       const VD cc = clip(c, eps, one_minus_eps);
       const VD nll = -(y * log_det(cc) + (1.0 - y) * log_det(1.0 - cc));
-      VD val[calib::kNumFields] = {VD{} + 1.0, c, y, c * c, c * y, y * y, nll};
+      VD val[calib::kNumFields] = {VD{} + 1.0, c, y, (c - y) * (c - y), c * y, y * y, nll};
       if constexpr (kWeighted) {
         const VD wt = simd::load(s.w.data() + v * W);
         val[0] = wt;
@@ -522,7 +523,7 @@ struct RangeRunner {
             const U128 conf = from_halves(cell.a[0], cell.b[0]);
             calib::add_to(st.sum[calib::kWeight], cnt);
             calib::add_to(st.sum[calib::kConf], conf);
-            calib::add_to(st.sum[calib::kConfSq], from_halves(cell.a[1], cell.b[1]));
+            calib::add_to(st.sum[calib::kSqError], from_halves(cell.a[1], cell.b[1]));
             calib::add_to(st.sum[calib::kNll], from_halves(cell.a[2], cell.b[2]));
             if (y == 1) {
               calib::add_to(st.sum[calib::kCorrect], cnt);
@@ -562,9 +563,7 @@ struct RangeRunner {
     bool many = false;
     for (int64_t b = 0; b < n_bins; ++b) {
       if (block[size_t(b)].count == 0) continue;
-      add_to(totals[kBootConfSq], block[size_t(b)].sum[kConfSq]);
-      add_to(totals[kBootConfCorrect], block[size_t(b)].sum[kConfCorrect]);
-      add_to(totals[kBootCorrectSq], block[size_t(b)].sum[kCorrectSq]);
+      add_to(totals[kBootSqError], block[size_t(b)].sum[kSqError]);
       add_to(totals[kBootNll], block[size_t(b)].sum[kNll]);
       if (n_nonempty < 64) nonempty[n_nonempty++] = b; else many = true;
     }

@@ -32,11 +32,11 @@ __all__ = [
 ]
 
 # Field order of the per-bin sums: logcal::calib::Field in cpp/include/logcal/calibration.h.
-FIELDS = ("weight", "conf", "correct", "conf_sq", "conf_correct", "correct_sq", "nll")
-_W, _C, _Y, _CC, _CY, _YY, _NLL = range(7)
-# Replicate sums: per bin (weight, conf, correct); totals (conf_sq, conf_correct, correct_sq, nll).
+FIELDS = ("weight", "conf", "correct", "sq_error", "conf_correct", "correct_sq", "nll")
+_W, _C, _Y, _SQ, _CY, _YY, _NLL = range(7)
+# Replicate sums: per bin (weight, conf, correct); totals (sq_error, nll).
 BOOT_BIN_FIELDS = ("weight", "conf", "correct")
-BOOT_TOTAL_FIELDS = ("conf_sq", "conf_correct", "correct_sq", "nll")
+BOOT_TOTAL_FIELDS = ("sq_error", "nll")
 
 FIXED_FRAC_BITS = 64  # a sum is stored as floor(value * 2^64), in 128 bits
 DEFAULT_EPS = 1e-12
@@ -136,13 +136,14 @@ def _edges_arg(binning: Any) -> np.ndarray:
     if edges.ndim != 1 or edges.size < 2:
         raise ValueError(f"bin edges must be a 1-D array of at least 2 values, got shape {edges.shape}")
     if edges[0] != 0.0 or edges[-1] != 1.0:
-        raise ValueError(f"bin edges must start at 0 and end at 1, got {edges[0]!r} ... {edges[-1]!r}")
+        raise ValueError(f"bin edges must start at 0 and end at 1, got {float(edges[0])!r} ... "
+                         f"{float(edges[-1])!r}")
     bad = np.flatnonzero(~(np.diff(edges) >= 0))
     if bad.size:
         i = int(bad[0])
         raise ValueError(
-            f"bin edges must be non-decreasing, got edges[{i}] = {edges[i]!r} > "
-            f"edges[{i + 1}] = {edges[i + 1]!r}"
+            f"bin edges must be non-decreasing, got edges[{i}] = {float(edges[i])!r} > "
+            f"edges[{i + 1}] = {float(edges[i + 1])!r}"
         )
     return edges
 
@@ -373,7 +374,8 @@ class CalibrationStats:
 
     **Exact sums.** Per bin: ``count`` (int64) and, as fixed-point integers of 128 bits with
     64 fractional bits (resolution 2**-64 = 5.4e-20 per unit), the sums of ``w``, ``w c``,
-    ``w y``, ``w c^2``, ``w c y``, ``w y^2`` and ``w nll`` (``w`` the weight, 1 without
+    ``w y``, ``w (c - y)^2``, ``w c y``, ``w y^2`` and ``w nll`` (``sum w c^2`` is derived
+    from them, see :meth:`fixed_sums`) (``w`` the weight, 1 without
     weights; ``y`` the correctness). Each sample's term is a pure function of its bits
     (products in IEEE double arithmetic, then truncated), and integer sums do not depend on
     their order: the statistics, and every metric computed from them, are bitwise identical
@@ -386,9 +388,12 @@ class CalibrationStats:
     **NLL** clips the confidence to ``[eps, 1 - eps]`` (``eps`` default 1e-12, so at most
     27.6 nats per sample), and uses a deterministic logarithm (fdlibm's algorithm, < 1 ulp).
 
-    **Metrics** are computed from the exact integers in rational arithmetic and rounded once
-    (``ece()`` with ``norm="l1"``, ``mce()``, ``brier()``, ``nll()`` are correctly rounded;
-    ``rmsce()`` adds a square root).
+    **Metrics** are computed from the integer sums in rational arithmetic and rounded once
+    (``ece()`` with ``norm="l1"``, ``mce()``, ``brier()`` and ``nll()`` are the correctly
+    rounded values of the fixed-point sums; ``rmsce()`` adds a square root). With confidences
+    of at least 2**-11 and 0/1 correctness, the ECE and MCE are therefore the correctly rounded
+    values of the exact definitions; the Brier score and NLL carry the per-sample roundings
+    above (relative 2**-52).
 
     **Bootstrap** (``n_bootstrap > 0``): replicate sums from a Poisson(1) bootstrap computed
     in the same pass; see :meth:`interval`.
@@ -485,10 +490,18 @@ class CalibrationStats:
         return None if self._boot is None else self._boot.block
 
     def fixed_sums(self, field: str) -> list:
-        """The exact sums of ``field`` (one of :data:`FIELDS`) per bin, as integers in units
-        of 2**-64."""
+        """The exact sums of ``field`` per bin, as integers in units of 2**-64.
+
+        ``field`` is one of ``"weight"`` (sum w), ``"conf"`` (sum w c), ``"correct"``
+        (sum w y), ``"sq_error"`` (sum w (c - y)^2), ``"conf_correct"`` (sum w c y),
+        ``"correct_sq"`` (sum w y^2), ``"nll"`` (sum w nll), or the derived ``"conf_sq"``
+        = sq_error + 2 conf_correct - correct_sq (sum w c^2 up to the per-sample roundings).
+        """
+        if field == "conf_sq":
+            sq, cy, yy = (self.fixed_sums(f) for f in ("sq_error", "conf_correct", "correct_sq"))
+            return [a + 2 * b - c for a, b, c in zip(sq, cy, yy)]
         if field not in FIELDS:
-            raise ValueError(f"field must be one of {FIELDS}, got {field!r}")
+            raise ValueError(f"field must be one of {FIELDS + ('conf_sq',)}, got {field!r}")
         key = ("ints", field)
         if key not in self._cache:
             self._cache[key] = _ints(self._sums[:, FIELDS.index(field)])
@@ -576,10 +589,7 @@ class CalibrationStats:
 
     def brier(self) -> float:
         """Brier score ``mean (c - y)^2`` (weighted mean with weights)."""
-        tot = sum(self.fixed_sums("weight"))
-        num = (sum(self.fixed_sums("conf_sq")) - 2 * sum(self.fixed_sums("conf_correct"))
-               + sum(self.fixed_sums("correct_sq")))
-        return _ratio(max(num, 0), tot)
+        return _ratio(sum(self.fixed_sums("sq_error")), sum(self.fixed_sums("weight")))
 
     def nll(self) -> float:
         """Mean negative log-likelihood ``-[y log c + (1 - y) log(1 - c)]`` with ``c`` clipped
@@ -620,14 +630,14 @@ class CalibrationStats:
         elif metric == "rmsce":
             metric, kwargs = "ece", {"norm": "l2", **kwargs}
         bins = _to_float(self._boot_bins)  # [B, n, 3]
-        tot = _to_float(self._boot_totals)  # [B, 4]
+        tot = _to_float(self._boot_totals)  # [B, 2]: sq_error, nll
         W, C, Y = bins[..., 0], bins[..., 1], bins[..., 2]
         total = W.sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             if metric == "brier":
-                return np.maximum(tot[:, 0] - 2 * tot[:, 1] + tot[:, 2], 0.0) / total
+                return tot[:, 0] / total
             if metric == "nll":
-                return tot[:, 3] / total
+                return tot[:, 1] / total
             norm = _norm(kwargs.get("norm", "l1"))
             debias = bool(kwargs.get("debias", False))
             if debias and (norm != "l2" or self._weighted):
@@ -944,7 +954,7 @@ def brier_score(confidence: Any, correct: Any, *, weights: Any = None) -> float:
     Examples
     --------
     >>> import numpy as np, logcal
-    >>> logcal.brier_score(np.array([0.9, 0.2]), np.array([1, 1]))
+    >>> round(logcal.brier_score(np.array([0.9, 0.2]), np.array([1, 1])), 12)
     0.325
     """
     return calibration_stats(confidence, correct, n_bins=1, weights=weights).brier()
@@ -958,7 +968,7 @@ def nll(confidence: Any, correct: Any, *, eps: float = DEFAULT_EPS, weights: Any
     --------
     >>> import numpy as np, logcal
     >>> round(logcal.nll(np.array([0.5, 1.0]), np.array([1, 0])), 4)
-    14.1624
+    14.1621
     """
     return calibration_stats(confidence, correct, n_bins=1, eps=eps, weights=weights).nll()
 

@@ -12,8 +12,8 @@
 //
 // Fixed point: a term v >= 0 is stored as T(v) = floor(v * 2^64) in 128 bits, i.e. a resolution
 // of 2^-64 (5.4e-20) per unit. Confidences and 0/1 correctness are exact up to that truncation
-// (a double confidence c >= 2^-11 is represented exactly). Products (c^2, c*y, weights times a
-// value) and the NLL terms are first evaluated in IEEE double arithmetic, which is deterministic
+// (a double confidence c >= 2^-11 is represented exactly). Products ((c-y)^2, c*y, weights times
+// a value) and the NLL terms are first evaluated in IEEE double arithmetic, which is deterministic
 // (no contraction into FMA: these files are compiled with -ffp-contract=off, and the CUDA build
 // must use the *_rn intrinsics or -fmad=false), then truncated. Error per sample: at most one
 // double rounding (relative 2^-53) plus 2^-64 absolute; the NLL also carries the error of
@@ -229,11 +229,14 @@ LOGCAL_HD double nll_term_binary(double c, bool y, double eps) {
 
 // The fixed-point sums kept per bin, in this order (w = the sample's weight, 1 if unweighted;
 // y = correctness in [0, 1]; c = confidence; nll = the clipped negative log-likelihood).
+// The squared error (c - y)^2 is kept rather than c^2: the Brier score from
+// sum c^2 - 2 sum c y + sum y^2 would cancel (its error would scale with sum c^2, not with the
+// score); sum c^2 = sum (c - y)^2 + 2 sum c y - sum y^2 is derived when wanted.
 enum Field : int {
   kWeight = 0,       // sum w
   kConf = 1,         // sum w c
   kCorrect = 2,      // sum w y
-  kConfSq = 3,       // sum w c^2
+  kSqError = 3,      // sum w (c - y)^2
   kConfCorrect = 4,  // sum w c y
   kCorrectSq = 5,    // sum w y^2
   kNll = 6,          // sum w nll
@@ -311,13 +314,7 @@ LOGCAL_HD uint32_t bootstrap_weight(uint64_t unit_key, uint64_t replicate) {
 // Replicate state: per bin the sums behind the binned metrics (ECE, MCE, RMSCE and the debiased
 // L2, which needs only the bin's weight and label mean), and totals for the Brier score and NLL.
 enum BootBinField : int { kBootWeight = 0, kBootConf = 1, kBootCorrect = 2, kNumBootBinFields = 3 };
-enum BootTotalField : int {
-  kBootConfSq = 0,
-  kBootConfCorrect = 1,
-  kBootCorrectSq = 2,
-  kBootNll = 3,
-  kNumBootTotalFields = 4
-};
+enum BootTotalField : int { kBootSqError = 0, kBootNll = 1, kNumBootTotalFields = 2 };
 
 }  // namespace calib
 }  // namespace logcal

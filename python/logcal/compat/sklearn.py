@@ -150,7 +150,7 @@ def brier_score_loss(y_true: Any, y_proba: Any, *, sample_weight: Any = None,
     --------
     >>> import numpy as np
     >>> from logcal.compat.sklearn import brier_score_loss
-    >>> brier_score_loss(np.array([0, 1, 1, 0]), np.array([0.1, 0.9, 0.8, 0.3]))
+    >>> round(brier_score_loss(np.array([0, 1, 1, 0]), np.array([0.1, 0.9, 0.8, 0.3])), 12)
     0.0375
     """
     yt = _column(y_true)
@@ -163,10 +163,9 @@ def brier_score_loss(y_true: Any, y_proba: Any, *, sample_weight: Any = None,
         state = _run(yp, yt, w, "brier_score_loss") if ok else None
         if state is not None:
             t = _totals(state)
-            num = t["conf_sq"] - 2 * t["conf_correct"] + t["correct_sq"]
             factor = 1 if (scale_by_half == "auto" or scale_by_half) else 2
             if t["weight"] > 0:
-                return factor * max(num, 0) / t["weight"]
+                return factor * t["sq_error"] / t["weight"]
     return _fallback("brier_score_loss")(y_true, y_proba, sample_weight=sample_weight,
                                          pos_label=pos_label, labels=labels,
                                          scale_by_half=scale_by_half)

@@ -102,7 +102,9 @@ def _check_multiclass_tensors(preds: torch.Tensor, target: torch.Tensor, num_cla
             " and `preds` should be (N, C, ...)."
         )
     check_value = num_classes if ignore_index is None else num_classes + 1
-    tensors = ((target, "target"),) + (((preds, "preds"),) if not preds.is_floating_point() else ())
+    # As written in torchmetrics, `A + B if cond else ()` is `(A + B) if cond else ()`: with
+    # float preds (the only kind accepted below) the unique-value check never runs.
+    tensors = (((target, "target"),) + ((preds, "preds"),)) if not preds.is_floating_point() else ()
     for t, name in tensors:
         num_unique_values = len(torch.unique(t, dim=None))
         if num_unique_values > check_value:

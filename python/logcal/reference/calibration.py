@@ -120,10 +120,9 @@ class ReferenceCalibrationStats(NamedTuple):
     weight: np.ndarray
     sum_confidence: np.ndarray
     sum_correct: np.ndarray
-    sum_confidence_sq: np.ndarray
+    sum_sq_error: np.ndarray  # sum w (c - y)^2
     sum_conf_correct: np.ndarray
     sum_correct_sq: np.ndarray
-    sum_brier: np.ndarray  # sum w (c - y)^2, directly
     sum_nll: np.ndarray
     replicates: Optional[dict] = None  # metric inputs per bootstrap replicate
 
@@ -147,7 +146,7 @@ class ReferenceCalibrationStats(NamedTuple):
         return self.ece("l2", debias)
 
     def brier(self) -> float:
-        return float(self.sum_brier.sum() / self.weight.sum())
+        return float(self.sum_sq_error.sum() / self.weight.sum())
 
     def nll(self) -> float:
         return float(self.sum_nll.sum() / self.weight.sum())
@@ -155,7 +154,7 @@ class ReferenceCalibrationStats(NamedTuple):
     def bootstrap(self, metric: str = "ece", **kwargs: Any) -> np.ndarray:
         r = self.replicates
         if metric == "brier":
-            return r["brier"] / r["weight"].sum(axis=1)
+            return r["sq_error"] / r["weight"].sum(axis=1)
         if metric == "nll":
             return r["nll"] / r["weight"].sum(axis=1)
         norm = {"mce": "max", "rmsce": "l2"}.get(metric, kwargs.get("norm", "l1"))
@@ -197,9 +196,8 @@ def calibration_stats(confidence: Any, correct: Any, *, n_bins: int = 15, binnin
     k, edges = _bin_of(c, binning, n_bins)
     m = edges.size - 1
     nll_i = _nll_terms(c, y, eps)
-    terms = {"weight": w, "conf": w * c, "correct": w * y, "conf_sq": w * c * c,
-             "conf_correct": w * c * y, "correct_sq": w * y * y, "brier": w * (c - y) ** 2,
-             "nll": w * nll_i}
+    terms = {"weight": w, "conf": w * c, "correct": w * y, "sq_error": w * (c - y) ** 2,
+             "conf_correct": w * c * y, "correct_sq": w * y * y, "nll": w * nll_i}
 
     def bins(v: np.ndarray) -> np.ndarray:
         return np.bincount(k, weights=v, minlength=m)
@@ -214,13 +212,12 @@ def calibration_stats(confidence: Any, correct: Any, *, n_bins: int = 15, binnin
                             for r in range(n_bootstrap)])
             for name in ("weight", "conf", "correct")
         }
-        reps.update({name: (rw * terms[name][:, None]).sum(axis=0) for name in ("brier", "nll")})
+        reps.update({name: (rw * terms[name][:, None]).sum(axis=0) for name in ("sq_error", "nll")})
     return ReferenceCalibrationStats(
         edges=edges, count=np.bincount(k, minlength=m), weight=bins(w),
         sum_confidence=bins(terms["conf"]), sum_correct=bins(terms["correct"]),
-        sum_confidence_sq=bins(terms["conf_sq"]), sum_conf_correct=bins(terms["conf_correct"]),
-        sum_correct_sq=bins(terms["correct_sq"]), sum_brier=bins(terms["brier"]),
-        sum_nll=bins(terms["nll"]), replicates=reps)
+        sum_sq_error=bins(terms["sq_error"]), sum_conf_correct=bins(terms["conf_correct"]),
+        sum_correct_sq=bins(terms["correct_sq"]), sum_nll=bins(terms["nll"]), replicates=reps)
 
 
 def ece(confidence: Any, correct: Any, *, n_bins: int = 15, norm: str = "l1",
