@@ -128,7 +128,8 @@ void sequential_sums(const SequentialSumsArgs& a) {
   const int64_t m = a.n_edges;
   for (int64_t i = 0; i < a.n; ++i) {
     const T v = c[i * a.conf_stride];
-    if (!(v >= T(0) && v <= T(1))) {
+    const A acc = y[i * a.accuracy_stride];
+    if (!(v >= T(0) && v <= T(1)) || (a.check_accuracy && !(acc == A(0) || acc == A(1)))) {
       *a.first_invalid = i;
       return;
     }
@@ -138,7 +139,7 @@ void sequential_sums(const SequentialSumsArgs& a) {
     while (k < m && e[k] <= v) ++k;
     count[k] += T(1);
     cs[k] += v;
-    ys[k] += static_cast<T>(y[i * a.accuracy_stride]);
+    ys[k] += static_cast<T>(acc);
   }
 }
 

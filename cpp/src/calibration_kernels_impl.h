@@ -41,7 +41,7 @@ using calib::U128;
 
 namespace {
 
-constexpr int64_t kTile = 1024;
+constexpr int64_t kTile = 256;
 constexpr int kCopies = 4;
 
 // Containers must not share template instantiations with the copies of this file built for
@@ -315,14 +315,21 @@ struct Scratch {
 
 struct Job {
   const CalibrationArgs& a;
-  bool uniform;  // exact uniform bins (no edges)
+  bool uniform;       // exact uniform bins (no edges)
+  bool near_uniform;  // explicit edges, each within 1e-9 / edges_scale of (j + 1) / edges_scale
   VD nd, nm1, eps, one_minus_eps;
 
-  explicit Job(const CalibrationArgs& args) : a(args), uniform(args.edges == nullptr) {
+  explicit Job(const CalibrationArgs& args)
+      : a(args), uniform(args.edges == nullptr), near_uniform(false) {
     nd = simd::broadcast(double(args.n_bins));
     nm1 = simd::broadcast(double(args.n_bins - 1));
     eps = simd::broadcast(args.eps);
     one_minus_eps = simd::broadcast(1.0 - args.eps);
+    if (!uniform && args.edges_scale > 0.0 && args.edges_scale < 1e6) {
+      near_uniform = true;
+      for (int64_t j = 0; j < args.n_edges; ++j)
+        near_uniform &= std::fabs(args.edges[j] * args.edges_scale - double(j + 1)) <= 1e-9;
+    }
   }
 
   // Uniform bins of a vector of confidences, floor(c * n) of the rounded product; `rounded_onto`
@@ -378,6 +385,27 @@ struct Job {
       if (simd::any(rounded_onto)) {  // rare: redo those samples with the exact scalar rule
         for (int64_t i = 0; i < len; ++i) s.bin[size_t(i)] = calib::uniform_bin(s.c[size_t(i)], a.n_bins);
       }
+    } else if (near_uniform) {
+      // floor(c * scale) is the bin unless c * scale is within 1e-7 of an integer: no edge
+      // (within 1e-9 of its integer) can then lie between. The others are compared exactly.
+      const VD scale = simd::broadcast(a.edges_scale);
+      const VD m = simd::broadcast(double(a.n_edges));
+      VI near_edge = {};
+      for (int64_t v = 0; v < n_vec; ++v) {
+        const VD p = simd::load(s.c.data() + v * W) * scale;
+        VD r = floor_nonneg(p);
+        near_edge |= ((p - r) < 1e-7) | ((r + 1.0 - p) < 1e-7);
+        r = r > m ? m : r;
+        const VU idx = to_index(r);
+        std::memcpy(s.bin.data() + v * W, &idx, sizeof idx);
+      }
+      if (simd::any(near_edge)) {
+        for (int64_t i = 0; i < len; ++i) {
+          const double p = s.c[size_t(i)] * a.edges_scale;
+          const double r = std::floor(p);
+          if (p - r < 1e-7 || r + 1.0 - p < 1e-7) s.bin[size_t(i)] = edge_bin(s.c[size_t(i)]);
+        }
+      }
     } else {
       for (int64_t i = 0; i < len; ++i) s.bin[size_t(i)] = edge_bin(s.c[size_t(i)]);
     }
@@ -385,7 +413,8 @@ struct Job {
 
   // Step 2 for 0/1 correctness: fixed-point c, (c-y)^2 and nll (fields 0, 1, 2 of the scratch),
   // with the very operations of terms_soft, so that both paths give the same bits.
-  // Also turns s.bin into the cell index 2 * bin + y.
+  // Also turns s.bin into the cell index 2 * bin + y. kLight: c only (field 0).
+  template <bool kLight>
   void terms_binary(Scratch& s, int64_t len) const {
     const int64_t n_vec = (len + W - 1) / W;
     for (int64_t v = 0; v < n_vec; ++v) {
@@ -395,6 +424,13 @@ struct Job {
       std::memcpy(&bin, s.bin.data() + v * W, sizeof bin);
       bin = bin + bin - VI(y != 0.0);  // true is -1
       std::memcpy(s.bin.data() + v * W, &bin, sizeof bin);
+      if constexpr (kLight) {
+        VU ha, hb;
+        to_fixed_halves(c, ha, hb);
+        store_u(s.lo(0) + v * W, ha);
+        store_u(s.hi(0) + v * W, hb);
+        continue;
+      }
       const VD cc = clip(c, eps, one_minus_eps);
       const VD x = y != 0.0 ? cc : 1.0 - cc;
       const VD nll = -log_det(x);
@@ -408,16 +444,21 @@ struct Job {
     }
   }
 
-  // Step 2 for soft labels and/or weights: all seven fields, w * value in double first.
-  template <bool kWeighted>
+  // Step 2 for soft labels and/or weights: all seven fields, w * value in double first
+  // (kLight: not sq_error and nll, which stay zero).
+  template <bool kWeighted, bool kLight>
   void terms_soft(Scratch& s, int64_t len) const {
     const int64_t n_vec = (len + W - 1) / W;
     for (int64_t v = 0; v < n_vec; ++v) {
       const VD c = simd::load(s.c.data() + v * W);
       const VD y = simd::load(s.y.data() + v * W);
-      const VD cc = clip(c, eps, one_minus_eps);
-      const VD nll = -(y * log_det(cc) + (1.0 - y) * log_det(1.0 - cc));
-      VD val[calib::kNumFields] = {VD{} + 1.0, c, y, (c - y) * (c - y), c * y, y * y, nll};
+      VD nll = {}, sq = {};
+      if constexpr (!kLight) {
+        const VD cc = clip(c, eps, one_minus_eps);
+        nll = -(y * log_det(cc) + (1.0 - y) * log_det(1.0 - cc));
+        sq = (c - y) * (c - y);
+      }
+      VD val[calib::kNumFields] = {VD{} + 1.0, c, y, sq, c * y, y * y, nll};
       if constexpr (kWeighted) {
         const VD wt = simd::load(s.w.data() + v * W);
         val[0] = wt;
@@ -475,6 +516,7 @@ struct RangeRunner {
     return all01;
   }
 
+  template <bool kLight>
   void scatter_binary(int64_t len) {
     used_binary = true;
     since_fold += len;
@@ -487,6 +529,7 @@ struct RangeRunner {
       cell.count += 1;
       cell.a[0] += a0[j];
       cell.b[0] += b0[j];
+      if constexpr (kLight) return;
       cell.a[1] += a1[j];
       cell.b[1] += b1[j];
       cell.a[2] += a2[j];
@@ -505,7 +548,10 @@ struct RangeRunner {
     for (int64_t i = 0; i < len; ++i) {
       SoftCell& cell = cells[(i % kCopies) * n_bins + s.bin[size_t(i)]];
       cell.count += 1;
-      for (int f = first; f < calib::kNumFields; ++f) cell.s[f] += join(s.lo(f), s.hi(f), i);
+      for (int f = first; f < calib::kNumFields; ++f) {
+        if (a.light && (f == calib::kSqError || f == calib::kNll)) continue;
+        cell.s[f] += join(s.lo(f), s.hi(f), i);
+      }
     }
   }
 
@@ -609,11 +655,22 @@ struct RangeRunner {
       if (bad >= 0) return pos + bad;
       job.bins_of_tile(s, len);
       if (tile_is_binary(len)) {
-        job.terms_binary(s, len);
-        scatter_binary(len);
+        if (a.light) {
+          job.template terms_binary<true>(s, len);
+          scatter_binary<true>(len);
+        } else {
+          job.template terms_binary<false>(s, len);
+          scatter_binary<false>(len);
+        }
         if (since_fold >= kFoldEvery) fold(boot ? block.data() : bins);
       } else {
-        if (weighted) job.template terms_soft<true>(s, len); else job.template terms_soft<false>(s, len);
+        if (weighted) {
+          if (a.light) job.template terms_soft<true, true>(s, len);
+          else job.template terms_soft<true, false>(s, len);
+        } else {
+          if (a.light) job.template terms_soft<false, true>(s, len);
+          else job.template terms_soft<false, false>(s, len);
+        }
         scatter_soft(len);
       }
       pos = seg_end;

@@ -278,14 +278,15 @@ class _Boot(NamedTuple):
 
 def _run(p: _Pairs, state: _State, *, n_bins: int, inner_edges: Optional[np.ndarray] = None,
          right_closed: bool = False, edges_scale: float = 0.0, eps: float = DEFAULT_EPS,
-         boot: Optional[_Boot] = None, offset: int = 0) -> int:
-    """Adds the samples to `state`; returns the first invalid position, or -1."""
+         boot: Optional[_Boot] = None, offset: int = 0, light: bool = False) -> int:
+    """Adds the samples to `state`; returns the first invalid position, or -1. ``light``:
+    only the sums behind the binned metrics (sq_error and nll stay 0)."""
     if p.conf.size == 0:
         return -1
     edges = None if inner_edges is None else np.ascontiguousarray(inner_edges, dtype=np.float64)
     return _native.cpu.calibration_stats(
         p.conf, _CONF_CODES[p.conf.dtype.name], p.correct, _CORRECT_CODES[p.correct.dtype.name],
-        p.weights, n_bins, edges, right_closed, float(edges_scale), eps,
+        p.weights, n_bins, edges, right_closed, float(edges_scale), eps, light,
         0 if boot is None else boot.n, 0 if boot is None else boot.seed,
         1 if boot is None else boot.block, offset,
         state.count, state.sums.reshape(-1), state.boot_bins.reshape(-1),
@@ -899,6 +900,18 @@ def calibration_stats(
                             boot_totals=state.boot_totals if boot else None)
 
 
+def _binned(confidence: Any, correct: Any, n_bins: Any, binning: Any, weights: Any,
+            func: str) -> CalibrationStats:
+    """Statistics with only the binned sums (no squared error, no NLL): for the ECE family."""
+    n_bins = _n_bins(n_bins)
+    p = _pairs(confidence, correct, weights, func)
+    name, edges, inner = _binning_plan(binning, n_bins, p.conf)
+    state = _State(edges.size - 1)
+    _run_checked(p, state, n_bins=edges.size - 1, inner_edges=inner, light=True)
+    return CalibrationStats(edges=edges, count=state.count, sums=state.sums, binning=name,
+                            weighted=p.weights is not None)
+
+
 def ece(confidence: Any, correct: Any, *, n_bins: int = 15, norm: str = "l1",
         binning: Union[str, Sequence[float]] = "uniform", debias: bool = False,
         weights: Any = None) -> float:
@@ -915,8 +928,7 @@ def ece(confidence: Any, correct: Any, *, n_bins: int = 15, norm: str = "l1",
     0.475
     """
     norm = _norm(norm)
-    return calibration_stats(confidence, correct, n_bins=n_bins, binning=binning,
-                             weights=weights).ece(norm=norm, debias=debias)
+    return _binned(confidence, correct, n_bins, binning, weights, "ece").ece(norm=norm, debias=debias)
 
 
 def mce(confidence: Any, correct: Any, *, n_bins: int = 15,
@@ -929,8 +941,7 @@ def mce(confidence: Any, correct: Any, *, n_bins: int = 15,
     >>> logcal.mce(np.array([0.95, 1.0]), np.array([1, 0]), n_bins=10)
     0.475
     """
-    return calibration_stats(confidence, correct, n_bins=n_bins, binning=binning,
-                             weights=weights).mce()
+    return _binned(confidence, correct, n_bins, binning, weights, "mce").mce()
 
 
 def rmsce(confidence: Any, correct: Any, *, n_bins: int = 15,
@@ -944,8 +955,7 @@ def rmsce(confidence: Any, correct: Any, *, n_bins: int = 15,
     >>> round(logcal.rmsce(np.array([0.25, 0.75]), np.array([0, 1]), n_bins=2), 6)
     0.25
     """
-    return calibration_stats(confidence, correct, n_bins=n_bins, binning=binning,
-                             weights=weights).rmsce(debias=debias)
+    return _binned(confidence, correct, n_bins, binning, weights, "rmsce").rmsce(debias=debias)
 
 
 def brier_score(confidence: Any, correct: Any, *, weights: Any = None) -> float:
@@ -1043,7 +1053,7 @@ def classwise_ece(probs: Any, labels: Any, *, n_bins: int = 15, norm: str = "l1"
     lab1 = lab.reshape(-1)
     total = 0.0
     for cls in range(k):
-        total += calibration_stats(p2[:, cls], lab1 == cls, n_bins=n_bins, binning=binning).ece(norm=norm)
+        total += _binned(p2[:, cls], lab1 == cls, n_bins, binning, None, "classwise_ece").ece(norm=norm)
     return total / k
 
 

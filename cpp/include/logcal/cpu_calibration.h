@@ -22,9 +22,11 @@ enum class CorrectType : int { kUInt8 = 0, kInt32 = 1, kInt64 = 2, kFloat32 = 3,
 //
 // Binning: with edges == nullptr, n_bins exact uniform bins (calib::uniform_bin). Otherwise the
 // n_edges sorted inner edges give n_bins = n_edges + 1 bins (calib::edges_bin, `right_closed`
-// choosing the side); edges_scale > 0 says the edges are near j / edges_scale, so the bin can be
-// guessed as floor(c * edges_scale) and corrected by comparisons (any edges stay exact; the guess
-// only saves the binary search).
+// choosing the side); edges_scale > 0 says edge j should be near (j + 1) / edges_scale (numpy's
+// or torch's linspace): when every edge is within 1e-9 / edges_scale of that, a sample whose
+// c * edges_scale is at least 1e-7 from an integer is binned by floor(c * edges_scale) alone (no
+// edge can lie between), and only the others are compared with the edges; otherwise, and for
+// any other edges, the bin is found by comparisons. Either way the result is exact.
 //
 // Outputs are ADDED to, so an accumulator passes its state in; one-shot callers pass zeros.
 // 128-bit values are (lo, hi) pairs of uint64.
@@ -47,6 +49,10 @@ struct CalibrationArgs {
 
   double eps = 1e-12;  // NLL clip: c -> min(max(c, eps), 1 - eps)
 
+  // Only what the binned metrics need (count, sum w, sum c, sum y, and sum c y, sum y^2 that come
+  // free): sum (c - y)^2 and sum nll are left untouched. For ECE-only callers; about twice as fast.
+  bool light = false;
+
   // Poisson bootstrap (n_bootstrap = 0: none): unit of sample i is (offset + i) / block.
   int64_t n_bootstrap = 0;
   uint64_t seed = 0;
@@ -68,7 +74,8 @@ Status calibration_stats(const CalibrationArgs& args);
 // not for accuracy. Bins are [e[k-1], e[k]) over the n_edges sorted inner edges (in the
 // confidence's type); bin k is guessed as floor(c * edges_scale) and corrected by comparisons.
 // Single-threaded, because the order of the additions is the point. Stops at the first
-// confidence outside [0, 1] (or NaN) and reports it; outputs are then unspecified.
+// confidence outside [0, 1] (or NaN) -- or, with check_accuracy, the first accuracy that is not
+// 0 or 1 -- and reports it; outputs are then unspecified.
 struct SequentialSumsArgs {
   int64_t n = 0;
   const void* confidence = nullptr;
@@ -80,6 +87,7 @@ struct SequentialSumsArgs {
   const void* edges = nullptr;  // [n_edges], the confidence's type
   int64_t n_edges = 0;
   double edges_scale = 0.0;
+  bool check_accuracy = false;
   void* count = nullptr;     // [n_edges + 1], the confidence's type
   void* conf_sum = nullptr;  // [n_edges + 1]
   void* acc_sum = nullptr;   // [n_edges + 1]

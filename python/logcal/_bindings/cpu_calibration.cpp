@@ -36,9 +36,10 @@ T* dense_out(const py::object& o, py::ssize_t size, const char* name) {
 int64_t calibration_stats(const py::array& confidence, int conf_type, const py::array& correct,
                           int correct_type, const py::object& weights, int64_t n_bins,
                           const py::object& edges, bool right_closed, double edges_scale,
-                          double eps, int64_t n_bootstrap, uint64_t seed, int64_t block,
-                          int64_t offset, const py::object& count, const py::object& sums,
-                          const py::object& boot_bins, const py::object& boot_totals) {
+                          double eps, bool light, int64_t n_bootstrap, uint64_t seed,
+                          int64_t block, int64_t offset, const py::object& count,
+                          const py::object& sums, const py::object& boot_bins,
+                          const py::object& boot_totals) {
   namespace calib = logcal::calib;
   logcal::cpu::CalibrationArgs args;
   args.n = confidence.shape(0);
@@ -71,6 +72,7 @@ int64_t calibration_stats(const py::array& confidence, int conf_type, const py::
   args.right_closed = right_closed;
   args.edges_scale = edges_scale;
   args.eps = eps;
+  args.light = light;
   args.n_bootstrap = n_bootstrap;
   args.seed = seed;
   args.block = block;
@@ -98,7 +100,7 @@ int64_t calibration_stats(const py::array& confidence, int conf_type, const py::
 // invalid position or -1.
 int64_t binned_sums_sequential(const py::array& confidence, int conf_type, const py::array& accuracy,
                                int acc_type, const py::array& edges, double edges_scale,
-                               const py::array& count, const py::array& conf_sum,
+                               bool check_accuracy, const py::array& count, const py::array& conf_sum,
                                const py::array& acc_sum) {
   logcal::cpu::SequentialSumsArgs args;
   const py::ssize_t item = conf_type == 0 ? 4 : 8;
@@ -120,6 +122,7 @@ int64_t binned_sums_sequential(const py::array& confidence, int conf_type, const
   args.edges = edges.data();
   args.n_edges = edges.size();
   args.edges_scale = edges_scale;
+  args.check_accuracy = check_accuracy;
   for (const py::array* o : {&count, &conf_sum, &acc_sum})
     if (o->size() != args.n_edges + 1 || !(o->flags() & py::array::c_style) || !o->writeable())
       throw std::invalid_argument("binned_sums_sequential: outputs must be writeable, dense, n_edges + 1 long");

@@ -129,7 +129,7 @@ def calibration_curve(y_true: Any, y_prob: Any, *, pos_label: Any = None, n_bins
         else:
             bins, scale = np.percentile(yp, np.linspace(0, 1, n + 1) * 100), 0.0
         state = _run(yp, yt, None, "calibration_curve", n_bins=n, inner_edges=bins[1:-1],
-                     right_closed=True, edges_scale=scale)
+                     right_closed=True, edges_scale=scale, light=True)
         if state is not None:
             count = state.count.tolist()
             conf = _cal._ints(state.sums[:, _cal._C])

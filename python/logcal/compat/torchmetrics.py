@@ -162,10 +162,11 @@ _ACC_CODES = {torch.bool: 0, torch.uint8: 0, torch.int32: 1, torch.int64: 2, tor
               torch.float64: 4}
 
 
-def _fast_ce(confidences: torch.Tensor, accuracies: torch.Tensor, n_bins: int,
-             norm: str) -> Optional[torch.Tensor]:
+def _fast_ce(confidences: torch.Tensor, accuracies: torch.Tensor, n_bins: int, norm: str,
+             check_accuracy: bool = False) -> Optional[torch.Tensor]:
     """The same sums with logcal's sequential kernel, or None when the inputs need the slow
-    path (values outside [0, 1] or NaN, other dtypes or devices)."""
+    path (values outside [0, 1] or NaN, other dtypes or devices; with ``check_accuracy``, an
+    accuracy that is not 0 or 1)."""
     dtype = confidences.dtype
     if (confidences.device.type != "cpu" or accuracies.device.type != "cpu"
             or dtype not in (torch.float32, torch.float64) or confidences.ndim != 1
@@ -185,7 +186,7 @@ def _fast_ce(confidences: torch.Tensor, accuracies: torch.Tensor, n_bins: int,
     acc_sum = np.zeros(n_bins + 1, dtype=np_dtype)
     bad = _native.cpu.binned_sums_sequential(
         c, 0 if dtype == torch.float32 else 1, a, _ACC_CODES[acc.dtype], np.ascontiguousarray(inner),
-        float(n_bins), count, conf_sum, acc_sum)
+        float(n_bins), check_accuracy, count, conf_sum, acc_sum)
     if bad >= 0:
         return None
     return _finish(torch.from_numpy(count), torch.from_numpy(conf_sum), torch.from_numpy(acc_sum), norm)
@@ -208,14 +209,20 @@ def binary_calibration_error(preds: torch.Tensor, target: torch.Tensor, n_bins: 
     """
     if validate_args:
         _check_args(n_bins, norm, ignore_index)
-        _check_binary_tensors(preds, target, ignore_index)
-    preds, target = preds.flatten(), target.flatten()
+        if preds.shape != target.shape or not preds.is_floating_point():
+            _check_binary_tensors(preds, target, ignore_index)  # raises as torchmetrics does
+    flat_preds, flat_target = preds.flatten(), target.flatten()
     if ignore_index is not None:
-        keep = target != ignore_index
-        preds, target = preds[keep], target[keep]
-    fast = _fast_ce(preds, target, n_bins, norm)
+        keep = flat_target != ignore_index
+        flat_preds, flat_target = flat_preds[keep], flat_target[keep]
+    # The target check of torchmetrics (a torch.unique sort) is done in the same pass: only when
+    # something is off does its own check run, for its exact error.
+    fast = _fast_ce(flat_preds, flat_target, n_bins, norm, check_accuracy=validate_args)
     if fast is not None:
         return fast
+    if validate_args:
+        _check_binary_tensors(preds, target, ignore_index)
+    preds, target = flat_preds, flat_target
     if preds.is_floating_point():
         preds = _normalize(preds, "sigmoid")
     return _torch_ce(preds, target, n_bins, norm)
