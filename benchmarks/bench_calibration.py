@@ -12,10 +12,9 @@ bool, P(correct) = c^1.5; the compat inputs are float64, where the 1e-12 agreeme
 
 from __future__ import annotations
 
+import logcal
 import numpy as np
 import pytest
-
-import logcal
 from logcal import reference
 
 N_STATS = 2**26

@@ -7,12 +7,11 @@ import math
 import re
 from fractions import Fraction
 
+import logcal
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-import logcal
 from logcal import reference as R
 from logcal._native import cpu
 
@@ -469,3 +468,17 @@ def test_bad_labels_and_probs():
             logcal.top_label, p, np.array([0, 1]))
     _raises(TypeError, "labels must be an array of integers, got dtype float64", logcal.top_label,
             p, np.array([0.0, 1.0, 1.0]))
+
+
+def test_metric_functions_equal_the_statistics_bit_for_bit():
+    # ece / mce / rmsce / classwise_ece skip the squared error and NLL in the kernel: same bits
+    rng = np.random.default_rng(10)
+    c = rng.uniform(size=5000)
+    c[::7] = np.round(c[::7], 1)
+    for y in (rng.uniform(size=5000) < c, rng.uniform(size=5000)):
+        for binning in ("uniform", "quantile", [0, 0.1, 0.5, 0.9, 1]):
+            s = logcal.calibration_stats(c, y, n_bins=13, binning=binning)
+            assert logcal.ece(c, y, n_bins=13, binning=binning) == s.ece()
+            assert logcal.mce(c, y, n_bins=13, binning=binning) == s.mce()
+            assert logcal.rmsce(c, y, n_bins=13, binning=binning) == s.rmsce()
+    assert logcal.rmsce(c, y > 0.5, debias=True) == logcal.calibration_stats(c, y > 0.5).rmsce(True)

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import re
 
+import logcal
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-import logcal
 from logcal import _calibration as C
 
 
@@ -41,8 +40,8 @@ def test_chunked_equals_one_shot_bit_for_bit(data):
     c, y, w = _data(seed, n, soft)
     w = w if weighted else None
     bins = [0, 0.05, 0.3, 0.3, 0.75, 1.0] if binning == "edges" else "uniform"
-    kw = dict(n_bins=12, binning=bins)
-    boot_kw = dict(n_bootstrap=boot, seed=5, bootstrap_block=16) if boot else {}
+    kw = {"n_bins": 12, "binning": bins}
+    boot_kw = {"n_bootstrap": boot, "seed": 5, "bootstrap_block": 16} if boot else {}
     one = logcal.calibration_stats(c, y, weights=w, **kw, **boot_kw)
     acc = logcal.CalibrationAccumulator(**kw, **boot_kw)
     cuts = _cuts(data.draw, n)
@@ -58,7 +57,7 @@ def test_every_merge_order_equals_one_shot(data):
     n = data.draw(st.integers(1, 2000))
     c, y, w = _data(data.draw(st.integers(0, 2**31)), n, data.draw(st.booleans()))
     boot = data.draw(st.sampled_from([0, 5]))
-    boot_kw = dict(n_bootstrap=boot, seed=1, bootstrap_block=8) if boot else {}
+    boot_kw = {"n_bootstrap": boot, "seed": 1, "bootstrap_block": 8} if boot else {}
     one = logcal.calibration_stats(c, y, weights=w, n_bins=9, **boot_kw)
     cuts = _cuts(data.draw, n)
     parts = [logcal.calibration_stats(c[a:b], y[a:b], weights=w[a:b], n_bins=9,
@@ -101,7 +100,7 @@ def test_merge_is_associative_and_commutative():
 
 
 def test_threads_and_chunk_sizes_do_not_change_bits():
-    c, y, w = _data(4, 400_000, dtype=np.float32)
+    c, y, _w = _data(4, 400_000, dtype=np.float32)
     logcal.set_num_threads(1)
     try:
         one = logcal.calibration_stats(c, y, n_bootstrap=4, seed=3, bootstrap_block=1000)

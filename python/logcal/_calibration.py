@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import Any, NamedTuple, Optional, Sequence, Union
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -154,7 +155,7 @@ def _edges_arg(binning: Any) -> np.ndarray:
 class _Pairs(NamedTuple):
     conf: np.ndarray  # flat float32/float64 view
     correct: np.ndarray  # flat uint8/int32/int64/float32/float64 view
-    weights: Optional[np.ndarray]  # flat float64, validated
+    weights: np.ndarray | None  # flat float64, validated
     shape: tuple  # the callers' shape, for messages
     conf_orig: np.ndarray  # flat views of what the caller passed, for messages
     correct_orig: np.ndarray
@@ -276,9 +277,9 @@ class _Boot(NamedTuple):
     block: int
 
 
-def _run(p: _Pairs, state: _State, *, n_bins: int, inner_edges: Optional[np.ndarray] = None,
+def _run(p: _Pairs, state: _State, *, n_bins: int, inner_edges: np.ndarray | None = None,
          right_closed: bool = False, edges_scale: float = 0.0, eps: float = DEFAULT_EPS,
-         boot: Optional[_Boot] = None, offset: int = 0, light: bool = False) -> int:
+         boot: _Boot | None = None, offset: int = 0, light: bool = False) -> int:
     """Adds the samples to `state`; returns the first invalid position, or -1. ``light``:
     only the sums behind the binned metrics (sq_error and nll stay 0)."""
     if p.conf.size == 0:
@@ -412,13 +413,23 @@ class CalibrationStats:
     (0.2375, 0.1856)
     """
 
-    __slots__ = ("_edges", "_binning", "_count", "_sums", "_eps", "_weighted", "_boot",
-                 "_boot_bins", "_boot_totals", "_cache")
+    __slots__ = (
+        "_binning",
+        "_boot",
+        "_boot_bins",
+        "_boot_totals",
+        "_cache",
+        "_count",
+        "_edges",
+        "_eps",
+        "_sums",
+        "_weighted",
+    )
 
     def __init__(self, *, edges: np.ndarray, count: np.ndarray, sums: np.ndarray,
                  binning: str = "uniform", eps: float = DEFAULT_EPS, weighted: bool = False,
-                 bootstrap: Optional[_Boot] = None, boot_bins: Optional[np.ndarray] = None,
-                 boot_totals: Optional[np.ndarray] = None) -> None:
+                 bootstrap: _Boot | None = None, boot_bins: np.ndarray | None = None,
+                 boot_totals: np.ndarray | None = None) -> None:
         edges = np.array(edges, dtype=np.float64)
         count = np.array(count, dtype=np.int64)
         sums = np.array(sums, dtype=np.uint64)
@@ -482,11 +493,11 @@ class CalibrationStats:
         return 0 if self._boot is None else self._boot.n
 
     @property
-    def seed(self) -> Optional[int]:
+    def seed(self) -> int | None:
         return None if self._boot is None else self._boot.seed
 
     @property
-    def bootstrap_block(self) -> Optional[int]:
+    def bootstrap_block(self) -> int | None:
         """Samples per bootstrap unit (1: the classic per-sample bootstrap)."""
         return None if self._boot is None else self._boot.block
 
@@ -682,7 +693,7 @@ class CalibrationStats:
 
     # -- merging and serialisation --
 
-    def _same_layout(self, other: "CalibrationStats") -> None:
+    def _same_layout(self, other: CalibrationStats) -> None:
         if not isinstance(other, CalibrationStats):
             raise TypeError(f"can only merge CalibrationStats, got {type(other).__name__}")
         if self._edges.shape != other._edges.shape or not np.array_equal(self._edges, other._edges):
@@ -695,7 +706,7 @@ class CalibrationStats:
                 f"{other._boot})"
             )
 
-    def merge(self, other: "CalibrationStats") -> "CalibrationStats":
+    def merge(self, other: CalibrationStats) -> CalibrationStats:
         """The statistics of both datasets (exact: associative and commutative, bit for bit).
 
         Both must have the same edges, ``eps`` and bootstrap settings. For the bootstrap to
@@ -704,8 +715,8 @@ class CalibrationStats:
         self._same_layout(other)
         kwargs = {}
         if self._boot is not None:
-            kwargs = dict(boot_bins=_add128(self._boot_bins, other._boot_bins),
-                          boot_totals=_add128(self._boot_totals, other._boot_totals))
+            kwargs = {"boot_bins": _add128(self._boot_bins, other._boot_bins),
+                          "boot_totals": _add128(self._boot_totals, other._boot_totals)}
         return CalibrationStats(
             edges=self._edges, count=self._count + other._count,
             sums=_add128(self._sums, other._sums), binning=self._binning, eps=self._eps,
@@ -751,7 +762,7 @@ class CalibrationStats:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CalibrationStats":
+    def from_dict(cls, d: dict) -> CalibrationStats:
         """Inverse of :meth:`to_dict`."""
         if d.get("format") != "logcal.CalibrationStats" or d.get("version") != 1:
             raise ValueError("not a logcal.CalibrationStats dict (format/version)")
@@ -765,7 +776,7 @@ class CalibrationStats:
                              for f in BOOT_BIN_FIELDS], axis=2)
             totals = np.stack([_from_ints(b["totals"][f]).reshape(boot.n, 2)
                                for f in BOOT_TOTAL_FIELDS], axis=1)
-            kwargs = dict(bootstrap=boot, boot_bins=bins, boot_totals=totals)
+            kwargs = {"bootstrap": boot, "boot_bins": bins, "boot_totals": totals}
         return cls(edges=np.array(d["edges"], dtype=np.float64), count=np.array(d["count"]),
                    sums=sums, binning=d["binning"], eps=d["eps"], weighted=d["weighted"], **kwargs)
 
@@ -780,7 +791,7 @@ class CalibrationStats:
 # --- the public functions ---------------------------------------------------------------------
 
 
-def _binning_plan(binning: Any, n_bins: int, conf: Optional[np.ndarray]) -> tuple:
+def _binning_plan(binning: Any, n_bins: int, conf: np.ndarray | None) -> tuple:
     """(name, full edges, inner edges or None for exact uniform)."""
     if isinstance(binning, str):
         if binning == "uniform":
@@ -796,7 +807,7 @@ def _binning_plan(binning: Any, n_bins: int, conf: Optional[np.ndarray]) -> tupl
 
 
 def _bootstrap_args(n_bootstrap: Any, seed: Any, block: Any, offset: Any, n: int,
-                    default_block: Optional[int]) -> tuple[Optional[_Boot], int]:
+                    default_block: int | None) -> tuple[_Boot | None, int]:
     nb = _int_arg(n_bootstrap, "n_bootstrap")
     if nb < 0:
         raise ValueError(f"n_bootstrap must be >= 0, got {nb}")
@@ -821,12 +832,12 @@ def calibration_stats(
     correct: Any,
     *,
     n_bins: int = 15,
-    binning: Union[str, Sequence[float]] = "uniform",
+    binning: str | Sequence[float] = "uniform",
     weights: Any = None,
     eps: float = DEFAULT_EPS,
     n_bootstrap: int = 0,
     seed: int = 0,
-    bootstrap_block: Optional[int] = None,
+    bootstrap_block: int | None = None,
     bootstrap_offset: int = 0,
 ) -> CalibrationStats:
     """Exact per-bin statistics of (confidence, correctness) pairs, in one pass.
@@ -913,7 +924,7 @@ def _binned(confidence: Any, correct: Any, n_bins: Any, binning: Any, weights: A
 
 
 def ece(confidence: Any, correct: Any, *, n_bins: int = 15, norm: str = "l1",
-        binning: Union[str, Sequence[float]] = "uniform", debias: bool = False,
+        binning: str | Sequence[float] = "uniform", debias: bool = False,
         weights: Any = None) -> float:
     """Expected calibration error of (confidence, correct) pairs.
 
@@ -932,7 +943,7 @@ def ece(confidence: Any, correct: Any, *, n_bins: int = 15, norm: str = "l1",
 
 
 def mce(confidence: Any, correct: Any, *, n_bins: int = 15,
-        binning: Union[str, Sequence[float]] = "uniform", weights: Any = None) -> float:
+        binning: str | Sequence[float] = "uniform", weights: Any = None) -> float:
     """Maximum calibration error: the largest ``|accuracy - confidence|`` of a non-empty bin.
 
     Examples
@@ -945,7 +956,7 @@ def mce(confidence: Any, correct: Any, *, n_bins: int = 15,
 
 
 def rmsce(confidence: Any, correct: Any, *, n_bins: int = 15,
-          binning: Union[str, Sequence[float]] = "uniform", debias: bool = False,
+          binning: str | Sequence[float] = "uniform", debias: bool = False,
           weights: Any = None) -> float:
     """Root-mean-square calibration error (``ece(norm="l2")``).
 
@@ -1034,7 +1045,7 @@ def top_label(probs: Any, labels: Any) -> tuple:
 
 
 def classwise_ece(probs: Any, labels: Any, *, n_bins: int = 15, norm: str = "l1",
-                  binning: Union[str, Sequence[float]] = "uniform") -> float:
+                  binning: str | Sequence[float] = "uniform") -> float:
     """Classwise ECE (Kull et al. 2019): the mean over the K classes of the one-vs-rest ECE of
     ``(probs[..., k], labels == k)``.
 
@@ -1089,7 +1100,7 @@ class CalibrationAccumulator:
     0.4
     """
 
-    def __init__(self, n_bins: int = 15, binning: Union[str, Sequence[float]] = "uniform", *,
+    def __init__(self, n_bins: int = 15, binning: str | Sequence[float] = "uniform", *,
                  eps: float = DEFAULT_EPS, n_bootstrap: int = 0, seed: int = 0,
                  bootstrap_block: int = DEFAULT_BOOTSTRAP_BLOCK) -> None:
         self._n_bins = _n_bins(n_bins)
@@ -1122,7 +1133,7 @@ class CalibrationAccumulator:
         return self._position
 
     def update(self, confidence: Any, correct: Any, *, weights: Any = None,
-               offset: Optional[int] = None) -> "CalibrationAccumulator":
+               offset: int | None = None) -> CalibrationAccumulator:
         """Adds a chunk (an empty chunk is allowed and adds nothing). ``offset`` places the
         chunk in the bootstrap's stream (default: after everything added so far)."""
         p = _pairs(confidence, correct, weights, "CalibrationAccumulator.update", allow_empty=True)
@@ -1145,7 +1156,7 @@ class CalibrationAccumulator:
             s.boot_bins = _add128(s.boot_bins, other.boot_bins)
             s.boot_totals = _add128(s.boot_totals, other.boot_totals)
 
-    def _check_same(self, other: "CalibrationAccumulator") -> None:
+    def _check_same(self, other: CalibrationAccumulator) -> None:
         if not isinstance(other, CalibrationAccumulator):
             raise TypeError(f"can only merge a CalibrationAccumulator, got {type(other).__name__}")
         if (self._binning != other._binning or self._n_bins != other._n_bins
@@ -1154,7 +1165,7 @@ class CalibrationAccumulator:
         if self._eps != other._eps or self._boot != other._boot:
             raise ValueError("cannot merge accumulators with different eps or bootstrap settings")
 
-    def merge(self, other: "CalibrationAccumulator") -> "CalibrationAccumulator":
+    def merge(self, other: CalibrationAccumulator) -> CalibrationAccumulator:
         """Adds another accumulator's state into this one (exact); returns self."""
         self._check_same(other)
         self._add(other._state)
@@ -1235,12 +1246,12 @@ class CalibrationAccumulator:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CalibrationAccumulator":
+    def from_dict(cls, d: dict) -> CalibrationAccumulator:
         if d.get("format") != "logcal.CalibrationAccumulator" or d.get("version") != 1:
             raise ValueError("not a logcal.CalibrationAccumulator dict (format/version)")
         b = d.get("bootstrap")
-        kwargs = {} if b is None else dict(n_bootstrap=b["n_bootstrap"], seed=b["seed"],
-                                           bootstrap_block=b["block"])
+        kwargs = {} if b is None else {"n_bootstrap": b["n_bootstrap"], "seed": b["seed"],
+                                           "bootstrap_block": b["block"]}
         acc = cls(d["n_bins"], d["binning"], eps=d["eps"], **kwargs)
         s = acc._state
         bins = np.array(d["bins"], dtype=np.int64)

@@ -25,7 +25,7 @@ goes to scikit-learn itself when it is installed, else to the numpy port in
 from __future__ import annotations
 
 import numbers
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +48,7 @@ def _fallback(name: str):
         return getattr(_ref, name)
 
 
-def _column(a: Any) -> Optional[np.ndarray]:
+def _column(a: Any) -> np.ndarray | None:
     """``a`` as a 1-D numpy array (a column (n, 1) is raveled, as sklearn does), or None."""
     if isinstance(a, np.ndarray):
         arr = a
@@ -64,11 +64,11 @@ def _column(a: Any) -> Optional[np.ndarray]:
     return arr if arr.ndim == 1 else None
 
 
-def _labels01(y: Optional[np.ndarray]) -> bool:
+def _labels01(y: np.ndarray | None) -> bool:
     return y is not None and y.dtype.kind in "biu"
 
 
-def _probs(p: Optional[np.ndarray]) -> bool:
+def _probs(p: np.ndarray | None) -> bool:
     return p is not None and p.dtype in (np.float32, np.float64)
 
 
@@ -76,7 +76,7 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
 
 
-def _weights_ok(w: Any, n: int) -> tuple[bool, Optional[np.ndarray]]:
+def _weights_ok(w: Any, n: int) -> tuple[bool, np.ndarray | None]:
     if w is None:
         return True, None
     arr = _column(w)
@@ -87,8 +87,8 @@ def _weights_ok(w: Any, n: int) -> tuple[bool, Optional[np.ndarray]]:
     return ok, arr if ok else None
 
 
-def _run(y_prob: np.ndarray, y_true: np.ndarray, weights: Optional[np.ndarray], func: str,
-         **kwargs: Any) -> Optional[_cal._State]:
+def _run(y_prob: np.ndarray, y_true: np.ndarray, weights: np.ndarray | None, func: str,
+         **kwargs: Any) -> _cal._State | None:
     """The kernel over the pairs, or None when some sample is invalid (then: the slow path)."""
     p = _cal._pairs(y_prob, y_true, weights, func)
     n_bins = kwargs.pop("n_bins", 1)

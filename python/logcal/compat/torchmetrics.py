@@ -27,7 +27,7 @@ statistics use :func:`logcal.calibration_stats` instead.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ def _check_args(n_bins: Any, norm: Any, ignore_index: Any) -> None:
         )
 
 
-def _check_binary_tensors(preds: torch.Tensor, target: torch.Tensor, ignore_index: Optional[int]) -> None:
+def _check_binary_tensors(preds: torch.Tensor, target: torch.Tensor, ignore_index: int | None) -> None:
     if preds.shape != target.shape:
         raise RuntimeError(
             f"Predictions and targets are expected to have the same shape, but got {preds.shape} "
@@ -76,7 +76,7 @@ def _check_binary_tensors(preds: torch.Tensor, target: torch.Tensor, ignore_inde
 
 
 def _check_multiclass_tensors(preds: torch.Tensor, target: torch.Tensor, num_classes: int,
-                              ignore_index: Optional[int]) -> None:
+                              ignore_index: int | None) -> None:
     if preds.ndim == target.ndim + 1:
         if not preds.is_floating_point():
             raise ValueError("If `preds` have one dimension more than `target`, `preds` should be a float tensor.")
@@ -163,7 +163,7 @@ _ACC_CODES = {torch.bool: 0, torch.uint8: 0, torch.int32: 1, torch.int64: 2, tor
 
 
 def _fast_ce(confidences: torch.Tensor, accuracies: torch.Tensor, n_bins: int, norm: str,
-             check_accuracy: bool = False) -> Optional[torch.Tensor]:
+             check_accuracy: bool = False) -> torch.Tensor | None:
     """The same sums with logcal's sequential kernel, or None when the inputs need the slow
     path (values outside [0, 1] or NaN, other dtypes or devices; with ``check_accuracy``, an
     accuracy that is not 0 or 1)."""
@@ -193,7 +193,7 @@ def _fast_ce(confidences: torch.Tensor, accuracies: torch.Tensor, n_bins: int, n
 
 
 def binary_calibration_error(preds: torch.Tensor, target: torch.Tensor, n_bins: int = 15,
-                             norm: str = "l1", ignore_index: Optional[int] = None,
+                             norm: str = "l1", ignore_index: int | None = None,
                              validate_args: bool = True) -> torch.Tensor:
     """Calibration error of P(y = 1) against binary targets, as torchmetrics'
     ``binary_calibration_error`` (conventions in this module's docstring).
@@ -230,7 +230,7 @@ def binary_calibration_error(preds: torch.Tensor, target: torch.Tensor, n_bins: 
 
 def multiclass_calibration_error(preds: torch.Tensor, target: torch.Tensor, num_classes: int,
                                  n_bins: int = 15, norm: str = "l1",
-                                 ignore_index: Optional[int] = None,
+                                 ignore_index: int | None = None,
                                  validate_args: bool = True) -> torch.Tensor:
     """Top-label calibration error, as torchmetrics' ``multiclass_calibration_error``
     (softmax if needed, confidence = max probability in float32, conventions above).

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -124,7 +124,7 @@ class ReferenceCalibrationStats(NamedTuple):
     sum_conf_correct: np.ndarray
     sum_correct_sq: np.ndarray
     sum_nll: np.ndarray
-    replicates: Optional[dict] = None  # metric inputs per bootstrap replicate
+    replicates: dict | None = None  # metric inputs per bootstrap replicate
 
     @property
     def mean_confidence(self) -> np.ndarray:
@@ -463,7 +463,7 @@ def _tm_compute(conf: np.ndarray, acc: np.ndarray, n_bins: int, norm: str, dtype
 
 
 def binary_calibration_error(preds: Any, target: Any, n_bins: int = 15, norm: str = "l1",
-                             ignore_index: Optional[int] = None) -> float:
+                             ignore_index: int | None = None) -> float:
     """torchmetrics' ``binary_calibration_error`` in float64: edges ``torch.linspace`` in the
     input dtype, bins ``[b_k, b_{k+1})`` plus an extra one for 1.0, sigmoid applied to every
     value when any is outside [0, 1]."""
@@ -480,7 +480,7 @@ def binary_calibration_error(preds: Any, target: Any, n_bins: int = 15, norm: st
 
 
 def multiclass_calibration_error(preds: Any, target: Any, num_classes: int, n_bins: int = 15,
-                                 norm: str = "l1", ignore_index: Optional[int] = None) -> float:
+                                 norm: str = "l1", ignore_index: int | None = None) -> float:
     """torchmetrics' ``multiclass_calibration_error``: softmax over dim 1 when any value is
     outside [0, 1], top-label confidence and correctness, always in float32 (bins too)."""
     p = np.asarray(preds)
