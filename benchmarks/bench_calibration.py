@@ -76,6 +76,14 @@ def test_stats_numpy_reference(benchmark, pairs):
 
 
 @pytest.mark.benchmark(group="calibration_stats 2^26")
+def test_ece_logcal(benchmark, pairs):
+    """logcal.ece: the kernel keeps only count, sum c and sum y -- the work of the three
+    bincounts below, with the exact bin rule."""
+    e = _run(benchmark, "ece", lambda: logcal.ece(*pairs, n_bins=N_BINS), 5)
+    assert e == logcal.calibration_stats(*pairs, n_bins=N_BINS).ece()
+
+
+@pytest.mark.benchmark(group="calibration_stats 2^26")
 def test_stats_numpy_three_bincounts(benchmark, pairs):
     _run(benchmark, "stats_3bc", lambda: _numpy_three_bincounts(*pairs), 1)
 
@@ -140,6 +148,7 @@ def test_print_ratios():
 
     ratio("calibration_stats vs numpy reference", "stats_ref", "stats", ">= 25")
     ratio("calibration_stats vs numpy 3 bincounts", "stats_3bc", "stats", "(floor, info)")
+    ratio("ece (count, sum c, sum y) vs numpy 3 bincounts", "stats_3bc", "ece", "(same work)")
     ratio("calibration_curve vs scikit-learn", "curve_sk", "curve", ">= 20")
     ratio("binary_calibration_error vs torchmetrics", "tm_peer", "tm", ">= 10")
     if "stats_boot" in t and "stats" in t:

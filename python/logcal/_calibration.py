@@ -376,9 +376,8 @@ class CalibrationStats:
 
     **Exact sums.** Per bin: ``count`` (int64) and, as fixed-point integers of 128 bits with
     64 fractional bits (resolution 2**-64 = 5.4e-20 per unit), the sums of ``w``, ``w c``,
-    ``w y``, ``w (c - y)^2``, ``w c y``, ``w y^2`` and ``w nll`` (``sum w c^2`` is derived
-    from them, see :meth:`fixed_sums`) (``w`` the weight, 1 without
-    weights; ``y`` the correctness). Each sample's term is a pure function of its bits
+    ``w y``, ``w (c - y)^2``, ``w c y``, ``w y^2`` and ``w nll`` (``w`` the weight, 1 without
+    weights; ``y`` the correctness; ``sum w c^2`` is derived, see :meth:`fixed_sums`). Each sample's term is a pure function of its bits
     (products in IEEE double arithmetic, then truncated), and integer sums do not depend on
     their order: the statistics, and every metric computed from them, are bitwise identical
     for any chunking, merge order and number of threads. Error bound: per sample at most one
@@ -398,7 +397,11 @@ class CalibrationStats:
     above (relative 2**-52).
 
     **Bootstrap** (``n_bootstrap > 0``): replicate sums from a Poisson(1) bootstrap computed
-    in the same pass; see :meth:`interval`.
+    in the same pass. Replicate r weighs resampling unit u (``bootstrap_block`` consecutive
+    samples) by Poisson(1) drawn by inverting the CDF at a SplitMix64 hash of (seed, u, r): a
+    counter-based generator, so the replicates too are identical for any chunking and thread
+    count, and merge like the main sums. The bins are not re-estimated per replicate. See
+    :meth:`bootstrap` and :meth:`interval`.
 
     Examples
     --------
