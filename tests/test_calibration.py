@@ -482,3 +482,21 @@ def test_metric_functions_equal_the_statistics_bit_for_bit():
             assert logcal.mce(c, y, n_bins=13, binning=binning) == s.mce()
             assert logcal.rmsce(c, y, n_bins=13, binning=binning) == s.rmsce()
     assert logcal.rmsce(c, y > 0.5, debias=True) == logcal.calibration_stats(c, y > 0.5).rmsce(True)
+
+
+def test_reliability_rows_and_derived_sums():
+    rng = np.random.default_rng(11)
+    c = rng.uniform(size=2000)
+    y = rng.uniform(size=2000)  # soft labels: every field is non-trivial
+    s = logcal.calibration_stats(c, y, n_bins=8)
+    r = R.calibration_stats(c, y, n_bins=8)
+    rows = s.reliability()
+    assert [(b.lower, b.upper) for b in rows] == list(zip(s.edges[:-1], s.edges[1:]))
+    assert [b.count for b in rows] == s.count.tolist()
+    np.testing.assert_allclose([b.gap for b in rows], r.accuracy - r.mean_confidence, rtol=1e-12)
+    for field, ref in (("sq_error", r.sum_sq_error), ("conf_correct", r.sum_conf_correct),
+                       ("correct_sq", r.sum_correct_sq), ("nll", r.sum_nll),
+                       ("conf_sq", np.bincount(R.uniform_bin_index(c, 8), weights=c * c))):
+        np.testing.assert_allclose([v / 2**64 for v in s.fixed_sums(field)], ref, rtol=1e-12)
+    with pytest.raises(ValueError, match="field must be one of"):
+        s.fixed_sums("bogus")
