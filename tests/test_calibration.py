@@ -372,6 +372,9 @@ def test_bootstrap_interval_covers_and_default_block():
     assert logcal.calibration_stats(c[:16384], y[:16384], n_bootstrap=2).bootstrap_block == 1
     with pytest.raises(ValueError, match="no bootstrap"):
         logcal.calibration_stats(c, y).interval()
+    few = logcal.calibration_stats(c, y, n_bootstrap=20, bootstrap_block=4096)  # 5 units
+    with pytest.warns(UserWarning, match="resampled only about 5 units of 4096 samples"):
+        few.interval()
 
 
 # --- bad input --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any, NamedTuple
@@ -687,6 +688,11 @@ class CalibrationStats:
         if not 0.0 < level < 1.0:
             raise ValueError(f"level must be in (0, 1), got {level!r}")
         values = self.bootstrap(metric, **kwargs)
+        units = -(-self.n // self._boot.block)
+        if units < 100:
+            warnings.warn(
+                f"the bootstrap resampled only about {units} units of {self._boot.block} samples; "
+                "its interval is unreliable (pass a smaller bootstrap_block)", stacklevel=2)
         lo, hi = np.nanquantile(values, [(1 - level) / 2, (1 + level) / 2])
         return float(lo), float(hi)
 
