@@ -344,6 +344,7 @@ _EXPECTED: dict = {}
 # --- the bootstrap ----------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:the bootstrap resampled only")
 @pytest.mark.parametrize("block", [1, 5, 64])
 def test_bootstrap_replicates_match_reference(block):
     rng = np.random.default_rng(8)
