@@ -1,7 +1,8 @@
 """Calibration benchmarks: logcal against the numpy reference and the peers, in one run.
 
-Run:  python -m pytest benchmarks/bench_calibration.py --benchmark-only -p no:cacheprovider
-      (add --benchmark-json=out.json to keep the numbers)
+Run:  python -m pytest benchmarks/bench_calibration.py -s -p no:cacheprovider
+      (not --benchmark-only, which would skip the last test, the one printing the ratios;
+      add --benchmark-json=out.json to keep the numbers)
 
 Sizes are those of the issue: calibration_stats on 2^26 (confidence, correct) pairs with 15
 bins; compat functions on 10^7 pairs; the bootstrap with B = 200. CPU kernels use 2 threads.
