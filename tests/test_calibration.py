@@ -367,10 +367,11 @@ def test_bootstrap_interval_covers_and_default_block():
     c = rng.uniform(0.5, 1, 20000)
     y = rng.uniform(size=20000) < c ** 1.3
     s = logcal.calibration_stats(c, y, n_bootstrap=100, seed=0)
-    assert s.bootstrap_block == 2  # 20000 samples: units of 2 leave <= 2**14 units
+    assert s.bootstrap_block == 8  # 20000 samples: units of 8 leave <= 2**12 units
     lo, hi = s.interval("brier")
     assert lo < s.brier() < hi
-    assert logcal.calibration_stats(c[:16384], y[:16384], n_bootstrap=2).bootstrap_block == 1
+    assert logcal.calibration_stats(c[:4096], y[:4096], n_bootstrap=2).bootstrap_block == 1
+    assert logcal.calibration_stats(c[:4097], y[:4097], n_bootstrap=2).bootstrap_block == 2
     with pytest.raises(ValueError, match="no bootstrap"):
         logcal.calibration_stats(c, y).interval()
     few = logcal.calibration_stats(c, y, n_bootstrap=20, bootstrap_block=4096)  # 5 units

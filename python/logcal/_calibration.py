@@ -45,7 +45,7 @@ DEFAULT_EPS = 1e-12
 MAX_WEIGHT = 2.0**30
 MAX_BINS = 2**24
 DEFAULT_BOOTSTRAP_BLOCK = 4096  # accumulator default; calibration_stats chooses from N
-_MAX_AUTO_UNITS = 2**14
+_MAX_AUTO_UNITS = 2**12
 
 _CONF_CODES = {"float32": 0, "float64": 1}
 _CORRECT_CODES = {"uint8": 0, "int32": 1, "int64": 2, "float32": 3, "float64": 4}
@@ -333,8 +333,9 @@ FINE_BINS = _FINE_INNER.size + 1  # 1858
 
 
 def _auto_block(n: int) -> int:
-    """Bootstrap unit for N samples: single samples up to 2^14 of them, then the smallest power
-    of two that leaves at most 2^14 units, at most 4096."""
+    """Bootstrap unit for N samples: single samples up to 2^12 of them, then the smallest power
+    of two that leaves at most 2^12 units (plenty for percentile intervals: the variance of
+    the sum is then estimated with 4095 degrees of freedom), at most 4096."""
     block = 1
     while block < 4096 and (n + block - 1) // block > _MAX_AUTO_UNITS:
         block *= 2
@@ -876,9 +877,10 @@ def calibration_stats(
         Samples per resampling unit: consecutive samples ``[k g, (k+1) g)`` share their
         Poisson weights (``g = 1``: the classic per-sample bootstrap). Blocks of consecutive
         samples are valid for independent samples in any order, and also account for
-        dependence between neighbours (tokens of one sequence). Default: 1 for up to 2**14
-        samples, then the smallest power of two leaving at most 2**14 units, at most 4096
-        (the replicates then cost about as much as the main statistics).
+        dependence between neighbours (tokens of one sequence). Default: 1 for up to 2**12
+        samples, then the smallest power of two leaving at most 2**12 units, at most 4096
+        (from 2**24 samples on, the replicates then cost less than the main statistics; a
+        per-sample bootstrap costs about B times a plain pass).
     bootstrap_offset : int
         Position of the first sample in a larger stream, so that parts computed separately
         and merged draw the same weights as one pass over the whole.
