@@ -2,7 +2,9 @@
 
 Token-level statistics from logits (log-softmax, log-sum-exp, entropy, argmax, target
 log-probability and rank, top-k) in one pass over memory, on CPUs with vectorised,
-multithreaded C++ kernels.
+multithreaded C++ kernels. Calibration statistics (ECE, MCE, RMSCE, Brier, NLL, reliability
+bins, bootstrap intervals) from exact, mergeable fixed-point sums; drop-in replacements for
+scikit-learn's and torchmetrics' calibration functions in ``logcal.compat``.
 
 >>> import numpy as np, logcal
 >>> logits = np.array([[2.0, 1.0, 0.0], [0.0, 0.0, 0.0]], dtype=np.float32)
@@ -16,6 +18,19 @@ array([-0.4076, -1.0986], dtype=float32)
 from __future__ import annotations
 
 from . import io, reference
+from ._calibration import (
+    CalibrationAccumulator,
+    CalibrationStats,
+    ReliabilityBin,
+    brier_score,
+    calibration_stats,
+    classwise_ece,
+    ece,
+    mce,
+    nll,
+    rmsce,
+    top_label,
+)
 from ._native import cuda_available, cuda_compiled, get_num_threads, set_num_threads
 from ._selective import SelectiveStats, selective
 from ._sequence import (
@@ -31,21 +46,32 @@ from ._token import TokenStats, log_softmax, token_stats
 __version__ = "0.1.0"
 
 __all__ = [
+    "CalibrationAccumulator",
+    "CalibrationStats",
     "ChoiceConfidence",
     "Consistency",
+    "ReliabilityBin",
     "SelectiveStats",
     "SequenceStats",
     "TokenStats",
+    "brier_score",
+    "calibration_stats",
     "choice_confidence",
+    "classwise_ece",
     "cuda_available",
     "cuda_compiled",
+    "ece",
     "get_num_threads",
     "io",
     "log_softmax",
+    "mce",
+    "nll",
     "reference",
+    "rmsce",
     "sample_consistency",
     "selective",
     "sequence_stats",
     "set_num_threads",
     "token_stats",
+    "top_label",
 ]

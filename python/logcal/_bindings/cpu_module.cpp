@@ -11,6 +11,7 @@ namespace py = pybind11;
 
 void bind_token(py::module_& m);
 void bind_sequence(py::module_& m);
+void bind_calibration(py::module_& m);
 
 namespace {
 
@@ -28,6 +29,7 @@ PYBIND11_MODULE(_core_cpu, m) {
   m.doc() = "logcal CPU kernels (internal: use the functions of the logcal package)";
   bind_token(m);
   bind_sequence(m);
+  bind_calibration(m);
   m.def("set_num_threads", &logcal::cpu::set_num_threads);
   m.def("get_num_threads", &logcal::cpu::get_num_threads);
   m.def("isa", [] { return std::string(logcal::cpu::isa_name(logcal::cpu::active_isa())); });
