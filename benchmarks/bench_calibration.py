@@ -13,9 +13,10 @@ bool, P(correct) = c^1.5; the compat inputs are float64, where the 1e-12 agreeme
 
 from __future__ import annotations
 
-import logcal
 import numpy as np
 import pytest
+
+import logcal
 from logcal import reference
 
 N_STATS = 2**26
@@ -58,8 +59,11 @@ def _numpy_three_bincounts(c, y):
     sum y), no exact edge rule, no squared error or NLL."""
     c64 = c.astype(np.float64)
     k = np.minimum((c64 * N_BINS).astype(np.intp), N_BINS - 1)
-    return (np.bincount(k, minlength=N_BINS), np.bincount(k, weights=c64, minlength=N_BINS),
-            np.bincount(k, weights=y.astype(np.float64), minlength=N_BINS))
+    return (
+        np.bincount(k, minlength=N_BINS),
+        np.bincount(k, weights=c64, minlength=N_BINS),
+        np.bincount(k, weights=y.astype(np.float64), minlength=N_BINS),
+    )
 
 
 @pytest.mark.benchmark(group="calibration_stats 2^26")
@@ -70,10 +74,11 @@ def test_stats_logcal(benchmark, pairs):
 
 @pytest.mark.benchmark(group="calibration_stats 2^26")
 def test_stats_numpy_reference(benchmark, pairs):
-    r = _run(benchmark, "stats_ref",
-             lambda: reference.calibration_stats(*pairs, n_bins=N_BINS), 1)
+    r = _run(benchmark, "stats_ref", lambda: reference.calibration_stats(*pairs, n_bins=N_BINS), 1)
     s = logcal.calibration_stats(*pairs, n_bins=N_BINS)
-    assert s.ece() == pytest.approx(r.ece(), rel=1e-9) and s.nll() == pytest.approx(r.nll(), rel=1e-9)
+    assert s.ece() == pytest.approx(r.ece(), rel=1e-9) and s.nll() == pytest.approx(
+        r.nll(), rel=1e-9
+    )
 
 
 @pytest.mark.benchmark(group="calibration_stats 2^26")
@@ -91,8 +96,12 @@ def test_stats_numpy_three_bincounts(benchmark, pairs):
 
 @pytest.mark.benchmark(group="calibration_stats 2^26")
 def test_stats_bootstrap_200(benchmark, pairs):
-    s = _run(benchmark, "stats_boot",
-             lambda: logcal.calibration_stats(*pairs, n_bins=N_BINS, n_bootstrap=200, seed=0), 3)
+    s = _run(
+        benchmark,
+        "stats_boot",
+        lambda: logcal.calibration_stats(*pairs, n_bins=N_BINS, n_bootstrap=200, seed=0),
+        3,
+    )
     assert s.n_bootstrap == 200 and s.bootstrap_block == 4096
 
 
@@ -133,8 +142,9 @@ def test_binary_calibration_error_torchmetrics(benchmark, pairs64):
 
     torch.set_num_threads(2)
     c, y = (torch.from_numpy(a) for a in pairs64)
-    theirs = _run(benchmark, "tm_peer",
-                  lambda: tmf.binary_calibration_error(c, y, n_bins=N_BINS), 1)
+    theirs = _run(
+        benchmark, "tm_peer", lambda: tmf.binary_calibration_error(c, y, n_bins=N_BINS), 1
+    )
     assert torch.equal(binary_calibration_error(c, y, n_bins=N_BINS), theirs)
 
 

@@ -7,11 +7,12 @@ import math
 import re
 from fractions import Fraction
 
-import logcal
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
+import logcal
 from logcal import reference as R
 from logcal._native import cpu
 
@@ -52,8 +53,11 @@ def _assert_matches_reference(s, r, wmax=1.0):
     np.testing.assert_array_equal(s.edges, r.edges)
     # the documented bound: per sample one double rounding (2^-53 relative) plus 2^-64 absolute
     atol = (s.n + 1) * wmax * 2.0**-64
-    for ours, ref in ((s.weight, r.weight), (s.sum_confidence, r.sum_confidence),
-                      (s.sum_correct, r.sum_correct)):
+    for ours, ref in (
+        (s.weight, r.weight),
+        (s.sum_confidence, r.sum_confidence),
+        (s.sum_correct, r.sum_correct),
+    ):
         np.testing.assert_allclose(ours, ref, rtol=RTOL, atol=atol)
     for norm in ("l1", "l2", "max"):
         assert s.ece(norm) == pytest.approx(r.ece(norm), rel=1e-9, abs=1e-14)
@@ -108,8 +112,15 @@ def test_uniform_bin_is_floor_of_the_real_product(values, n):
 # --- the fixed-point core ---------------------------------------------------------------------
 
 
-@given(st.one_of(st.floats(0.0, 1.0), st.floats(0.0, 2.0**40), st.sampled_from(
-    [0.0, 5e-324, 2.0**-1022, 2.0**-64, 2.0**-65, 1.0, float(np.nextafter(1.0, 0)), 2.0**40])))
+@given(
+    st.one_of(
+        st.floats(0.0, 1.0),
+        st.floats(0.0, 2.0**40),
+        st.sampled_from(
+            [0.0, 5e-324, 2.0**-1022, 2.0**-64, 2.0**-65, 1.0, float(np.nextafter(1.0, 0)), 2.0**40]
+        ),
+    )
+)
 def test_to_fixed_is_floor_of_v_times_2_64(v):
     lo, hi = cpu.calib_to_fixed(v)
     assert (hi << 64) | lo == math.floor(Fraction(v) * 2**64)
@@ -117,8 +128,14 @@ def test_to_fixed_is_floor_of_v_times_2_64(v):
 
 def test_log_det_is_within_one_ulp_of_the_true_log():
     rng = np.random.default_rng(5)
-    xs = np.concatenate([rng.uniform(0, 1, 3000), 10.0 ** rng.uniform(-300, 0, 3000),
-                         1 - 10.0 ** rng.uniform(-16, -1, 2000), [1e-12, 1 - 1e-12, 0.5, 1.0]])
+    xs = np.concatenate(
+        [
+            rng.uniform(0, 1, 3000),
+            10.0 ** rng.uniform(-300, 0, 3000),
+            1 - 10.0 ** rng.uniform(-16, -1, 2000),
+            [1e-12, 1 - 1e-12, 0.5, 1.0],
+        ]
+    )
     for x in xs:
         ours = cpu.calib_log_det(float(x))
         exact = math.log(x)  # glibc: correctly rounded to within 1 ulp
@@ -144,8 +161,12 @@ def test_calibration_stats_matches_reference(cn, data):
     kind = data.draw(st.sampled_from(["bool", "int", "float01", "soft"]))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     y = rng.uniform(size=c.size) < c
-    y = {"bool": y, "int": y.astype(np.int64), "float01": y.astype(np.float32),
-         "soft": rng.uniform(size=c.size)}[kind]
+    y = {
+        "bool": y,
+        "int": y.astype(np.int64),
+        "float01": y.astype(np.float32),
+        "soft": rng.uniform(size=c.size),
+    }[kind]
     weights = rng.uniform(0, 3, c.size) if data.draw(st.booleans()) else None
     binning = data.draw(st.sampled_from(["uniform", "quantile"]))
     s = logcal.calibration_stats(c, y, n_bins=nb, binning=binning, weights=weights)
@@ -172,15 +193,21 @@ def test_ece_is_the_correctly_rounded_rational():
     y = rng.uniform(size=500) < c
     s = logcal.calibration_stats(c, y, n_bins=15)
     k = R.uniform_bin_index(c, 15)
-    num = sum(abs(sum(Fraction(int(y[i])) - Fraction(float(c[i])) for i in np.flatnonzero(k == b)))
-              for b in range(15))
+    num = sum(
+        abs(sum(Fraction(int(y[i])) - Fraction(float(c[i])) for i in np.flatnonzero(k == b)))
+        for b in range(15)
+    )
     assert s.ece() == float(num / 500)
-    gaps = [abs(sum(Fraction(int(y[i])) - Fraction(float(c[i])) for i in idx)) / len(idx)
-            for idx in (np.flatnonzero(k == b) for b in range(15)) if len(idx)]
+    gaps = [
+        abs(sum(Fraction(int(y[i])) - Fraction(float(c[i])) for i in idx)) / len(idx)
+        for idx in (np.flatnonzero(k == b) for b in range(15))
+        if len(idx)
+    ]
     assert s.mce() == float(max(gaps))
     # the Brier score carries one rounding of (c - y)^2 per sample (documented): 2^-52 relative
-    assert s.brier() == pytest.approx(float(sum((Fraction(float(a)) - int(b)) ** 2
-                                               for a, b in zip(c, y)) / 500), rel=1e-15)
+    assert s.brier() == pytest.approx(
+        float(sum((Fraction(float(a)) - int(b)) ** 2 for a, b in zip(c, y)) / 500), rel=1e-15
+    )
 
 
 def test_peer_report_cases():
@@ -232,8 +259,9 @@ def test_equal_mass_bins_keep_ties_together():
     s = logcal.calibration_stats(np.full(50, 0.7), np.ones(50, bool), n_bins=15, binning="quantile")
     assert s.n_bins == 1 and s.count.tolist() == [50]
     # distinct values: equal counts
-    s = logcal.calibration_stats(np.linspace(0.01, 0.99, 100), np.ones(100, bool), n_bins=4,
-                                 binning="quantile")
+    s = logcal.calibration_stats(
+        np.linspace(0.01, 0.99, 100), np.ones(100, bool), n_bins=4, binning="quantile"
+    )
     assert s.count.tolist() == [25, 25, 25, 25]
 
 
@@ -285,7 +313,8 @@ def test_top_label_and_classwise_ece():
     p = rng.dirichlet(np.ones(6), 400)
     lab = rng.integers(0, 6, 400)
     assert logcal.classwise_ece(p, lab, n_bins=10) == pytest.approx(
-        R.classwise_ece(p, lab, n_bins=10), rel=1e-12)
+        R.classwise_ece(p, lab, n_bins=10), rel=1e-12
+    )
     torch = pytest.importorskip("torch")
     conf_t, ok_t = logcal.top_label(torch.from_numpy(probs), torch.from_numpy(labels))
     assert isinstance(conf_t, torch.Tensor) and ok_t.dtype == torch.bool
@@ -312,7 +341,8 @@ def test_input_families_dtypes_and_strides():
     b = c.astype(ml_dtypes.bfloat16)
     assert logcal.calibration_stats(b, y) == logcal.calibration_stats(b.astype(np.float32), y)
     assert logcal.calibration_stats(torch.from_numpy(c).bfloat16(), y) == logcal.calibration_stats(
-        b.astype(np.float32), y)
+        b.astype(np.float32), y
+    )
     # correctness as int8, uint16, int32
     for dt in (np.int8, np.uint16, np.int32, np.uint8):
         assert logcal.calibration_stats(c, y.astype(dt)) == base
@@ -329,8 +359,12 @@ def test_same_bits_at_every_isa_level_and_thread_count(isa):
     for threads in (1, 2, 3):
         logcal.set_num_threads(threads)
         try:
-            got.append((logcal.calibration_stats(c, y, n_bootstrap=8, seed=2).to_dict(),
-                        logcal.calibration_stats(c, soft, weights=w).to_dict()))
+            got.append(
+                (
+                    logcal.calibration_stats(c, y, n_bootstrap=8, seed=2).to_dict(),
+                    logcal.calibration_stats(c, soft, weights=w).to_dict(),
+                )
+            )
         finally:
             logcal.set_num_threads(0)
     assert got[0] == got[1] == got[2]
@@ -350,22 +384,26 @@ def test_bootstrap_replicates_match_reference(block):
     rng = np.random.default_rng(8)
     c = rng.uniform(size=1500)
     y = rng.uniform(size=1500) < c
-    s = logcal.calibration_stats(c, y, n_bins=10, n_bootstrap=30, seed=11, bootstrap_block=block,
-                                 bootstrap_offset=3)
-    r = R.calibration_stats(c, y, n_bins=10, n_bootstrap=30, seed=11, bootstrap_block=block,
-                            bootstrap_offset=3)
+    s = logcal.calibration_stats(
+        c, y, n_bins=10, n_bootstrap=30, seed=11, bootstrap_block=block, bootstrap_offset=3
+    )
+    r = R.calibration_stats(
+        c, y, n_bins=10, n_bootstrap=30, seed=11, bootstrap_block=block, bootstrap_offset=3
+    )
     for m in ("ece", "mce", "rmsce", "brier", "nll"):
         np.testing.assert_allclose(s.bootstrap(m), r.bootstrap(m), rtol=1e-9, atol=1e-14)
     lo, hi = s.interval("ece", 0.9)
     vals = s.bootstrap("ece")
-    assert lo == pytest.approx(np.quantile(vals, 0.05)) and hi == pytest.approx(np.quantile(vals, 0.95))
+    assert lo == pytest.approx(np.quantile(vals, 0.05)) and hi == pytest.approx(
+        np.quantile(vals, 0.95)
+    )
     assert set(s.intervals()) == {"ece", "mce", "rmsce", "brier", "nll"}
 
 
 def test_bootstrap_interval_covers_and_default_block():
     rng = np.random.default_rng(9)
     c = rng.uniform(0.5, 1, 20000)
-    y = rng.uniform(size=20000) < c ** 1.3
+    y = rng.uniform(size=20000) < c**1.3
     s = logcal.calibration_stats(c, y, n_bootstrap=100, seed=0)
     assert s.bootstrap_block == 8  # 20000 samples: units of 8 leave <= 2**12 units
     lo, hi = s.interval("brier")
@@ -390,89 +428,223 @@ def _raises(exc, msg, fn, *args, **kwargs):
 def test_bad_confidence_values_name_the_position():
     y = np.ones(5, bool)
     c = np.array([0.1, 0.2, np.nan, 0.4, 0.5])
-    _raises(ValueError, "confidence[2] = nan is not a probability in [0, 1]",
-            logcal.calibration_stats, c, y)
+    _raises(
+        ValueError,
+        "confidence[2] = nan is not a probability in [0, 1]",
+        logcal.calibration_stats,
+        c,
+        y,
+    )
     c = np.array([0.1, 0.2, 0.3, 1.5, -0.1])
     _raises(ValueError, "confidence[3] = 1.5 is outside [0, 1]", logcal.ece, c, y)
     c = np.array([0.1, -0.0001, 0.3, 1.5, -0.1])
     _raises(ValueError, "confidence[1] = -0.0001 is outside [0, 1]", logcal.nll, c, y)
     c2 = np.full((3, 4), 0.5, np.float32)
     c2[1, 2] = np.float32(1.0000001)
-    _raises(ValueError, "confidence[1, 2] = 1.0000001192092896 is outside [0, 1]",
-            logcal.calibration_stats, c2, np.ones((3, 4), bool))
+    _raises(
+        ValueError,
+        "confidence[1, 2] = 1.0000001192092896 is outside [0, 1]",
+        logcal.calibration_stats,
+        c2,
+        np.ones((3, 4), bool),
+    )
     # far into a large array, past the first tile and thread
     big = np.full(300_000, 0.5)
     big[250_001] = np.inf
-    _raises(ValueError, "confidence[250001] = inf is outside [0, 1]",
-            logcal.calibration_stats, big, np.zeros(300_000, bool))
+    _raises(
+        ValueError,
+        "confidence[250001] = inf is outside [0, 1]",
+        logcal.calibration_stats,
+        big,
+        np.zeros(300_000, bool),
+    )
 
 
 def test_bad_correctness_values_name_the_position():
     c = np.full(4, 0.5)
-    _raises(ValueError, "correct[2] = 2 is not 0 or 1 (correct must be bool, integers 0 or 1, or "
-            "floats in [0, 1])", logcal.calibration_stats, c, np.array([0, 1, 2, 1]))
-    _raises(ValueError, "correct[1] = -1 is not 0 or 1 (correct must be bool, integers 0 or 1, or "
-            "floats in [0, 1])", logcal.calibration_stats, c, np.array([0, -1, 1, 1], np.int8))
-    _raises(ValueError, "correct[3] = 1.5 is outside [0, 1]", logcal.brier_score, c,
-            np.array([0, 1, 0.5, 1.5]))
-    _raises(ValueError, "correct[0] = nan is not in [0, 1]", logcal.calibration_stats, c,
-            np.array([np.nan, 1, 0.5, 1.0], np.float32))
+    _raises(
+        ValueError,
+        "correct[2] = 2 is not 0 or 1 (correct must be bool, integers 0 or 1, or floats in [0, 1])",
+        logcal.calibration_stats,
+        c,
+        np.array([0, 1, 2, 1]),
+    )
+    _raises(
+        ValueError,
+        "correct[1] = -1 is not 0 or 1 (correct must be bool, integers 0 or 1, or "
+        "floats in [0, 1])",
+        logcal.calibration_stats,
+        c,
+        np.array([0, -1, 1, 1], np.int8),
+    )
+    _raises(
+        ValueError,
+        "correct[3] = 1.5 is outside [0, 1]",
+        logcal.brier_score,
+        c,
+        np.array([0, 1, 0.5, 1.5]),
+    )
+    _raises(
+        ValueError,
+        "correct[0] = nan is not in [0, 1]",
+        logcal.calibration_stats,
+        c,
+        np.array([np.nan, 1, 0.5, 1.0], np.float32),
+    )
 
 
 def test_bad_shapes_sizes_and_arguments():
     c, y = np.full(4, 0.5), np.ones(4, bool)
-    _raises(ValueError, "correct must have the same shape as confidence (4,), got shape (3,)",
-            logcal.calibration_stats, c, y[:3])
-    _raises(ValueError, "confidence is empty (shape (0,)): calibration_stats needs at least one "
-            "sample", logcal.calibration_stats, c[:0], y[:0])
+    _raises(
+        ValueError,
+        "correct must have the same shape as confidence (4,), got shape (3,)",
+        logcal.calibration_stats,
+        c,
+        y[:3],
+    )
+    _raises(
+        ValueError,
+        "confidence is empty (shape (0,)): calibration_stats needs at least one sample",
+        logcal.calibration_stats,
+        c[:0],
+        y[:0],
+    )
     _raises(ValueError, "n_bins must be >= 1, got 0", logcal.calibration_stats, c, y, n_bins=0)
     _raises(ValueError, "n_bins must be >= 1, got -3", logcal.ece, c, y, n_bins=-3)
     _raises(TypeError, "n_bins must be an int, got float", logcal.ece, c, y, n_bins=2.0)
     _raises(TypeError, "n_bins must be an int, got bool", logcal.ece, c, y, n_bins=True)
-    _raises(ValueError, "norm must be one of 'l1', 'l2', 'max', got 'l3'", logcal.ece, c, y, norm="l3")
-    _raises(ValueError, "debias=True is defined for norm='l2' (Kumar et al. 2019) only",
-            logcal.ece, c, y, debias=True)
+    _raises(
+        ValueError, "norm must be one of 'l1', 'l2', 'max', got 'l3'", logcal.ece, c, y, norm="l3"
+    )
+    _raises(
+        ValueError,
+        "debias=True is defined for norm='l2' (Kumar et al. 2019) only",
+        logcal.ece,
+        c,
+        y,
+        debias=True,
+    )
     _raises(ValueError, "eps must be in [1e-300, 0.5), got 0.5", logcal.nll, c, y, eps=0.5)
-    _raises(ValueError, "binning must be 'uniform', 'quantile' or an array of edges, got 'log'",
-            logcal.calibration_stats, c, y, binning="log")
-    _raises(ValueError, "bin edges must start at 0 and end at 1, got 0.1 ... 1.0",
-            logcal.calibration_stats, c, y, binning=[0.1, 1.0])
-    _raises(ValueError, "bin edges must be non-decreasing, got edges[1] = 0.6 > edges[2] = 0.5",
-            logcal.calibration_stats, c, y, binning=[0, 0.6, 0.5, 1])
-    _raises(TypeError, "confidence must be an array of floating-point probabilities (float16, "
-            "bfloat16, float32 or float64), got dtype int64", logcal.calibration_stats,
-            np.array([0, 1]), np.array([0, 1]))
-    _raises(ValueError, "n_bootstrap must be >= 0, got -1", logcal.calibration_stats, c, y,
-            n_bootstrap=-1)
-    _raises(ValueError, "bootstrap_block must be >= 1, got 0", logcal.calibration_stats, c, y,
-            n_bootstrap=3, bootstrap_block=0)
+    _raises(
+        ValueError,
+        "binning must be 'uniform', 'quantile' or an array of edges, got 'log'",
+        logcal.calibration_stats,
+        c,
+        y,
+        binning="log",
+    )
+    _raises(
+        ValueError,
+        "bin edges must start at 0 and end at 1, got 0.1 ... 1.0",
+        logcal.calibration_stats,
+        c,
+        y,
+        binning=[0.1, 1.0],
+    )
+    _raises(
+        ValueError,
+        "bin edges must be non-decreasing, got edges[1] = 0.6 > edges[2] = 0.5",
+        logcal.calibration_stats,
+        c,
+        y,
+        binning=[0, 0.6, 0.5, 1],
+    )
+    _raises(
+        TypeError,
+        "confidence must be an array of floating-point probabilities (float16, "
+        "bfloat16, float32 or float64), got dtype int64",
+        logcal.calibration_stats,
+        np.array([0, 1]),
+        np.array([0, 1]),
+    )
+    _raises(
+        ValueError,
+        "n_bootstrap must be >= 0, got -1",
+        logcal.calibration_stats,
+        c,
+        y,
+        n_bootstrap=-1,
+    )
+    _raises(
+        ValueError,
+        "bootstrap_block must be >= 1, got 0",
+        logcal.calibration_stats,
+        c,
+        y,
+        n_bootstrap=3,
+        bootstrap_block=0,
+    )
 
 
 def test_bad_weights():
     c, y = np.full(3, 0.5), np.ones(3, bool)
-    _raises(ValueError, "weights[1] = -1.0 is negative", logcal.calibration_stats, c, y,
-            weights=[1.0, -1.0, 1.0])
-    _raises(ValueError, "weights[2] = nan is not finite", logcal.calibration_stats, c, y,
-            weights=[1.0, 1.0, np.nan])
-    _raises(ValueError, "weights[0] = 2000000000.0 is not below 2**30 (the range of the fixed-point "
-            "sums)", logcal.calibration_stats, c, y, weights=[2e9, 1.0, 1.0])
-    _raises(ValueError, "weights must have the shape of confidence (3,), got shape (2,)",
-            logcal.calibration_stats, c, y, weights=[1.0, 1.0])
+    _raises(
+        ValueError,
+        "weights[1] = -1.0 is negative",
+        logcal.calibration_stats,
+        c,
+        y,
+        weights=[1.0, -1.0, 1.0],
+    )
+    _raises(
+        ValueError,
+        "weights[2] = nan is not finite",
+        logcal.calibration_stats,
+        c,
+        y,
+        weights=[1.0, 1.0, np.nan],
+    )
+    _raises(
+        ValueError,
+        "weights[0] = 2000000000.0 is not below 2**30 (the range of the fixed-point sums)",
+        logcal.calibration_stats,
+        c,
+        y,
+        weights=[2e9, 1.0, 1.0],
+    )
+    _raises(
+        ValueError,
+        "weights must have the shape of confidence (3,), got shape (2,)",
+        logcal.calibration_stats,
+        c,
+        y,
+        weights=[1.0, 1.0],
+    )
 
 
 def test_bad_labels_and_probs():
     p = np.array([[0.2, 0.8], [0.6, 0.4], [0.5, 0.5]])
     _raises(ValueError, "labels[2] = 2 is outside [0, 2)", logcal.top_label, p, np.array([0, 1, 2]))
-    _raises(ValueError, "labels[0] = -1 is outside [0, 2)", logcal.classwise_ece, p,
-            np.array([-1, 1, 0]))
+    _raises(
+        ValueError,
+        "labels[0] = -1 is outside [0, 2)",
+        logcal.classwise_ece,
+        p,
+        np.array([-1, 1, 0]),
+    )
     p2 = p.copy()
     p2[1, 1] = np.nan
-    _raises(ValueError, "probs[1, 1] = nan is not a probability in [0, 1]", logcal.top_label, p2,
-            np.array([0, 1, 1]))
-    _raises(ValueError, "labels must have the leading shape of probs (3,), got shape (2,)",
-            logcal.top_label, p, np.array([0, 1]))
-    _raises(TypeError, "labels must be an array of integers, got dtype float64", logcal.top_label,
-            p, np.array([0.0, 1.0, 1.0]))
+    _raises(
+        ValueError,
+        "probs[1, 1] = nan is not a probability in [0, 1]",
+        logcal.top_label,
+        p2,
+        np.array([0, 1, 1]),
+    )
+    _raises(
+        ValueError,
+        "labels must have the leading shape of probs (3,), got shape (2,)",
+        logcal.top_label,
+        p,
+        np.array([0, 1]),
+    )
+    _raises(
+        TypeError,
+        "labels must be an array of integers, got dtype float64",
+        logcal.top_label,
+        p,
+        np.array([0.0, 1.0, 1.0]),
+    )
 
 
 def test_metric_functions_equal_the_statistics_bit_for_bit():
@@ -499,9 +671,13 @@ def test_reliability_rows_and_derived_sums():
     assert [(b.lower, b.upper) for b in rows] == list(zip(s.edges[:-1], s.edges[1:]))
     assert [b.count for b in rows] == s.count.tolist()
     np.testing.assert_allclose([b.gap for b in rows], r.accuracy - r.mean_confidence, rtol=1e-12)
-    for field, ref in (("sq_error", r.sum_sq_error), ("conf_correct", r.sum_conf_correct),
-                       ("correct_sq", r.sum_correct_sq), ("nll", r.sum_nll),
-                       ("conf_sq", np.bincount(R.uniform_bin_index(c, 8), weights=c * c))):
+    for field, ref in (
+        ("sq_error", r.sum_sq_error),
+        ("conf_correct", r.sum_conf_correct),
+        ("correct_sq", r.sum_correct_sq),
+        ("nll", r.sum_nll),
+        ("conf_sq", np.bincount(R.uniform_bin_index(c, 8), weights=c * c)),
+    ):
         np.testing.assert_allclose([v / 2**64 for v in s.fixed_sums(field)], ref, rtol=1e-12)
     with pytest.raises(ValueError, match="field must be one of"):
         s.fixed_sums("bogus")

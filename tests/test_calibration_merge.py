@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import re
 
-import logcal
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
+import logcal
 from logcal import _calibration as C
 
 
@@ -26,7 +27,7 @@ def _data(seed: int, n: int, soft: bool = False, dtype=np.float64):
 def _cuts(draw, n: int) -> list:
     k = draw(st.integers(0, min(n, 12)))
     cuts = sorted(set(draw(st.lists(st.integers(0, n), min_size=k, max_size=k))))
-    return [0] + cuts + [n]
+    return [0, *cuts, n]
 
 
 @given(st.data())
@@ -60,9 +61,13 @@ def test_every_merge_order_equals_one_shot(data):
     boot_kw = {"n_bootstrap": boot, "seed": 1, "bootstrap_block": 8} if boot else {}
     one = logcal.calibration_stats(c, y, weights=w, n_bins=9, **boot_kw)
     cuts = _cuts(data.draw, n)
-    parts = [logcal.calibration_stats(c[a:b], y[a:b], weights=w[a:b], n_bins=9,
-                                      bootstrap_offset=a, **boot_kw)
-             for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+    parts = [
+        logcal.calibration_stats(
+            c[a:b], y[a:b], weights=w[a:b], n_bins=9, bootstrap_offset=a, **boot_kw
+        )
+        for a, b in zip(cuts[:-1], cuts[1:])
+        if b > a
+    ]
     # merge in a random order, as a random tree
     while len(parts) > 1:
         i = data.draw(st.integers(0, len(parts) - 1))
@@ -81,8 +86,9 @@ def test_accumulators_merge_in_any_order():
         acc = logcal.CalibrationAccumulator(n_bins=20, n_bootstrap=6, seed=2, bootstrap_block=50)
         acc.update(c[a:b], y[a:b], weights=w[a:b], offset=a)  # each shard at its place
         accs.append(acc)
-    one = logcal.calibration_stats(c, y, weights=w, n_bins=20, n_bootstrap=6, seed=2,
-                                   bootstrap_block=50)
+    one = logcal.calibration_stats(
+        c, y, weights=w, n_bins=20, n_bootstrap=6, seed=2, bootstrap_block=50
+    )
     rng = np.random.default_rng(0)
     for _ in range(5):
         order = rng.permutation(len(accs))
@@ -109,7 +115,7 @@ def test_threads_and_chunk_sizes_do_not_change_bits():
     two = logcal.calibration_stats(c, y, n_bootstrap=4, seed=3, bootstrap_block=1000)
     acc = logcal.CalibrationAccumulator(n_bootstrap=4, seed=3, bootstrap_block=1000)
     for a in range(0, c.size, 99_991):
-        acc.update(c[a:a + 99_991], y[a:a + 99_991])
+        acc.update(c[a : a + 99_991], y[a : a + 99_991])
     assert one == two == acc.compute()
 
 
@@ -173,11 +179,14 @@ def test_quantile_accumulator_bins_are_near_equal_mass():
 def test_bootstrap_shards_need_offsets():
     c, y, _ = _data(7, 1000)
     one = logcal.calibration_stats(c, y, n_bootstrap=10, seed=4, bootstrap_block=1)
-    good = (logcal.calibration_stats(c[:600], y[:600], n_bootstrap=10, seed=4, bootstrap_block=1)
-            + logcal.calibration_stats(c[600:], y[600:], n_bootstrap=10, seed=4, bootstrap_block=1,
-                                       bootstrap_offset=600))
-    bad = (logcal.calibration_stats(c[:600], y[:600], n_bootstrap=10, seed=4, bootstrap_block=1)
-           + logcal.calibration_stats(c[600:], y[600:], n_bootstrap=10, seed=4, bootstrap_block=1))
+    good = logcal.calibration_stats(
+        c[:600], y[:600], n_bootstrap=10, seed=4, bootstrap_block=1
+    ) + logcal.calibration_stats(
+        c[600:], y[600:], n_bootstrap=10, seed=4, bootstrap_block=1, bootstrap_offset=600
+    )
+    bad = logcal.calibration_stats(
+        c[:600], y[:600], n_bootstrap=10, seed=4, bootstrap_block=1
+    ) + logcal.calibration_stats(c[600:], y[600:], n_bootstrap=10, seed=4, bootstrap_block=1)
     assert good == one and bad != one
     assert bad.ece() == one.ece()  # the point estimate is the same either way
 

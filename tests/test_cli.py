@@ -2,33 +2,96 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA = Path(__file__).with_name("data")
 
 
-def run(*args):
+def run(*args, cwd=None):
     return subprocess.run(
-        [sys.executable, "-m", "logcal", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "logcal", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=cwd,
     )
 
 
-def test_demo_prints_the_table():
-    r = run("demo", "--sequences", "3", "--length", "5", "--vocab", "1000")
+def test_demo_reports_a_real_model(tmp_path):
+    r = run("demo", "--bootstrap", "50", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
-    assert lines[0] == "logcal 0.1.0 demo: 3 generated sequences x 5 tokens, vocabulary 1000"
-    assert "mean logprob" in lines[2] and "confidence" in lines[2]
-    rows = [line for line in lines if line[:4].strip().isdigit()]
-    assert [row.split()[0] for row in rows] == ["0", "1", "2"]
-    assert any(line.startswith("all") and " 15 " in line for line in lines)
-    assert "The model says it is" in r.stdout
+    out = r.stdout
+    assert "reads 1,025 real names, 8,842 characters" in out
+    assert "mean log p(next char)    -2.106 nats" in out
+    assert "predictions                             8,842" in out
+    for label in ["ECE (expected calibration error)", "MCE", "RMSCE", "Brier score", "NLL", "AUROC"]:
+        assert label in out
+    assert "reliability diagram written to logcal-demo.png" in out
+    png = tmp_path / "logcal-demo.png"
+    assert png.exists() and png.stat().st_size > 10_000
 
 
-def test_demo_is_reproducible():
-    a = run("demo", "--sequences", "2", "--length", "4", "--vocab", "300", "--seed", "3")
-    b = run("demo", "--sequences", "2", "--length", "4", "--vocab", "300", "--seed", "3")
-    table = lambda out: [line for line in out.splitlines() if "G logits/s" not in line]  # noqa: E731
-    assert table(a.stdout) == table(b.stdout)
+def test_demo_json_matches_the_library(tmp_path):
+    import logcal
+
+    r = run("demo", "--json", "--no-plot", "--bootstrap", "0", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    demo = logcal.io.load_demo()
+    s = logcal.token_stats(demo.logits, demo.targets)
+    conf = np.exp(s.max_logprob.astype(np.float64))
+    correct = s.argmax == demo.targets
+    assert report["n"] == 8842
+    assert report["metrics"]["ece"]["value"] == logcal.ece(conf, correct)
+    assert report["metrics"]["brier"]["value"] == logcal.brier_score(conf, correct)
+    assert abs(report["accuracy"] - correct.mean()) < 1e-12
+    assert sum(row["count"] for row in report["reliability"]) == 8842
+    assert not list(tmp_path.iterdir())  # --no-plot wrote nothing
+
+
+def test_report_on_an_openai_file(tmp_path):
+    plot = tmp_path / "diagram.png"
+    r = run("report", str(DATA / "openai_chat.jsonl"), "--plot", str(plot), "--bootstrap", "20")
+    assert r.returncode == 0, r.stderr
+    assert "(openai_chat, " in r.stdout and "Calibration of" in r.stdout
+    assert "ECE (expected calibration error)" in r.stdout
+    assert plot.exists() and plot.stat().st_size > 5_000
+
+
+def test_report_with_labels_is_answer_level(tmp_path):
+    import logcal
+
+    batch = logcal.io.read_logprobs(DATA / "openai_chat.jsonl")
+    n = int((np.asarray(batch.choice) >= 0).sum())
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(str(i % 2) for i in range(n)))
+    r = run("report", str(DATA / "openai_chat.jsonl"), "--labels", str(labels), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["n"] == n
+    labels.write_text("0 1")
+    r = run("report", str(DATA / "openai_chat.jsonl"), "--labels", str(labels))
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"logcal: error: {labels}: 2 labels for {n} generated sequences"
+    labels.write_text("\n".join(["0"] * (n - 1) + ["maybe"]))
+    r = run("report", str(DATA / "openai_chat.jsonl"), "--labels", str(labels))
+    assert r.returncode == 1 and "labels must be numbers 0 or 1" in r.stderr
+
+
+def test_report_bad_input_exits_1_with_one_line(tmp_path):
+    missing = tmp_path / "missing.jsonl"
+    r = run("report", str(missing))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "logcal: error:" in r.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"choices": [{"logprobs": {"content": [{"token": "a", "logprob": "x"}]}}]}\n')
+    r = run("report", str(bad))
+    assert r.returncode == 1 and r.stderr.startswith("logcal: error: ")
+    assert r.stderr.count("\n") == 1
 
 
 def test_info_and_usage_errors():
@@ -36,7 +99,15 @@ def test_info_and_usage_errors():
     assert r.returncode == 0 and "CPU kernels:" in r.stdout and "CUDA module compiled:" in r.stdout
     r = run()
     assert r.returncode == 2 and "usage: logcal" in r.stderr
-    r = run("demo", "--vocab", "0")
-    assert r.returncode == 2 and "--vocab must be at least 1" in r.stderr
+    r = run("demo", "--bins", "0")
+    assert r.returncode == 2 and "--bins must be at least 1" in r.stderr
+    r = run("report")
+    assert r.returncode == 2 and "the following arguments are required: file" in r.stderr
     r = run("--help")
-    assert r.returncode == 0 and "demo" in r.stdout and "info" in r.stdout
+    assert r.returncode == 0 and "demo" in r.stdout and "report" in r.stdout
+
+
+@pytest.mark.parametrize("command", ["demo", "report"])
+def test_subcommand_help(command):
+    r = run(command, "--help")
+    assert r.returncode == 0 and "--bins" in r.stdout and "--json" in r.stdout

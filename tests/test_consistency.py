@@ -42,9 +42,15 @@ def consistency_inputs(draw):
     ids = ids.reshape(q, k) * draw(st.sampled_from([1, 1000003, 2**40]))  # large ids too
     lp = None
     if draw(st.booleans()):
-        lp = np.array(draw(st.lists(
-            st.one_of(st.floats(-800, 0), st.just(-np.inf), st.just(np.nan)),
-            min_size=q * k, max_size=q * k))).reshape(q, k)
+        lp = np.array(
+            draw(
+                st.lists(
+                    st.one_of(st.floats(-800, 0), st.just(-np.inf), st.just(np.nan)),
+                    min_size=q * k,
+                    max_size=q * k,
+                )
+            )
+        ).reshape(q, k)
         if draw(st.booleans()):
             lp = np.where(np.isnan(lp), -1.0, lp)  # mostly without NaN
     return ids, lp
@@ -53,8 +59,10 @@ def consistency_inputs(draw):
 @given(consistency_inputs())
 def test_matches_reference(case):
     ids, lp = case
-    _compare(logcal.sample_consistency(ids, seq_logprobs=lp),
-             reference.sample_consistency(ids, seq_logprobs=lp))
+    _compare(
+        logcal.sample_consistency(ids, seq_logprobs=lp),
+        reference.sample_consistency(ids, seq_logprobs=lp),
+    )
 
 
 def test_formulas_by_hand():
@@ -67,8 +75,9 @@ def test_formulas_by_hand():
     h0 = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
     h1 = -(2 * 0.4 * math.log(0.4) + 0.2 * math.log(0.2))
     np.testing.assert_allclose(c.entropy, [h0, h1, 0.0], rtol=1e-15)
-    np.testing.assert_allclose(c.entropy_consistency,
-                               [1 - h0 / math.log(2), 1 - h1 / math.log(3), 1.0], rtol=1e-15)
+    np.testing.assert_allclose(
+        c.entropy_consistency, [1 - h0 / math.log(2), 1 - h1 / math.log(3), 1.0], rtol=1e-15
+    )
 
 
 def test_uniform_answers_have_entropy_log_n():
@@ -79,7 +88,9 @@ def test_uniform_answers_have_entropy_log_n():
 
 
 def test_k_equals_one_and_no_valid_sample():
-    c = logcal.sample_consistency(np.array([[5], [-1], [0]]), seq_logprobs=np.array([[-3.0], [0.0], [-np.inf]]))
+    c = logcal.sample_consistency(
+        np.array([[5], [-1], [0]]), seq_logprobs=np.array([[-3.0], [0.0], [-np.inf]])
+    )
     np.testing.assert_array_equal(c.mode, [5, -1, 0])
     np.testing.assert_array_equal(c.n_unique, [1, 0, 1])
     for f in FLOAT_FIELDS:
@@ -93,14 +104,18 @@ def test_k_equals_one_and_no_valid_sample():
 
 def test_semantic_entropy():
     answers = np.array([[0, 0, 1, -1]])
-    lp = np.array([[math.log(0.2), math.log(0.3), math.log(0.5), np.nan]])  # NaN of an invalid sample: ignored
+    lp = np.array(
+        [[math.log(0.2), math.log(0.3), math.log(0.5), np.nan]]
+    )  # NaN of an invalid sample: ignored
     c = logcal.sample_consistency(answers, seq_logprobs=lp)
     assert c.semantic_entropy[0] == pytest.approx(math.log(2), rel=1e-14)
     # Shift invariance, far below exp's range: log-sum-exp keeps it finite and equal.
     c2 = logcal.sample_consistency(answers, seq_logprobs=lp - 5000.0)
     assert c2.semantic_entropy[0] == pytest.approx(math.log(2), rel=1e-12)
     nan_row = logcal.sample_consistency(np.array([[0, 1]]), seq_logprobs=np.array([[np.nan, -1.0]]))
-    assert np.isnan(nan_row.semantic_entropy[0]) and nan_row.entropy[0] == pytest.approx(math.log(2))
+    assert np.isnan(nan_row.semantic_entropy[0]) and nan_row.entropy[0] == pytest.approx(
+        math.log(2)
+    )
     f32 = logcal.sample_consistency(answers, seq_logprobs=lp.astype(np.float32))
     assert f32.semantic_entropy.dtype == np.float32
 
@@ -124,8 +139,11 @@ def test_large_k_and_many_questions():
     rng = np.random.default_rng(2)
     ids = rng.integers(-1, 300, (40, 1024))
     lp = rng.normal(-50, 20, (40, 1024))
-    _compare(logcal.sample_consistency(ids, seq_logprobs=lp),
-             reference.sample_consistency(ids, seq_logprobs=lp), se_tol=1e-11)
+    _compare(
+        logcal.sample_consistency(ids, seq_logprobs=lp),
+        reference.sample_consistency(ids, seq_logprobs=lp),
+        se_tol=1e-11,
+    )
     ids = rng.integers(-3, 6, (20000, 20)).astype(np.int8)
     before = logcal.get_num_threads()
     try:
@@ -150,25 +168,49 @@ def test_strided_and_unsigned_ids():
 
 
 def test_torch_in_torch_out():
-    c = logcal.sample_consistency(torch.tensor([[1, 1, 2]]), seq_logprobs=torch.tensor([[-1.0, -1.0, -2.0]]))
+    c = logcal.sample_consistency(
+        torch.tensor([[1, 1, 2]]), seq_logprobs=torch.tensor([[-1.0, -1.0, -2.0]])
+    )
     assert isinstance(c.mode, torch.Tensor) and c.mode.tolist() == [1]
     assert c.semantic_entropy.dtype == torch.float32
-    with pytest.raises(AttributeError, match=re.escape("Consistency has no semantic_entropy: pass seq_logprobs= to sample_consistency")):
+    with pytest.raises(
+        AttributeError,
+        match=re.escape(
+            "Consistency has no semantic_entropy: pass seq_logprobs= to sample_consistency"
+        ),
+    ):
         _ = logcal.sample_consistency(np.array([[1]])).semantic_entropy
 
 
 @pytest.mark.parametrize(
     "answers, kwargs, error, message",
     [
-        (np.array([[1.0, 2.0]]), {}, TypeError, "answers must be an array of integer cluster ids, got dtype float64"),
+        (
+            np.array([[1.0, 2.0]]),
+            {},
+            TypeError,
+            "answers must be an array of integer cluster ids, got dtype float64",
+        ),
         (np.array([1, 2]), {}, ValueError, "answers must be 2-D [Q, K], got shape (2,)"),
         (np.zeros((3, 0), np.int64), {}, ValueError, "answers must not be empty, got shape (3, 0)"),
-        (np.array([[1, 2]], np.uint64) * np.uint64(2**63), {}, ValueError,
-         "answers[0, 0] = 9223372036854775808 does not fit in int64"),
-        (np.array([[1, 2]]), {"seq_logprobs": np.zeros((2, 1))}, ValueError,
-         "seq_logprobs must have the shape of answers (1, 2), got shape (2, 1)"),
-        (np.array([[1, 2]]), {"seq_logprobs": np.zeros((1, 2), np.int64)}, TypeError,
-         "seq_logprobs must be a floating-point array (float16, bfloat16, float32 or float64), got dtype int64"),
+        (
+            np.array([[1, 2]], np.uint64) * np.uint64(2**63),
+            {},
+            ValueError,
+            "answers[0, 0] = 9223372036854775808 does not fit in int64",
+        ),
+        (
+            np.array([[1, 2]]),
+            {"seq_logprobs": np.zeros((2, 1))},
+            ValueError,
+            "seq_logprobs must have the shape of answers (1, 2), got shape (2, 1)",
+        ),
+        (
+            np.array([[1, 2]]),
+            {"seq_logprobs": np.zeros((1, 2), np.int64)},
+            TypeError,
+            "seq_logprobs must be a floating-point array (float16, bfloat16, float32 or float64), got dtype int64",
+        ),
     ],
 )
 def test_bad_input(answers, kwargs, error, message):

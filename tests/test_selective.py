@@ -22,10 +22,22 @@ from logcal import reference
 def selective_inputs(draw):
     n = draw(st.integers(1, 60))
     few = draw(st.booleans())  # few distinct values: many ties
-    conf_values = st.sampled_from([0.0, -0.0, 0.25, 0.5, 0.75, 1.0]) if few else st.floats(
-        -1e6, 1e6, allow_subnormal=True)
-    conf = np.array(draw(st.lists(st.one_of(conf_values, st.just(np.inf), st.just(-np.inf))
-                                  if draw(st.booleans()) else conf_values, min_size=n, max_size=n)))
+    conf_values = (
+        st.sampled_from([0.0, -0.0, 0.25, 0.5, 0.75, 1.0])
+        if few
+        else st.floats(-1e6, 1e6, allow_subnormal=True)
+    )
+    conf = np.array(
+        draw(
+            st.lists(
+                st.one_of(conf_values, st.just(np.inf), st.just(-np.inf))
+                if draw(st.booleans())
+                else conf_values,
+                min_size=n,
+                max_size=n,
+            )
+        )
+    )
     correct = np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)))
     dtype = draw(st.sampled_from(["float32", "float64"]))
     coverages = draw(st.lists(st.floats(0, 1, exclude_min=True), min_size=0, max_size=5))
@@ -136,8 +148,11 @@ def test_large_input_against_sklearn_and_across_threads(dtype):
 def test_input_kinds():
     conf = np.array([0.2, 0.9, 0.4, 0.7])
     base = logcal.selective(conf, np.array([False, True, False, True]))
-    for correct in (np.array([0, 1, 0, 1], np.int8), np.array([0.0, 1.0, 0.0, 1.0]),
-                    np.array([0, 1, 0, 1], np.uint64)):
+    for correct in (
+        np.array([0, 1, 0, 1], np.int8),
+        np.array([0.0, 1.0, 0.0, 1.0]),
+        np.array([0, 1, 0, 1], np.uint64),
+    ):
         assert logcal.selective(conf, correct).auroc == base.auroc == 1.0
     strided = logcal.selective(np.repeat(conf, 2)[::2], np.repeat([0, 1, 0, 1], 3)[::3])
     assert strided.aurc == base.aurc
@@ -151,22 +166,78 @@ def test_input_kinds():
     "conf, correct, kwargs, error, message",
     [
         ([0.5, np.nan], [1, 0], {}, ValueError, "confidence[1] is NaN"),
-        ([0.5, 0.2], [1, 0.5], {}, ValueError,
-         "correct[1] = 0.5 is not 0 or 1: selective needs each answer to be right (1) or wrong (0)"),
-        ([0.5, 0.2], [2, 0], {}, ValueError,
-         "correct[0] = 2 is not 0 or 1: selective needs each answer to be right (1) or wrong (0)"),
-        ([0.5, 0.2], [1, np.nan], {}, ValueError,
-         "correct[1] = nan is not 0 or 1: selective needs each answer to be right (1) or wrong (0)"),
-        ([0.5, 0.2], [1, 0, 1], {}, ValueError, "correct must have the shape of confidence (2,), got shape (3,)"),
-        ([0.5, 0.2], ["a", "b"], {}, TypeError, "correct must be a numeric array, got an array of dtype <U1"),
-        ([0.5, 0.2], [1, 0], {"coverages": [0.5, 0.0]}, ValueError, "coverages[1] = 0.0 is outside (0, 1]"),
-        ([0.5, 0.2], [1, 0], {"coverages": [1.5]}, ValueError, "coverages[0] = 1.5 is outside (0, 1]"),
-        ([0.5, 0.2], [1, 0], {"coverages": [[0.5]]}, ValueError, "coverages must be a number or a 1-D sequence, got shape (1, 1)"),
+        (
+            [0.5, 0.2],
+            [1, 0.5],
+            {},
+            ValueError,
+            "correct[1] = 0.5 is not 0 or 1: selective needs each answer to be right (1) or wrong (0)",
+        ),
+        (
+            [0.5, 0.2],
+            [2, 0],
+            {},
+            ValueError,
+            "correct[0] = 2 is not 0 or 1: selective needs each answer to be right (1) or wrong (0)",
+        ),
+        (
+            [0.5, 0.2],
+            [1, np.nan],
+            {},
+            ValueError,
+            "correct[1] = nan is not 0 or 1: selective needs each answer to be right (1) or wrong (0)",
+        ),
+        (
+            [0.5, 0.2],
+            [1, 0, 1],
+            {},
+            ValueError,
+            "correct must have the shape of confidence (2,), got shape (3,)",
+        ),
+        (
+            [0.5, 0.2],
+            ["a", "b"],
+            {},
+            TypeError,
+            "correct must be a numeric array, got an array of dtype <U1",
+        ),
+        (
+            [0.5, 0.2],
+            [1, 0],
+            {"coverages": [0.5, 0.0]},
+            ValueError,
+            "coverages[1] = 0.0 is outside (0, 1]",
+        ),
+        (
+            [0.5, 0.2],
+            [1, 0],
+            {"coverages": [1.5]},
+            ValueError,
+            "coverages[0] = 1.5 is outside (0, 1]",
+        ),
+        (
+            [0.5, 0.2],
+            [1, 0],
+            {"coverages": [[0.5]]},
+            ValueError,
+            "coverages must be a number or a 1-D sequence, got shape (1, 1)",
+        ),
         ([], [], {}, ValueError, "confidence must not be empty"),
         ([[0.5]], [[1]], {}, ValueError, "confidence must be 1-D [N], got shape (1, 1)"),
-        (np.array([1, 2]), [1, 0], {}, TypeError, "confidence must be a floating-point array, got dtype int64"),
-        (np.array([0.5, 0.2]), np.array([1 + 0j, 0]), {}, TypeError,
-         "correct must be an array of bools, integers in {0, 1} or floats in {0, 1}, got dtype complex128"),
+        (
+            np.array([1, 2]),
+            [1, 0],
+            {},
+            TypeError,
+            "confidence must be a floating-point array, got dtype int64",
+        ),
+        (
+            np.array([0.5, 0.2]),
+            np.array([1 + 0j, 0]),
+            {},
+            TypeError,
+            "correct must be an array of bools, integers in {0, 1} or floats in {0, 1}, got dtype complex128",
+        ),
     ],
 )
 def test_bad_input(conf, correct, kwargs, error, message):

@@ -50,8 +50,9 @@ def flat_inputs(draw):
     lengths = draw(st.lists(st.integers(0, 40), min_size=1, max_size=12))
     n = sum(lengths)
     with_nan = draw(st.booleans())
-    values = draw(st.lists(token_values if with_nan else st.floats(-30, 0, width=32),
-                           min_size=n, max_size=n))
+    values = draw(
+        st.lists(token_values if with_nan else st.floats(-30, 0, width=32), min_size=n, max_size=n)
+    )
     dtype = draw(st.sampled_from(FLOATS))
     x = np.array(values, dtype=np.float64).astype(_np_dtype(dtype))
     return x, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), dtype
@@ -68,8 +69,9 @@ def padded_inputs(draw):
     b, length = draw(st.integers(1, 6)), draw(st.integers(0, 40))
     dtype = draw(st.sampled_from(FLOATS))
     values = draw(st.lists(st.floats(-30, 0, width=32), min_size=b * length, max_size=b * length))
-    mask = draw(st.one_of(st.none(), st.lists(st.booleans(), min_size=b * length,
-                                               max_size=b * length)))
+    mask = draw(
+        st.one_of(st.none(), st.lists(st.booleans(), min_size=b * length, max_size=b * length))
+    )
     x = np.array(values, dtype=np.float64).reshape(b, length)
     if mask is not None:
         mask = np.array(mask, dtype=bool).reshape(b, length)
@@ -90,8 +92,9 @@ def test_padded_equals_flat_and_leading_dims():
     got = logcal.sequence_stats(x, mask=mask)
     assert got.sum.shape == (2, 3)
     counts = mask.reshape(6, 50).sum(1)
-    flat = logcal.sequence_stats(x.reshape(6, 50)[mask.reshape(6, 50)],
-                                 np.concatenate([[0], np.cumsum(counts)]))
+    flat = logcal.sequence_stats(
+        x.reshape(6, 50)[mask.reshape(6, 50)], np.concatenate([[0], np.cumsum(counts)])
+    )
     np.testing.assert_array_equal(got.count.reshape(-1), flat.count)
     np.testing.assert_allclose(got.sum.reshape(-1), flat.sum, rtol=1e-14)
     np.testing.assert_array_equal(got.min.reshape(-1), flat.min)
@@ -219,8 +222,10 @@ def test_bitwise_same_at_every_instruction_set_level(dtype):
             results[level] = run()
     finally:
         cpu.set_isa(before)
-    generic = [logcal.sequence_stats(wide[::2], offsets),
-               logcal.sequence_stats(np.asfortranarray(garbage), mask=np.asfortranarray(mask))]
+    generic = [
+        logcal.sequence_stats(wide[::2], offsets),
+        logcal.sequence_stats(np.asfortranarray(garbage), mask=np.asfortranarray(mask)),
+    ]
     for level, got in results.items():
         for g, want in zip(got, generic):
             for f in FIELDS:
@@ -230,7 +235,10 @@ def test_bitwise_same_at_every_instruction_set_level(dtype):
 def test_long_sequence_sum_is_accurate():
     rng = np.random.default_rng(3)
     x = rng.normal(-1, 5, 1_000_003).astype(np.float32)
-    s = logcal.sequence_stats(x, np.array([0, x.size]), )
+    s = logcal.sequence_stats(
+        x,
+        np.array([0, x.size]),
+    )
     exact = math.fsum(x.astype(np.float64))
     assert abs(float(s.sum[0]) - exact) <= 1e-6 * abs(exact)
     s64 = logcal.sequence_stats(x.astype(np.float64), np.array([0, x.size]))
@@ -244,8 +252,9 @@ def test_torch_in_torch_out():
     assert isinstance(s.sum, torch.Tensor) and s.sum.dtype == torch.float32
     assert s.count.dtype == torch.int64
     assert s.sum.tolist() == [-3.0, -0.5]
-    flat = logcal.sequence_stats(torch.tensor([-1.0, -2.0], dtype=torch.float64),
-                                 torch.tensor([0, 1, 2]))
+    flat = logcal.sequence_stats(
+        torch.tensor([-1.0, -2.0], dtype=torch.float64), torch.tensor([0, 1, 2])
+    )
     assert flat.mean.dtype == torch.float64 and flat.mean.tolist() == [-1.0, -2.0]
 
 
@@ -267,14 +276,26 @@ X = np.zeros(10, np.float32)
 @pytest.mark.parametrize(
     "offsets, message",
     [
-        ([0, 4, 3, 10], "offsets must be non-decreasing: offsets[2] = 3 is less than offsets[1] = 4"),
-        ([0, 4, 8], "offsets[2] = 8 must equal the number of tokens (10): the last offset ends the last sequence"),
+        (
+            [0, 4, 3, 10],
+            "offsets must be non-decreasing: offsets[2] = 3 is less than offsets[1] = 4",
+        ),
+        (
+            [0, 4, 8],
+            "offsets[2] = 8 must equal the number of tokens (10): the last offset ends the last sequence",
+        ),
         ([0, 4, 12], "offsets[2] = 12 is outside [0, 10]: token_logprobs has 10 tokens"),
         ([0, -1, 10], "offsets[1] = -1 is outside [0, 10]: token_logprobs has 10 tokens"),
-        ([2, 4, 10], "offsets[0] = 2 must be 0: sequence s is token_logprobs[offsets[s]:offsets[s+1]], and every token belongs to a sequence"),
+        (
+            [2, 4, 10],
+            "offsets[0] = 2 must be 0: sequence s is token_logprobs[offsets[s]:offsets[s+1]], and every token belongs to a sequence",
+        ),
         ([0], "offsets must have at least 2 entries (S+1 for S >= 1 sequences), got 1"),
         ([[0, 10]], "offsets must be 1-D [S+1], got shape (1, 2)"),
-        (np.array([0, 4, 2**64 - 1], dtype=np.uint64), "offsets[2] = 18446744073709551615 is outside [0, 10]: token_logprobs has 10 tokens"),
+        (
+            np.array([0, 4, 2**64 - 1], dtype=np.uint64),
+            "offsets[2] = 18446744073709551615 is outside [0, 10]: token_logprobs has 10 tokens",
+        ),
     ],
 )
 def test_bad_offsets(offsets, message):
@@ -285,24 +306,51 @@ def test_bad_offsets(offsets, message):
 @pytest.mark.parametrize(
     "call, error, message",
     [
-        (lambda: logcal.sequence_stats(X, np.array([0.0, 10.0])), TypeError,
-         "offsets must be an array of integers, got dtype float64"),
-        (lambda: logcal.sequence_stats(np.zeros(10, np.int32), np.array([0, 10])), TypeError,
-         "token_logprobs must be a floating-point array (float16, bfloat16, float32 or float64), got dtype int32"),
-        (lambda: logcal.sequence_stats(X), ValueError,
-         "token_logprobs of shape (10,) needs offsets: pass offsets [S+1] for the flat layout, or a padded [B, L] array (with mask)"),
-        (lambda: logcal.sequence_stats(X.reshape(2, 5), np.array([0, 10])), ValueError,
-         "token_logprobs must be flat [T] when offsets are given, got shape (2, 5)"),
-        (lambda: logcal.sequence_stats(X, np.array([0, 10]), mask=np.ones(10, bool)), ValueError,
-         "mask is for the padded [B, L] layout; with offsets every token of token_logprobs is counted"),
-        (lambda: logcal.sequence_stats(X.reshape(2, 5), mask=np.ones((5, 2), bool)), ValueError,
-         "mask must have the shape of token_logprobs (2, 5), got shape (5, 2)"),
-        (lambda: logcal.sequence_stats(X.reshape(2, 5), mask=np.ones((2, 5))), TypeError,
-         "mask must be a boolean array, got dtype float64"),
-        (lambda: logcal.sequence_stats(np.zeros((0, 5))), ValueError,
-         "token_logprobs must hold at least one sequence, got shape (0, 5)"),
-        (lambda: logcal.sequence_stats(["a", "b"], [0, 2]), TypeError,
-         "token_logprobs must be a numeric array, got an array of dtype <U1"),
+        (
+            lambda: logcal.sequence_stats(X, np.array([0.0, 10.0])),
+            TypeError,
+            "offsets must be an array of integers, got dtype float64",
+        ),
+        (
+            lambda: logcal.sequence_stats(np.zeros(10, np.int32), np.array([0, 10])),
+            TypeError,
+            "token_logprobs must be a floating-point array (float16, bfloat16, float32 or float64), got dtype int32",
+        ),
+        (
+            lambda: logcal.sequence_stats(X),
+            ValueError,
+            "token_logprobs of shape (10,) needs offsets: pass offsets [S+1] for the flat layout, or a padded [B, L] array (with mask)",
+        ),
+        (
+            lambda: logcal.sequence_stats(X.reshape(2, 5), np.array([0, 10])),
+            ValueError,
+            "token_logprobs must be flat [T] when offsets are given, got shape (2, 5)",
+        ),
+        (
+            lambda: logcal.sequence_stats(X, np.array([0, 10]), mask=np.ones(10, bool)),
+            ValueError,
+            "mask is for the padded [B, L] layout; with offsets every token of token_logprobs is counted",
+        ),
+        (
+            lambda: logcal.sequence_stats(X.reshape(2, 5), mask=np.ones((5, 2), bool)),
+            ValueError,
+            "mask must have the shape of token_logprobs (2, 5), got shape (5, 2)",
+        ),
+        (
+            lambda: logcal.sequence_stats(X.reshape(2, 5), mask=np.ones((2, 5))),
+            TypeError,
+            "mask must be a boolean array, got dtype float64",
+        ),
+        (
+            lambda: logcal.sequence_stats(np.zeros((0, 5))),
+            ValueError,
+            "token_logprobs must hold at least one sequence, got shape (0, 5)",
+        ),
+        (
+            lambda: logcal.sequence_stats(["a", "b"], [0, 2]),
+            TypeError,
+            "token_logprobs must be a numeric array, got an array of dtype <U1",
+        ),
     ],
 )
 def test_bad_input(call, error, message):

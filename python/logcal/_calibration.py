@@ -82,7 +82,7 @@ def _from_ints(values: Any) -> np.ndarray:
             raise ValueError(f"fixed-point sum {v} is outside [0, 2**128)")
         out[i, 0] = v & 0xFFFFFFFFFFFFFFFF
         out[i, 1] = v >> 64
-    return out.reshape(arr.shape + (2,))
+    return out.reshape((*arr.shape, 2))
 
 
 def _to_float(a: np.ndarray) -> np.ndarray:
@@ -136,10 +136,14 @@ def _edges_arg(binning: Any) -> np.ndarray:
             f"{type(binning).__name__}"
         ) from exc
     if edges.ndim != 1 or edges.size < 2:
-        raise ValueError(f"bin edges must be a 1-D array of at least 2 values, got shape {edges.shape}")
+        raise ValueError(
+            f"bin edges must be a 1-D array of at least 2 values, got shape {edges.shape}"
+        )
     if edges[0] != 0.0 or edges[-1] != 1.0:
-        raise ValueError(f"bin edges must start at 0 and end at 1, got {float(edges[0])!r} ... "
-                         f"{float(edges[-1])!r}")
+        raise ValueError(
+            f"bin edges must start at 0 and end at 1, got {float(edges[0])!r} ... "
+            f"{float(edges[-1])!r}"
+        )
     bad = np.flatnonzero(~(np.diff(edges) >= 0))
     if bad.size:
         i = int(bad[0])
@@ -210,7 +214,9 @@ def _weights(weights: Any, shape: tuple, func: str) -> np.ndarray:
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"weights must be a numeric array, got dtype {arr.dtype}")
     if arr.shape != shape:
-        raise ValueError(f"weights must have the shape of confidence {shape}, got shape {arr.shape}")
+        raise ValueError(
+            f"weights must have the shape of confidence {shape}, got shape {arr.shape}"
+        )
     w = np.asarray(arr, dtype=np.float64).reshape(-1)
     ok = np.isfinite(w) & (w >= 0) & (w < MAX_WEIGHT)
     if not ok.all():
@@ -225,7 +231,9 @@ def _weights(weights: Any, shape: tuple, func: str) -> np.ndarray:
     return w
 
 
-def _pairs(confidence: Any, correct: Any, weights: Any, func: str, *, allow_empty: bool = False) -> _Pairs:
+def _pairs(
+    confidence: Any, correct: Any, weights: Any, func: str, *, allow_empty: bool = False
+) -> _Pairs:
     conf, conf_orig = _as_float_probs(confidence, "confidence", func)
     corr, corr_orig = _as_correct(correct, func)
     if corr.shape != conf.shape:
@@ -233,14 +241,23 @@ def _pairs(confidence: Any, correct: Any, weights: Any, func: str, *, allow_empt
             f"correct must have the same shape as confidence {conf.shape}, got shape {corr.shape}"
         )
     if conf.size == 0 and not allow_empty:
-        raise ValueError(f"confidence is empty (shape {conf.shape}): {func} needs at least one sample")
+        raise ValueError(
+            f"confidence is empty (shape {conf.shape}): {func} needs at least one sample"
+        )
     w = None if weights is None else _weights(weights, conf.shape, func)
-    return _Pairs(conf.reshape(-1), corr.reshape(-1), w, conf.shape, conf_orig.reshape(-1),
-                  corr_orig.reshape(-1))
+    return _Pairs(
+        conf.reshape(-1),
+        corr.reshape(-1),
+        w,
+        conf.shape,
+        conf_orig.reshape(-1),
+        corr_orig.reshape(-1),
+    )
 
 
-def _sample_error(p: _Pairs, flat: int, conf_name: str = "confidence",
-                  correct_name: str = "correct") -> ValueError:
+def _sample_error(
+    p: _Pairs, flat: int, conf_name: str = "confidence", correct_name: str = "correct"
+) -> ValueError:
     where = format_index(p.shape, flat)
     c = float(p.conf_orig[flat])
     if not 0.0 <= c <= 1.0:
@@ -278,20 +295,43 @@ class _Boot(NamedTuple):
     block: int
 
 
-def _run(p: _Pairs, state: _State, *, n_bins: int, inner_edges: np.ndarray | None = None,
-         right_closed: bool = False, edges_scale: float = 0.0, eps: float = DEFAULT_EPS,
-         boot: _Boot | None = None, offset: int = 0, light: bool = False) -> int:
+def _run(
+    p: _Pairs,
+    state: _State,
+    *,
+    n_bins: int,
+    inner_edges: np.ndarray | None = None,
+    right_closed: bool = False,
+    edges_scale: float = 0.0,
+    eps: float = DEFAULT_EPS,
+    boot: _Boot | None = None,
+    offset: int = 0,
+    light: bool = False,
+) -> int:
     """Adds the samples to `state`; returns the first invalid position, or -1. ``light``:
     only the sums behind the binned metrics (sq_error and nll stay 0)."""
     if p.conf.size == 0:
         return -1
     edges = None if inner_edges is None else np.ascontiguousarray(inner_edges, dtype=np.float64)
     return _native.cpu.calibration_stats(
-        p.conf, _CONF_CODES[p.conf.dtype.name], p.correct, _CORRECT_CODES[p.correct.dtype.name],
-        p.weights, n_bins, edges, right_closed, float(edges_scale), eps, light,
-        0 if boot is None else boot.n, 0 if boot is None else boot.seed,
-        1 if boot is None else boot.block, offset,
-        state.count, state.sums.reshape(-1), state.boot_bins.reshape(-1),
+        p.conf,
+        _CONF_CODES[p.conf.dtype.name],
+        p.correct,
+        _CORRECT_CODES[p.correct.dtype.name],
+        p.weights,
+        n_bins,
+        edges,
+        right_closed,
+        float(edges_scale),
+        eps,
+        light,
+        0 if boot is None else boot.n,
+        0 if boot is None else boot.seed,
+        1 if boot is None else boot.block,
+        offset,
+        state.count,
+        state.sums.reshape(-1),
+        state.boot_bins.reshape(-1),
         state.boot_totals.reshape(-1),
     )
 
@@ -325,7 +365,7 @@ def _fine_inner_edges() -> np.ndarray:
     exact double, and bins are [e_j, e_{j+1}) like all others."""
     low = [2.0**e * (1.0 + j / 32.0) for e in range(-30, -1) for j in range(32)]
     high = [1.0 - u for u in reversed(low)]
-    return np.array(low + [0.5] + high, dtype=np.float64)
+    return np.array([*low, 0.5, *high], dtype=np.float64)
 
 
 _FINE_INNER = _fine_inner_edges()
@@ -379,8 +419,9 @@ class CalibrationStats:
     **Exact sums.** Per bin: ``count`` (int64) and, as fixed-point integers of 128 bits with
     64 fractional bits (resolution 2**-64 = 5.4e-20 per unit), the sums of ``w``, ``w c``,
     ``w y``, ``w (c - y)^2``, ``w c y``, ``w y^2`` and ``w nll`` (``w`` the weight, 1 without
-    weights; ``y`` the correctness; ``sum w c^2`` is derived, see :meth:`fixed_sums`). Each sample's term is a pure function of its bits
-    (products in IEEE double arithmetic, then truncated), and integer sums do not depend on
+    weights; ``y`` the correctness; ``sum w c^2`` is derived, see :meth:`fixed_sums`). Each
+    sample's term is a pure function of its bits (products in IEEE double arithmetic, then
+    truncated), and integer sums do not depend on
     their order: the statistics, and every metric computed from them, are bitwise identical
     for any chunking, merge order and number of threads. Error bound: per sample at most one
     double rounding (relative 2**-53) plus 2**-64 absolute; confidences and 0/1 correctness
@@ -431,10 +472,19 @@ class CalibrationStats:
         "_weighted",
     )
 
-    def __init__(self, *, edges: np.ndarray, count: np.ndarray, sums: np.ndarray,
-                 binning: str = "uniform", eps: float = DEFAULT_EPS, weighted: bool = False,
-                 bootstrap: _Boot | None = None, boot_bins: np.ndarray | None = None,
-                 boot_totals: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        edges: np.ndarray,
+        count: np.ndarray,
+        sums: np.ndarray,
+        binning: str = "uniform",
+        eps: float = DEFAULT_EPS,
+        weighted: bool = False,
+        bootstrap: _Boot | None = None,
+        boot_bins: np.ndarray | None = None,
+        boot_totals: np.ndarray | None = None,
+    ) -> None:
         edges = np.array(edges, dtype=np.float64)
         count = np.array(count, dtype=np.int64)
         sums = np.array(sums, dtype=np.uint64)
@@ -449,8 +499,12 @@ class CalibrationStats:
         if bootstrap is not None:
             boot_bins = np.array(boot_bins, dtype=np.uint64)
             boot_totals = np.array(boot_totals, dtype=np.uint64)
-            if boot_bins.shape != (bootstrap.n, n, len(BOOT_BIN_FIELDS), 2) or boot_totals.shape != (
-                    bootstrap.n, len(BOOT_TOTAL_FIELDS), 2):
+            if boot_bins.shape != (
+                bootstrap.n,
+                n,
+                len(BOOT_BIN_FIELDS),
+                2,
+            ) or boot_totals.shape != (bootstrap.n, len(BOOT_TOTAL_FIELDS), 2):
                 raise ValueError("inconsistent shapes of the bootstrap replicates")
             boot_bins.flags.writeable = False
             boot_totals.flags.writeable = False
@@ -518,7 +572,7 @@ class CalibrationStats:
             sq, cy, yy = (self.fixed_sums(f) for f in ("sq_error", "conf_correct", "correct_sq"))
             return [a + 2 * b - c for a, b, c in zip(sq, cy, yy)]
         if field not in FIELDS:
-            raise ValueError(f"field must be one of {FIELDS + ('conf_sq',)}, got {field!r}")
+            raise ValueError(f"field must be one of {(*FIELDS, 'conf_sq')}, got {field!r}")
         key = ("ints", field)
         if key not in self._cache:
             self._cache[key] = _ints(self._sums[:, FIELDS.index(field)])
@@ -623,8 +677,15 @@ class CalibrationStats:
         """Per-bin rows (:class:`ReliabilityBin`), ready to print or plot."""
         conf, acc, weight = self.mean_confidence, self.accuracy, self.weight
         return [
-            ReliabilityBin(float(self._edges[b]), float(self._edges[b + 1]), int(self._count[b]),
-                           float(weight[b]), float(conf[b]), float(acc[b]), float(acc[b] - conf[b]))
+            ReliabilityBin(
+                float(self._edges[b]),
+                float(self._edges[b + 1]),
+                int(self._count[b]),
+                float(weight[b]),
+                float(conf[b]),
+                float(acc[b]),
+                float(acc[b] - conf[b]),
+            )
             for b in range(self.n_bins)
         ]
 
@@ -693,7 +754,9 @@ class CalibrationStats:
         if units < 100:
             warnings.warn(
                 f"the bootstrap resampled only about {units} units of {self._boot.block} samples; "
-                "its interval is unreliable (pass a smaller bootstrap_block)", stacklevel=2)
+                "its interval is unreliable (pass a smaller bootstrap_block)",
+                stacklevel=2,
+            )
         lo, hi = np.nanquantile(values, [(1 - level) / 2, (1 + level) / 2])
         return float(lo), float(hi)
 
@@ -709,7 +772,9 @@ class CalibrationStats:
         if self._edges.shape != other._edges.shape or not np.array_equal(self._edges, other._edges):
             raise ValueError("cannot merge statistics with different bin edges")
         if self._eps != other._eps:
-            raise ValueError(f"cannot merge statistics with different eps ({self._eps} and {other._eps})")
+            raise ValueError(
+                f"cannot merge statistics with different eps ({self._eps} and {other._eps})"
+            )
         if self._boot != other._boot:
             raise ValueError(
                 f"cannot merge statistics with different bootstrap settings ({self._boot} and "
@@ -725,25 +790,39 @@ class CalibrationStats:
         self._same_layout(other)
         kwargs = {}
         if self._boot is not None:
-            kwargs = {"boot_bins": _add128(self._boot_bins, other._boot_bins),
-                          "boot_totals": _add128(self._boot_totals, other._boot_totals)}
+            kwargs = {
+                "boot_bins": _add128(self._boot_bins, other._boot_bins),
+                "boot_totals": _add128(self._boot_totals, other._boot_totals),
+            }
         return CalibrationStats(
-            edges=self._edges, count=self._count + other._count,
-            sums=_add128(self._sums, other._sums), binning=self._binning, eps=self._eps,
-            weighted=self._weighted or other._weighted, bootstrap=self._boot, **kwargs)
+            edges=self._edges,
+            count=self._count + other._count,
+            sums=_add128(self._sums, other._sums),
+            binning=self._binning,
+            eps=self._eps,
+            weighted=self._weighted or other._weighted,
+            bootstrap=self._boot,
+            **kwargs,
+        )
 
     __add__ = merge
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CalibrationStats):
             return NotImplemented
-        same = (np.array_equal(self._edges, other._edges) and self._binning == other._binning
-                and np.array_equal(self._count, other._count)
-                and np.array_equal(self._sums, other._sums) and self._eps == other._eps
-                and self._weighted == other._weighted and self._boot == other._boot)
+        same = (
+            np.array_equal(self._edges, other._edges)
+            and self._binning == other._binning
+            and np.array_equal(self._count, other._count)
+            and np.array_equal(self._sums, other._sums)
+            and self._eps == other._eps
+            and self._weighted == other._weighted
+            and self._boot == other._boot
+        )
         if same and self._boot is not None:
-            same = (np.array_equal(self._boot_bins, other._boot_bins)
-                    and np.array_equal(self._boot_totals, other._boot_totals))
+            same = np.array_equal(self._boot_bins, other._boot_bins) and np.array_equal(
+                self._boot_totals, other._boot_totals
+            )
         return bool(same)
 
     __hash__ = None  # type: ignore[assignment]
@@ -767,7 +846,9 @@ class CalibrationStats:
                 "seed": self._boot.seed,
                 "block": self._boot.block,
                 "bins": {f: _ints(self._boot_bins[:, :, i]) for i, f in enumerate(BOOT_BIN_FIELDS)},
-                "totals": {f: _ints(self._boot_totals[:, i]) for i, f in enumerate(BOOT_TOTAL_FIELDS)},
+                "totals": {
+                    f: _ints(self._boot_totals[:, i]) for i, f in enumerate(BOOT_TOTAL_FIELDS)
+                },
             }
         return d
 
@@ -782,20 +863,31 @@ class CalibrationStats:
         b = d.get("bootstrap")
         if b is not None:
             boot = _Boot(int(b["n_bootstrap"]), int(b["seed"]), int(b["block"]))
-            bins = np.stack([_from_ints(b["bins"][f]).reshape(boot.n, n, 2)
-                             for f in BOOT_BIN_FIELDS], axis=2)
-            totals = np.stack([_from_ints(b["totals"][f]).reshape(boot.n, 2)
-                               for f in BOOT_TOTAL_FIELDS], axis=1)
+            bins = np.stack(
+                [_from_ints(b["bins"][f]).reshape(boot.n, n, 2) for f in BOOT_BIN_FIELDS], axis=2
+            )
+            totals = np.stack(
+                [_from_ints(b["totals"][f]).reshape(boot.n, 2) for f in BOOT_TOTAL_FIELDS], axis=1
+            )
             kwargs = {"bootstrap": boot, "boot_bins": bins, "boot_totals": totals}
-        return cls(edges=np.array(d["edges"], dtype=np.float64), count=np.array(d["count"]),
-                   sums=sums, binning=d["binning"], eps=d["eps"], weighted=d["weighted"], **kwargs)
+        return cls(
+            edges=np.array(d["edges"], dtype=np.float64),
+            count=np.array(d["count"]),
+            sums=sums,
+            binning=d["binning"],
+            eps=d["eps"],
+            weighted=d["weighted"],
+            **kwargs,
+        )
 
     def __repr__(self) -> str:
         n = self.n
         ece_s = f"{self.ece():.6g}" if n else "nan"
         boot = f", n_bootstrap={self.n_bootstrap}" if self._boot is not None else ""
-        return (f"CalibrationStats(n={n}, n_bins={self.n_bins}, binning={self._binning!r}, "
-                f"ece={ece_s}{boot})")
+        return (
+            f"CalibrationStats(n={n}, n_bins={self.n_bins}, binning={self._binning!r}, "
+            f"ece={ece_s}{boot})"
+        )
 
 
 # --- the public functions ---------------------------------------------------------------------
@@ -811,13 +903,16 @@ def _binning_plan(binning: Any, n_bins: int, conf: np.ndarray | None) -> tuple:
                 raise ValueError("binning='quantile' needs the data")
             edges = _quantile_edges(conf, n_bins)
             return "quantile", edges, edges[1:-1]
-        raise ValueError(f"binning must be 'uniform', 'quantile' or an array of edges, got {binning!r}")
+        raise ValueError(
+            f"binning must be 'uniform', 'quantile' or an array of edges, got {binning!r}"
+        )
     edges = _edges_arg(binning)
     return "edges", edges, edges[1:-1]
 
 
-def _bootstrap_args(n_bootstrap: Any, seed: Any, block: Any, offset: Any, n: int,
-                    default_block: int | None) -> tuple[_Boot | None, int]:
+def _bootstrap_args(
+    n_bootstrap: Any, seed: Any, block: Any, offset: Any, n: int, default_block: int | None
+) -> tuple[_Boot | None, int]:
     nb = _int_arg(n_bootstrap, "n_bootstrap")
     if nb < 0:
         raise ValueError(f"n_bootstrap must be >= 0, got {nb}")
@@ -910,33 +1005,54 @@ def calibration_stats(
     n_bins = _n_bins(n_bins)
     eps = _eps(eps)
     p = _pairs(confidence, correct, weights, func)
-    boot, offset = _bootstrap_args(n_bootstrap, seed, bootstrap_block, bootstrap_offset,
-                                   p.conf.size, None)
+    boot, offset = _bootstrap_args(
+        n_bootstrap, seed, bootstrap_block, bootstrap_offset, p.conf.size, None
+    )
     name, edges, inner = _binning_plan(binning, n_bins, p.conf)
     nb = edges.size - 1
     state = _State(nb, 0 if boot is None else boot.n)
     _run_checked(p, state, n_bins=nb, inner_edges=inner, eps=eps, boot=boot, offset=offset)
-    return CalibrationStats(edges=edges, count=state.count, sums=state.sums, binning=name,
-                            eps=eps, weighted=p.weights is not None, bootstrap=boot,
-                            boot_bins=state.boot_bins if boot else None,
-                            boot_totals=state.boot_totals if boot else None)
+    return CalibrationStats(
+        edges=edges,
+        count=state.count,
+        sums=state.sums,
+        binning=name,
+        eps=eps,
+        weighted=p.weights is not None,
+        bootstrap=boot,
+        boot_bins=state.boot_bins if boot else None,
+        boot_totals=state.boot_totals if boot else None,
+    )
 
 
-def _binned(confidence: Any, correct: Any, n_bins: Any, binning: Any, weights: Any,
-            func: str) -> CalibrationStats:
+def _binned(
+    confidence: Any, correct: Any, n_bins: Any, binning: Any, weights: Any, func: str
+) -> CalibrationStats:
     """Statistics with only the binned sums (no squared error, no NLL): for the ECE family."""
     n_bins = _n_bins(n_bins)
     p = _pairs(confidence, correct, weights, func)
     name, edges, inner = _binning_plan(binning, n_bins, p.conf)
     state = _State(edges.size - 1)
     _run_checked(p, state, n_bins=edges.size - 1, inner_edges=inner, light=True)
-    return CalibrationStats(edges=edges, count=state.count, sums=state.sums, binning=name,
-                            weighted=p.weights is not None)
+    return CalibrationStats(
+        edges=edges,
+        count=state.count,
+        sums=state.sums,
+        binning=name,
+        weighted=p.weights is not None,
+    )
 
 
-def ece(confidence: Any, correct: Any, *, n_bins: int = 15, norm: str = "l1",
-        binning: str | Sequence[float] = "uniform", debias: bool = False,
-        weights: Any = None) -> float:
+def ece(
+    confidence: Any,
+    correct: Any,
+    *,
+    n_bins: int = 15,
+    norm: str = "l1",
+    binning: str | Sequence[float] = "uniform",
+    debias: bool = False,
+    weights: Any = None,
+) -> float:
     """Expected calibration error of (confidence, correct) pairs.
 
     ``norm="l1"`` (ECE), ``"l2"`` (RMSCE; ``debias=True`` for Kumar et al.'s debiased
@@ -950,11 +1066,19 @@ def ece(confidence: Any, correct: Any, *, n_bins: int = 15, norm: str = "l1",
     0.475
     """
     norm = _norm(norm)
-    return _binned(confidence, correct, n_bins, binning, weights, "ece").ece(norm=norm, debias=debias)
+    return _binned(confidence, correct, n_bins, binning, weights, "ece").ece(
+        norm=norm, debias=debias
+    )
 
 
-def mce(confidence: Any, correct: Any, *, n_bins: int = 15,
-        binning: str | Sequence[float] = "uniform", weights: Any = None) -> float:
+def mce(
+    confidence: Any,
+    correct: Any,
+    *,
+    n_bins: int = 15,
+    binning: str | Sequence[float] = "uniform",
+    weights: Any = None,
+) -> float:
     """Maximum calibration error: the largest ``|accuracy - confidence|`` of a non-empty bin.
 
     Examples
@@ -966,9 +1090,15 @@ def mce(confidence: Any, correct: Any, *, n_bins: int = 15,
     return _binned(confidence, correct, n_bins, binning, weights, "mce").mce()
 
 
-def rmsce(confidence: Any, correct: Any, *, n_bins: int = 15,
-          binning: str | Sequence[float] = "uniform", debias: bool = False,
-          weights: Any = None) -> float:
+def rmsce(
+    confidence: Any,
+    correct: Any,
+    *,
+    n_bins: int = 15,
+    binning: str | Sequence[float] = "uniform",
+    debias: bool = False,
+    weights: Any = None,
+) -> float:
     """Root-mean-square calibration error (``ece(norm="l2")``).
 
     Examples
@@ -1016,7 +1146,9 @@ def _probs_labels(probs: Any, labels: Any, func: str) -> tuple:
     if lab.dtype.kind not in "iu":
         raise TypeError(f"labels must be an array of integers, got dtype {lab.dtype}")
     if lab.shape != p.shape[:-1]:
-        raise ValueError(f"labels must have the leading shape of probs {p.shape[:-1]}, got shape {lab.shape}")
+        raise ValueError(
+            f"labels must have the leading shape of probs {p.shape[:-1]}, got shape {lab.shape}"
+        )
     k = p.shape[-1]
     ok = (p >= 0) & (p <= 1)
     if not ok.all():
@@ -1030,7 +1162,8 @@ def _probs_labels(probs: Any, labels: Any, func: str) -> tuple:
     if not ok.all():
         flat = int(np.argmin(ok.reshape(-1)))
         raise ValueError(
-            f"labels{format_index(lab.shape, flat)} = {int(lab.reshape(-1)[flat])} is outside [0, {k})"
+            f"labels{format_index(lab.shape, flat)} = {int(lab.reshape(-1)[flat])} "
+            f"is outside [0, {k})"
         )
     return p, lab, family
 
@@ -1055,8 +1188,14 @@ def top_label(probs: Any, labels: Any) -> tuple:
     return wrap(np.ascontiguousarray(conf), conf.dtype.name, family), wrap(correct, "bool", family)
 
 
-def classwise_ece(probs: Any, labels: Any, *, n_bins: int = 15, norm: str = "l1",
-                  binning: str | Sequence[float] = "uniform") -> float:
+def classwise_ece(
+    probs: Any,
+    labels: Any,
+    *,
+    n_bins: int = 15,
+    norm: str = "l1",
+    binning: str | Sequence[float] = "uniform",
+) -> float:
     """Classwise ECE (Kull et al. 2019): the mean over the K classes of the one-vs-rest ECE of
     ``(probs[..., k], labels == k)``.
 
@@ -1075,7 +1214,9 @@ def classwise_ece(probs: Any, labels: Any, *, n_bins: int = 15, norm: str = "l1"
     lab1 = lab.reshape(-1)
     total = 0.0
     for cls in range(k):
-        total += _binned(p2[:, cls], lab1 == cls, n_bins, binning, None, "classwise_ece").ece(norm=norm)
+        total += _binned(p2[:, cls], lab1 == cls, n_bins, binning, None, "classwise_ece").ece(
+            norm=norm
+        )
     return total / k
 
 
@@ -1111,9 +1252,16 @@ class CalibrationAccumulator:
     0.4
     """
 
-    def __init__(self, n_bins: int = 15, binning: str | Sequence[float] = "uniform", *,
-                 eps: float = DEFAULT_EPS, n_bootstrap: int = 0, seed: int = 0,
-                 bootstrap_block: int = DEFAULT_BOOTSTRAP_BLOCK) -> None:
+    def __init__(
+        self,
+        n_bins: int = 15,
+        binning: str | Sequence[float] = "uniform",
+        *,
+        eps: float = DEFAULT_EPS,
+        n_bootstrap: int = 0,
+        seed: int = 0,
+        bootstrap_block: int = DEFAULT_BOOTSTRAP_BLOCK,
+    ) -> None:
         self._n_bins = _n_bins(n_bins)
         self._eps = _eps(eps)
         if isinstance(binning, str) and binning == "quantile":
@@ -1122,8 +1270,9 @@ class CalibrationAccumulator:
             self._edges = np.concatenate([[0.0], _FINE_INNER, [1.0]])
         else:
             self._binning, self._edges, self._inner = _binning_plan(binning, self._n_bins, None)
-        self._boot, _ = _bootstrap_args(n_bootstrap, seed, bootstrap_block, 0, 0,
-                                        DEFAULT_BOOTSTRAP_BLOCK)
+        self._boot, _ = _bootstrap_args(
+            n_bootstrap, seed, bootstrap_block, 0, 0, DEFAULT_BOOTSTRAP_BLOCK
+        )
         if self._boot is not None and self._binning == "quantile":
             raise ValueError(
                 "n_bootstrap > 0 is not available with binning='quantile' in an accumulator "
@@ -1143,8 +1292,9 @@ class CalibrationAccumulator:
         """Where the next chunk goes in the bootstrap's stream (one past the last sample)."""
         return self._position
 
-    def update(self, confidence: Any, correct: Any, *, weights: Any = None,
-               offset: int | None = None) -> CalibrationAccumulator:
+    def update(
+        self, confidence: Any, correct: Any, *, weights: Any = None, offset: int | None = None
+    ) -> CalibrationAccumulator:
         """Adds a chunk (an empty chunk is allowed and adds nothing). ``offset`` places the
         chunk in the bootstrap's stream (default: after everything added so far)."""
         p = _pairs(confidence, correct, weights, "CalibrationAccumulator.update", allow_empty=True)
@@ -1152,8 +1302,15 @@ class CalibrationAccumulator:
         if start < 0:
             raise ValueError(f"offset must be >= 0, got {start}")
         scratch = _State(self._state.count.size, 0 if self._boot is None else self._boot.n)
-        _run_checked(p, scratch, n_bins=scratch.count.size, inner_edges=self._inner,
-                     eps=self._eps, boot=self._boot, offset=start)
+        _run_checked(
+            p,
+            scratch,
+            n_bins=scratch.count.size,
+            inner_edges=self._inner,
+            eps=self._eps,
+            boot=self._boot,
+            offset=start,
+        )
         self._add(scratch)  # only once the whole chunk is valid
         self._weighted |= p.weights is not None
         self._position = max(self._position, start + p.conf.size)
@@ -1170,8 +1327,11 @@ class CalibrationAccumulator:
     def _check_same(self, other: CalibrationAccumulator) -> None:
         if not isinstance(other, CalibrationAccumulator):
             raise TypeError(f"can only merge a CalibrationAccumulator, got {type(other).__name__}")
-        if (self._binning != other._binning or self._n_bins != other._n_bins
-                or not np.array_equal(self._edges, other._edges)):
+        if (
+            self._binning != other._binning
+            or self._n_bins != other._n_bins
+            or not np.array_equal(self._edges, other._edges)
+        ):
             raise ValueError("cannot merge accumulators with different bins")
         if self._eps != other._eps or self._boot != other._boot:
             raise ValueError("cannot merge accumulators with different eps or bootstrap settings")
@@ -1194,10 +1354,16 @@ class CalibrationAccumulator:
         s = self._state
         if self._binning != "quantile":
             return CalibrationStats(
-                edges=self._edges, count=s.count, sums=s.sums, binning=self._binning,
-                eps=self._eps, weighted=self._weighted, bootstrap=self._boot,
+                edges=self._edges,
+                count=s.count,
+                sums=s.sums,
+                binning=self._binning,
+                eps=self._eps,
+                weighted=self._weighted,
+                bootstrap=self._boot,
                 boot_bins=s.boot_bins if self._boot else None,
-                boot_totals=s.boot_totals if self._boot else None)
+                boot_totals=s.boot_totals if self._boot else None,
+            )
         return self._compute_quantile()
 
     def _compute_quantile(self) -> CalibrationStats:
@@ -1209,7 +1375,9 @@ class CalibrationAccumulator:
             inner = np.empty(0)
         else:
             cum = np.cumsum(count)
-            pos = np.array([(j * n) // self._n_bins for j in range(1, self._n_bins)], dtype=np.int64)
+            pos = np.array(
+                [(j * n) // self._n_bins for j in range(1, self._n_bins)], dtype=np.int64
+            )
             fine = np.searchsorted(cum, pos, side="right")
             cand = lower[fine]
             first = int(np.flatnonzero(count)[0])
@@ -1226,9 +1394,14 @@ class CalibrationAccumulator:
             row = sums_int[g]
             for k in range(len(FIELDS)):
                 row[k] += fine_ints[j][k]
-        return CalibrationStats(edges=np.concatenate([[0.0], inner, [1.0]]), count=counts,
-                                sums=_from_ints(sums_int), binning="quantile", eps=self._eps,
-                                weighted=self._weighted)
+        return CalibrationStats(
+            edges=np.concatenate([[0.0], inner, [1.0]]),
+            count=counts,
+            sums=_from_ints(sums_int),
+            binning="quantile",
+            eps=self._eps,
+            weighted=self._weighted,
+        )
 
     def to_dict(self) -> dict:
         """A JSON-ready dict of the exact state; :meth:`from_dict` restores it."""
@@ -1238,7 +1411,8 @@ class CalibrationAccumulator:
             "format": "logcal.CalibrationAccumulator",
             "version": 1,
             "n_bins": self._n_bins,
-            "binning": self._binning if isinstance(self._binning, str) and self._binning != "edges"
+            "binning": self._binning
+            if isinstance(self._binning, str) and self._binning != "edges"
             else [float(e) for e in self._edges],
             "eps": self._eps,
             "weighted": self._weighted,
@@ -1250,7 +1424,9 @@ class CalibrationAccumulator:
         }
         if self._boot is not None:
             d["bootstrap"] = {
-                "n_bootstrap": self._boot.n, "seed": self._boot.seed, "block": self._boot.block,
+                "n_bootstrap": self._boot.n,
+                "seed": self._boot.seed,
+                "block": self._boot.block,
                 "bins": {f: _ints(s.boot_bins[:, :, i]) for i, f in enumerate(BOOT_BIN_FIELDS)},
                 "totals": {f: _ints(s.boot_totals[:, i]) for i, f in enumerate(BOOT_TOTAL_FIELDS)},
             }
@@ -1261,8 +1437,11 @@ class CalibrationAccumulator:
         if d.get("format") != "logcal.CalibrationAccumulator" or d.get("version") != 1:
             raise ValueError("not a logcal.CalibrationAccumulator dict (format/version)")
         b = d.get("bootstrap")
-        kwargs = {} if b is None else {"n_bootstrap": b["n_bootstrap"], "seed": b["seed"],
-                                           "bootstrap_block": b["block"]}
+        kwargs = (
+            {}
+            if b is None
+            else {"n_bootstrap": b["n_bootstrap"], "seed": b["seed"], "bootstrap_block": b["block"]}
+        )
         acc = cls(d["n_bins"], d["binning"], eps=d["eps"], **kwargs)
         s = acc._state
         bins = np.array(d["bins"], dtype=np.int64)
@@ -1283,4 +1462,3 @@ class CalibrationAccumulator:
     def __repr__(self) -> str:
         binning = self._binning if isinstance(self._binning, str) else "edges"
         return f"CalibrationAccumulator(n={self.n}, n_bins={self._n_bins}, binning={binning!r})"
-

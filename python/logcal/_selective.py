@@ -31,8 +31,17 @@ class SelectiveStats(_Record):
     """
 
     __slots__ = ()
-    _FIELDS = ("auroc", "aurc", "threshold", "coverage", "risk", "coverages", "accuracy", "n",
-               "n_correct")
+    _FIELDS = (
+        "auroc",
+        "aurc",
+        "threshold",
+        "coverage",
+        "risk",
+        "coverages",
+        "accuracy",
+        "n",
+        "n_correct",
+    )
 
 
 def _correct(correct: Any, n: int, func: str) -> np.ndarray:
@@ -153,8 +162,14 @@ def selective(
     risk = np.empty(n, dtype=np.float64)
     accuracy = np.empty(cov.size, dtype=np.float64)
     auroc, aurc, n_groups = _native.cpu.selective(
-        conf, FLOAT_CODES[th_dtype], corr, cov, threshold, coverage,
-        risk, accuracy,
+        conf,
+        FLOAT_CODES[th_dtype],
+        corr,
+        cov,
+        threshold,
+        coverage,
+        risk,
+        accuracy,
     )
 
     def trim(a: np.ndarray) -> np.ndarray:

@@ -107,7 +107,12 @@ class Consistency(_Record):
 
     __slots__ = ()
     _FIELDS = (
-        "mode", "agreement", "entropy", "entropy_consistency", "fsd", "n_unique",
+        "mode",
+        "agreement",
+        "entropy",
+        "entropy_consistency",
+        "fsd",
+        "n_unique",
         "semantic_entropy",
     )
     _OPTIONAL: ClassVar[dict] = {"semantic_entropy": "pass seq_logprobs= to sample_consistency"}
@@ -398,8 +403,14 @@ def choice_confidence(
         results["correct"], views["correct"] = empty((n_q,), "bool", arr.family)
     correct_view = views["correct"].view(np.uint8) if lab is not None else None
     _native.cpu.choice_confidence(
-        data, FLOAT_CODES[arr.dtype], len_arr, lab, views["probs"], views["pred"],
-        views["confidence"], correct_view,
+        data,
+        FLOAT_CODES[arr.dtype],
+        len_arr,
+        lab,
+        views["probs"],
+        views["pred"],
+        views["confidence"],
+        correct_view,
     )
     return ChoiceConfidence(**results)
 
@@ -478,17 +489,29 @@ def sample_consistency(answers: Any, *, seq_logprobs: Any = None) -> Consistency
         lp, lp_code, se_dtype = lp_arr.data, FLOAT_CODES[lp_arr.dtype], _float_out(lp_arr)
 
     results, views = {}, {}
-    for field, dtype in (("mode", "int64"), ("agreement", "float64"), ("entropy", "float64"),
-                         ("entropy_consistency", "float64"), ("fsd", "float64"),
-                         ("n_unique", "int64")):
+    for field, dtype in (
+        ("mode", "int64"),
+        ("agreement", "float64"),
+        ("entropy", "float64"),
+        ("entropy_consistency", "float64"),
+        ("fsd", "float64"),
+        ("n_unique", "int64"),
+    ):
         results[field], views[field] = empty((n_q,), dtype, host.family)
     if lp is not None:
         results["semantic_entropy"], views["semantic_entropy"] = empty(
             (n_q,), se_dtype, host.family
         )
     _native.cpu.sample_consistency(
-        a, lp, lp_code, views["mode"], views["agreement"], views["entropy"],
-        views["entropy_consistency"], views["fsd"], views["n_unique"],
+        a,
+        lp,
+        lp_code,
+        views["mode"],
+        views["agreement"],
+        views["entropy"],
+        views["entropy_consistency"],
+        views["fsd"],
+        views["n_unique"],
         views.get("semantic_entropy"),
     )
     return Consistency(**results)

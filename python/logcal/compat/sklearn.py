@@ -55,7 +55,7 @@ def _column(a: Any) -> np.ndarray | None:
     elif type(a).__module__.startswith("torch") or isinstance(a, (list, tuple)):
         try:
             arr = np.asarray(a)
-        except Exception:  # noqa: BLE001 - anything odd goes to the slow path
+        except Exception:
             return None
     else:
         return None
@@ -87,8 +87,9 @@ def _weights_ok(w: Any, n: int) -> tuple[bool, np.ndarray | None]:
     return ok, arr if ok else None
 
 
-def _run(y_prob: np.ndarray, y_true: np.ndarray, weights: np.ndarray | None, func: str,
-         **kwargs: Any) -> _cal._State | None:
+def _run(
+    y_prob: np.ndarray, y_true: np.ndarray, weights: np.ndarray | None, func: str, **kwargs: Any
+) -> _cal._State | None:
     """The kernel over the pairs, or None when some sample is invalid (then: the slow path)."""
     p = _cal._pairs(y_prob, y_true, weights, func)
     n_bins = kwargs.pop("n_bins", 1)
@@ -102,8 +103,9 @@ def _totals(state: _cal._State) -> dict:
     return {f: sum(_cal._ints(state.sums[:, i])) for i, f in enumerate(_cal.FIELDS)}
 
 
-def calibration_curve(y_true: Any, y_prob: Any, *, pos_label: Any = None, n_bins: int = 5,
-                      strategy: str = "uniform") -> tuple:
+def calibration_curve(
+    y_true: Any, y_prob: Any, *, pos_label: Any = None, n_bins: int = 5, strategy: str = "uniform"
+) -> tuple:
     """Fraction of positives and mean predicted probability per non-empty bin.
 
     See :func:`sklearn.calibration.calibration_curve`; the conventions are listed in this
@@ -119,17 +121,34 @@ def calibration_curve(y_true: Any, y_prob: Any, *, pos_label: Any = None, n_bins
     (array([0. , 0.5, 1. ]), array([0.2  , 0.525, 0.85 ]))
     """
     yt, yp = _column(y_true), _column(y_prob)
-    fast = (_is_int(n_bins) and n_bins >= 1 and strategy in ("uniform", "quantile")
-            and pos_label in (None, 1) and not isinstance(pos_label, float)
-            and _labels01(yt) and _probs(yp) and yt.size == yp.size and yt.size > 0)
+    fast = (
+        _is_int(n_bins)
+        and n_bins >= 1
+        and strategy in ("uniform", "quantile")
+        and pos_label in (None, 1)
+        and not isinstance(pos_label, float)
+        and _labels01(yt)
+        and _probs(yp)
+        and yt.size == yp.size
+        and yt.size > 0
+    )
     if fast:
         n = int(n_bins)
         if strategy == "uniform":
             bins, scale = np.linspace(0.0, 1.0, n + 1), float(n)
         else:
             bins, scale = np.percentile(yp, np.linspace(0, 1, n + 1) * 100), 0.0
-        state = _run(yp, yt, None, "calibration_curve", n_bins=n, inner_edges=bins[1:-1],
-                     right_closed=True, edges_scale=scale, light=True)
+        state = _run(
+            yp,
+            yt,
+            None,
+            "calibration_curve",
+            n_bins=n,
+            inner_edges=bins[1:-1],
+            right_closed=True,
+            edges_scale=scale,
+            light=True,
+        )
         if state is not None:
             count = state.count.tolist()
             conf = _cal._ints(state.sums[:, _cal._C])
@@ -138,12 +157,20 @@ def calibration_curve(y_true: Any, y_prob: Any, *, pos_label: Any = None, n_bins
             prob_true = np.array([corr[b] / (count[b] << 64) for b in keep], dtype=np.float64)
             prob_pred = np.array([conf[b] / (count[b] << 64) for b in keep], dtype=np.float64)
             return prob_true, prob_pred
-    return _fallback("calibration_curve")(y_true, y_prob, pos_label=pos_label, n_bins=n_bins,
-                                          strategy=strategy)
+    return _fallback("calibration_curve")(
+        y_true, y_prob, pos_label=pos_label, n_bins=n_bins, strategy=strategy
+    )
 
 
-def brier_score_loss(y_true: Any, y_proba: Any, *, sample_weight: Any = None,
-                     pos_label: Any = None, labels: Any = None, scale_by_half: Any = "auto") -> float:
+def brier_score_loss(
+    y_true: Any,
+    y_proba: Any,
+    *,
+    sample_weight: Any = None,
+    pos_label: Any = None,
+    labels: Any = None,
+    scale_by_half: Any = "auto",
+) -> float:
     """Brier score, as :func:`sklearn.metrics.brier_score_loss`.
 
     Examples
@@ -155,9 +182,15 @@ def brier_score_loss(y_true: Any, y_proba: Any, *, sample_weight: Any = None,
     """
     yt = _column(y_true)
     yp = _column(y_proba) if np.ndim(y_proba) <= 2 else None
-    fast = (_labels01(yt) and _probs(yp) and yt.size == yp.size and yt.size > 0
-            and pos_label in (None, 1) and not isinstance(pos_label, float)
-            and (isinstance(scale_by_half, (bool, np.bool_)) or scale_by_half == "auto"))
+    fast = (
+        _labels01(yt)
+        and _probs(yp)
+        and yt.size == yp.size
+        and yt.size > 0
+        and pos_label in (None, 1)
+        and not isinstance(pos_label, float)
+        and (isinstance(scale_by_half, (bool, np.bool_)) or scale_by_half == "auto")
+    )
     if fast:
         ok, w = _weights_ok(sample_weight, yt.size)
         state = _run(yp, yt, w, "brier_score_loss") if ok else None
@@ -166,13 +199,25 @@ def brier_score_loss(y_true: Any, y_proba: Any, *, sample_weight: Any = None,
             factor = 1 if (scale_by_half == "auto" or scale_by_half) else 2
             if t["weight"] > 0:
                 return factor * t["sq_error"] / t["weight"]
-    return _fallback("brier_score_loss")(y_true, y_proba, sample_weight=sample_weight,
-                                         pos_label=pos_label, labels=labels,
-                                         scale_by_half=scale_by_half)
+    return _fallback("brier_score_loss")(
+        y_true,
+        y_proba,
+        sample_weight=sample_weight,
+        pos_label=pos_label,
+        labels=labels,
+        scale_by_half=scale_by_half,
+    )
 
 
-def log_loss(y_true: Any, y_proba: Any = None, *, normalize: bool = True, sample_weight: Any = None,
-             labels: Any = None, y_pred: Any = "deprecated") -> float:
+def log_loss(
+    y_true: Any,
+    y_proba: Any = None,
+    *,
+    normalize: bool = True,
+    sample_weight: Any = None,
+    labels: Any = None,
+    y_pred: Any = "deprecated",
+) -> float:
     """Log loss (cross-entropy), as :func:`sklearn.metrics.log_loss`.
 
     Examples
@@ -184,9 +229,16 @@ def log_loss(y_true: Any, y_proba: Any = None, *, normalize: bool = True, sample
     """
     yt = _column(y_true)
     yp = _column(y_proba) if y_proba is not None else None
-    fast = (isinstance(y_pred, str) and y_pred == "deprecated" and labels is None
-            and isinstance(normalize, (bool, np.bool_)) and _labels01(yt) and _probs(yp)
-            and yt.size == yp.size and yt.size > 0)
+    fast = (
+        isinstance(y_pred, str)
+        and y_pred == "deprecated"
+        and labels is None
+        and isinstance(normalize, (bool, np.bool_))
+        and _labels01(yt)
+        and _probs(yp)
+        and yt.size == yp.size
+        and yt.size > 0
+    )
     if fast:
         ok, w = _weights_ok(sample_weight, yt.size)
         eps = float(np.finfo(yp.dtype).eps)
@@ -202,7 +254,9 @@ def log_loss(y_true: Any, y_proba: Any = None, *, normalize: bool = True, sample
     if fallback is _ref.log_loss:
         if kwargs:
             y_proba = y_pred
-        return fallback(y_true, y_proba, normalize=normalize, sample_weight=sample_weight,
-                        labels=labels)
-    return fallback(y_true, y_proba, normalize=normalize, sample_weight=sample_weight,
-                    labels=labels, **kwargs)
+        return fallback(
+            y_true, y_proba, normalize=normalize, sample_weight=sample_weight, labels=labels
+        )
+    return fallback(
+        y_true, y_proba, normalize=normalize, sample_weight=sample_weight, labels=labels, **kwargs
+    )

@@ -44,7 +44,9 @@ _ALLOWED_NORM = ("l1", "l2", "max")
 
 def _check_args(n_bins: Any, norm: Any, ignore_index: Any) -> None:
     if not isinstance(n_bins, int) or n_bins < 1:
-        raise ValueError(f"Expected argument `n_bins` to be an integer larger than 0, but got {n_bins}")
+        raise ValueError(
+            f"Expected argument `n_bins` to be an integer larger than 0, but got {n_bins}"
+        )
     if norm not in _ALLOWED_NORM:
         raise ValueError(f"Expected argument `norm` to be one of {_ALLOWED_NORM}, but got {norm}.")
     if ignore_index is not None and not isinstance(ignore_index, int):
@@ -53,7 +55,9 @@ def _check_args(n_bins: Any, norm: Any, ignore_index: Any) -> None:
         )
 
 
-def _check_binary_tensors(preds: torch.Tensor, target: torch.Tensor, ignore_index: int | None) -> None:
+def _check_binary_tensors(
+    preds: torch.Tensor, target: torch.Tensor, ignore_index: int | None
+) -> None:
     if preds.shape != target.shape:
         raise RuntimeError(
             f"Predictions and targets are expected to have the same shape, but got {preds.shape} "
@@ -75,11 +79,14 @@ def _check_binary_tensors(preds: torch.Tensor, target: torch.Tensor, ignore_inde
         )
 
 
-def _check_multiclass_tensors(preds: torch.Tensor, target: torch.Tensor, num_classes: int,
-                              ignore_index: int | None) -> None:
+def _check_multiclass_tensors(
+    preds: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None
+) -> None:
     if preds.ndim == target.ndim + 1:
         if not preds.is_floating_point():
-            raise ValueError("If `preds` have one dimension more than `target`, `preds` should be a float tensor.")
+            raise ValueError(
+                "If `preds` have one dimension more than `target`, `preds` should be a float tensor."
+            )
         if preds.shape[1] != num_classes:
             raise ValueError(
                 "If `preds` have one dimension more than `target`, `preds.shape[1]` should be"
@@ -104,7 +111,7 @@ def _check_multiclass_tensors(preds: torch.Tensor, target: torch.Tensor, num_cla
     check_value = num_classes if ignore_index is None else num_classes + 1
     # As written in torchmetrics, `A + B if cond else ()` is `(A + B) if cond else ()`: with
     # float preds (the only kind accepted below) the unique-value check never runs.
-    tensors = (((target, "target"),) + ((preds, "preds"),)) if not preds.is_floating_point() else ()
+    tensors = (((target, "target"), (preds, "preds"))) if not preds.is_floating_point() else ()
     for t, name in tensors:
         num_unique_values = len(torch.unique(t, dim=None))
         if num_unique_values > check_value:
@@ -126,14 +133,17 @@ def _normalize(t: torch.Tensor, kind: str) -> torch.Tensor:
             t = t.sigmoid() if kind == "sigmoid" else torch.softmax(t, dim=1)
         return t
     condition = ((t < 0) | (t > 1)).any()
-    return torch.where(condition, torch.sigmoid(t) if kind == "sigmoid" else torch.softmax(t, dim=1), t)
+    return torch.where(
+        condition, torch.sigmoid(t) if kind == "sigmoid" else torch.softmax(t, dim=1), t
+    )
 
 
 # --- the computation ---------------------------------------------------------------------------
 
 
-def _finish(count_bin: torch.Tensor, conf_sum: torch.Tensor, acc_sum: torch.Tensor,
-            norm: str) -> torch.Tensor:
+def _finish(
+    count_bin: torch.Tensor, conf_sum: torch.Tensor, acc_sum: torch.Tensor, norm: str
+) -> torch.Tensor:
     """torchmetrics' _ce_compute from the per-bin sums, with its own operations and dtype."""
     conf_bin = torch.nan_to_num(conf_sum / count_bin)
     acc_bin = torch.nan_to_num(acc_sum / count_bin)
@@ -146,7 +156,9 @@ def _finish(count_bin: torch.Tensor, conf_sum: torch.Tensor, acc_sum: torch.Tens
     return torch.sqrt(ce) if ce > 0 else torch.tensor(0)
 
 
-def _torch_ce(confidences: torch.Tensor, accuracies: torch.Tensor, n_bins: int, norm: str) -> torch.Tensor:
+def _torch_ce(
+    confidences: torch.Tensor, accuracies: torch.Tensor, n_bins: int, norm: str
+) -> torch.Tensor:
     """torchmetrics' binning with torch operations: the slow path."""
     bounds = torch.linspace(0, 1, n_bins + 1, dtype=confidences.dtype, device=confidences.device)
     accuracies = accuracies.to(dtype=confidences.dtype)
@@ -158,19 +170,35 @@ def _torch_ce(confidences: torch.Tensor, accuracies: torch.Tensor, n_bins: int, 
     return _finish(count, conf, acc, norm)
 
 
-_ACC_CODES = {torch.bool: 0, torch.uint8: 0, torch.int32: 1, torch.int64: 2, torch.float32: 3,
-              torch.float64: 4}
+_ACC_CODES = {
+    torch.bool: 0,
+    torch.uint8: 0,
+    torch.int32: 1,
+    torch.int64: 2,
+    torch.float32: 3,
+    torch.float64: 4,
+}
 
 
-def _fast_ce(confidences: torch.Tensor, accuracies: torch.Tensor, n_bins: int, norm: str,
-             check_accuracy: bool = False) -> torch.Tensor | None:
+def _fast_ce(
+    confidences: torch.Tensor,
+    accuracies: torch.Tensor,
+    n_bins: int,
+    norm: str,
+    check_accuracy: bool = False,
+) -> torch.Tensor | None:
     """The same sums with logcal's sequential kernel, or None when the inputs need the slow
     path (values outside [0, 1] or NaN, other dtypes or devices; with ``check_accuracy``, an
     accuracy that is not 0 or 1)."""
     dtype = confidences.dtype
-    if (confidences.device.type != "cpu" or accuracies.device.type != "cpu"
-            or dtype not in (torch.float32, torch.float64) or confidences.ndim != 1
-            or accuracies.ndim != 1 or confidences.shape != accuracies.shape):
+    if (
+        confidences.device.type != "cpu"
+        or accuracies.device.type != "cpu"
+        or dtype not in (torch.float32, torch.float64)
+        or confidences.ndim != 1
+        or accuracies.ndim != 1
+        or confidences.shape != accuracies.shape
+    ):
         return None
     acc = accuracies.detach()
     if acc.dtype not in _ACC_CODES:
@@ -185,16 +213,32 @@ def _fast_ce(confidences: torch.Tensor, accuracies: torch.Tensor, n_bins: int, n
     conf_sum = np.zeros(n_bins + 1, dtype=np_dtype)
     acc_sum = np.zeros(n_bins + 1, dtype=np_dtype)
     bad = _native.cpu.binned_sums_sequential(
-        c, 0 if dtype == torch.float32 else 1, a, _ACC_CODES[acc.dtype], np.ascontiguousarray(inner),
-        float(n_bins), check_accuracy, count, conf_sum, acc_sum)
+        c,
+        0 if dtype == torch.float32 else 1,
+        a,
+        _ACC_CODES[acc.dtype],
+        np.ascontiguousarray(inner),
+        float(n_bins),
+        check_accuracy,
+        count,
+        conf_sum,
+        acc_sum,
+    )
     if bad >= 0:
         return None
-    return _finish(torch.from_numpy(count), torch.from_numpy(conf_sum), torch.from_numpy(acc_sum), norm)
+    return _finish(
+        torch.from_numpy(count), torch.from_numpy(conf_sum), torch.from_numpy(acc_sum), norm
+    )
 
 
-def binary_calibration_error(preds: torch.Tensor, target: torch.Tensor, n_bins: int = 15,
-                             norm: str = "l1", ignore_index: int | None = None,
-                             validate_args: bool = True) -> torch.Tensor:
+def binary_calibration_error(
+    preds: torch.Tensor,
+    target: torch.Tensor,
+    n_bins: int = 15,
+    norm: str = "l1",
+    ignore_index: int | None = None,
+    validate_args: bool = True,
+) -> torch.Tensor:
     """Calibration error of P(y = 1) against binary targets, as torchmetrics'
     ``binary_calibration_error`` (conventions in this module's docstring).
 
@@ -228,10 +272,15 @@ def binary_calibration_error(preds: torch.Tensor, target: torch.Tensor, n_bins: 
     return _torch_ce(preds, target, n_bins, norm)
 
 
-def multiclass_calibration_error(preds: torch.Tensor, target: torch.Tensor, num_classes: int,
-                                 n_bins: int = 15, norm: str = "l1",
-                                 ignore_index: int | None = None,
-                                 validate_args: bool = True) -> torch.Tensor:
+def multiclass_calibration_error(
+    preds: torch.Tensor,
+    target: torch.Tensor,
+    num_classes: int,
+    n_bins: int = 15,
+    norm: str = "l1",
+    ignore_index: int | None = None,
+    validate_args: bool = True,
+) -> torch.Tensor:
     """Top-label calibration error, as torchmetrics' ``multiclass_calibration_error``
     (softmax if needed, confidence = max probability in float32, conventions above).
 

@@ -42,13 +42,31 @@ __all__ = [
 
 _U64 = np.uint64
 _GOLDEN = 0x9E3779B97F4A7C15
-_POISSON_CDF = np.array([
-    0x5E2D58D8B3BCDF1A, 0xBC5AB1B16779BE35, 0xEB715E1DC1582DC2, 0xFB23979734A252F1,
-    0xFF1025F59174DC3D, 0xFFD90F3BA4055E19, 0xFFFA8B71FC72C913, 0xFFFF540C0914B3C9,
-    0xFFFFED1F4AA8F120, 0xFFFFFE216E641462, 0xFFFFFFD4D85D3183, 0xFFFFFFFC6DA262B4,
-    0xFFFFFFFFBA12D178, 0xFFFFFFFFFB07C64C, 0xFFFFFFFFFFAB8EA5, 0xFFFFFFFFFFFABE22,
-    0xFFFFFFFFFFFFB11A, 0xFFFFFFFFFFFFFBA1, 0xFFFFFFFFFFFFFFC5, 0xFFFFFFFFFFFFFFFD,
-], dtype=np.uint64)
+_POISSON_CDF = np.array(
+    [
+        0x5E2D58D8B3BCDF1A,
+        0xBC5AB1B16779BE35,
+        0xEB715E1DC1582DC2,
+        0xFB23979734A252F1,
+        0xFF1025F59174DC3D,
+        0xFFD90F3BA4055E19,
+        0xFFFA8B71FC72C913,
+        0xFFFF540C0914B3C9,
+        0xFFFFED1F4AA8F120,
+        0xFFFFFE216E641462,
+        0xFFFFFFD4D85D3183,
+        0xFFFFFFFC6DA262B4,
+        0xFFFFFFFFBA12D178,
+        0xFFFFFFFFFB07C64C,
+        0xFFFFFFFFFFAB8EA5,
+        0xFFFFFFFFFFFABE22,
+        0xFFFFFFFFFFFFB11A,
+        0xFFFFFFFFFFFFFBA1,
+        0xFFFFFFFFFFFFFFC5,
+        0xFFFFFFFFFFFFFFFD,
+    ],
+    dtype=np.uint64,
+)
 
 
 # --- bins -------------------------------------------------------------------------------------
@@ -82,7 +100,11 @@ def quantile_edges(conf: Any, n_bins: int) -> np.ndarray:
 def _bin_of(c: np.ndarray, binning: Any, n_bins: int) -> tuple:
     if isinstance(binning, str) and binning == "uniform":
         return uniform_bin_index(c, n_bins), np.arange(n_bins + 1) / n_bins
-    edges = quantile_edges(c, n_bins) if isinstance(binning, str) else np.asarray(binning, dtype=np.float64)
+    edges = (
+        quantile_edges(c, n_bins)
+        if isinstance(binning, str)
+        else np.asarray(binning, dtype=np.float64)
+    )
     return np.searchsorted(edges[1:-1], c, side="right").astype(np.int64), edges
 
 
@@ -158,11 +180,24 @@ class ReferenceCalibrationStats(NamedTuple):
         if metric == "nll":
             return r["nll"] / r["weight"].sum(axis=1)
         norm = {"mce": "max", "rmsce": "l2"}.get(metric, kwargs.get("norm", "l1"))
-        return np.array([_ece(r["weight"][i], r["conf"][i], r["correct"][i], r["weight"][i], norm,
-                              kwargs.get("debias", False)) for i in range(r["weight"].shape[0])])
+        return np.array(
+            [
+                _ece(
+                    r["weight"][i],
+                    r["conf"][i],
+                    r["correct"][i],
+                    r["weight"][i],
+                    norm,
+                    kwargs.get("debias", False),
+                )
+                for i in range(r["weight"].shape[0])
+            ]
+        )
 
 
-def _ece(W: np.ndarray, C: np.ndarray, Y: np.ndarray, n: np.ndarray, norm: str, debias: bool) -> float:
+def _ece(
+    W: np.ndarray, C: np.ndarray, Y: np.ndarray, n: np.ndarray, norm: str, debias: bool
+) -> float:
     total = W.sum()
     live = W > 0
     gap = np.abs(Y[live] / W[live] - C[live] / W[live])
@@ -186,9 +221,19 @@ def _nll_terms(c: np.ndarray, y: np.ndarray, eps: float) -> np.ndarray:
     return -(y * np.log(cc) + (1 - y) * np.log(1 - cc))
 
 
-def calibration_stats(confidence: Any, correct: Any, *, n_bins: int = 15, binning: Any = "uniform",
-                      weights: Any = None, eps: float = 1e-12, n_bootstrap: int = 0, seed: int = 0,
-                      bootstrap_block: int = 1, bootstrap_offset: int = 0) -> ReferenceCalibrationStats:
+def calibration_stats(
+    confidence: Any,
+    correct: Any,
+    *,
+    n_bins: int = 15,
+    binning: Any = "uniform",
+    weights: Any = None,
+    eps: float = 1e-12,
+    n_bootstrap: int = 0,
+    seed: int = 0,
+    bootstrap_block: int = 1,
+    bootstrap_offset: int = 0,
+) -> ReferenceCalibrationStats:
     """Per-bin sums in float64 with the same bins, clip and bootstrap weights as logcal."""
     c = np.asarray(confidence, dtype=np.float64).reshape(-1)
     y = np.asarray(correct, dtype=np.float64).reshape(-1)
@@ -196,8 +241,15 @@ def calibration_stats(confidence: Any, correct: Any, *, n_bins: int = 15, binnin
     k, edges = _bin_of(c, binning, n_bins)
     m = edges.size - 1
     nll_i = _nll_terms(c, y, eps)
-    terms = {"weight": w, "conf": w * c, "correct": w * y, "sq_error": w * (c - y) ** 2,
-             "conf_correct": w * c * y, "correct_sq": w * y * y, "nll": w * nll_i}
+    terms = {
+        "weight": w,
+        "conf": w * c,
+        "correct": w * y,
+        "sq_error": w * (c - y) ** 2,
+        "conf_correct": w * c * y,
+        "correct_sq": w * y * y,
+        "nll": w * nll_i,
+    }
 
     def bins(v: np.ndarray) -> np.ndarray:
         return np.bincount(k, weights=v, minlength=m)
@@ -208,33 +260,73 @@ def calibration_stats(confidence: Any, correct: Any, *, n_bins: int = 15, binnin
         uniq, inv = np.unique(unit, return_inverse=True)
         rw = bootstrap_weights(seed, uniq, n_bootstrap)[inv]  # [N, B]
         reps = {
-            name: np.stack([np.bincount(k, weights=rw[:, r] * terms[name], minlength=m)
-                            for r in range(n_bootstrap)])
+            name: np.stack(
+                [
+                    np.bincount(k, weights=rw[:, r] * terms[name], minlength=m)
+                    for r in range(n_bootstrap)
+                ]
+            )
             for name in ("weight", "conf", "correct")
         }
         reps.update({name: (rw * terms[name][:, None]).sum(axis=0) for name in ("sq_error", "nll")})
     return ReferenceCalibrationStats(
-        edges=edges, count=np.bincount(k, minlength=m), weight=bins(w),
-        sum_confidence=bins(terms["conf"]), sum_correct=bins(terms["correct"]),
-        sum_sq_error=bins(terms["sq_error"]), sum_conf_correct=bins(terms["conf_correct"]),
-        sum_correct_sq=bins(terms["correct_sq"]), sum_nll=bins(terms["nll"]), replicates=reps)
+        edges=edges,
+        count=np.bincount(k, minlength=m),
+        weight=bins(w),
+        sum_confidence=bins(terms["conf"]),
+        sum_correct=bins(terms["correct"]),
+        sum_sq_error=bins(terms["sq_error"]),
+        sum_conf_correct=bins(terms["conf_correct"]),
+        sum_correct_sq=bins(terms["correct_sq"]),
+        sum_nll=bins(terms["nll"]),
+        replicates=reps,
+    )
 
 
-def ece(confidence: Any, correct: Any, *, n_bins: int = 15, norm: str = "l1",
-        binning: Any = "uniform", debias: bool = False, weights: Any = None) -> float:
-    return calibration_stats(confidence, correct, n_bins=n_bins, binning=binning,
-                             weights=weights).ece(norm, debias)
+def ece(
+    confidence: Any,
+    correct: Any,
+    *,
+    n_bins: int = 15,
+    norm: str = "l1",
+    binning: Any = "uniform",
+    debias: bool = False,
+    weights: Any = None,
+) -> float:
+    return calibration_stats(
+        confidence, correct, n_bins=n_bins, binning=binning, weights=weights
+    ).ece(norm, debias)
 
 
-def mce(confidence: Any, correct: Any, *, n_bins: int = 15, binning: Any = "uniform",
-        weights: Any = None) -> float:
+def mce(
+    confidence: Any,
+    correct: Any,
+    *,
+    n_bins: int = 15,
+    binning: Any = "uniform",
+    weights: Any = None,
+) -> float:
     return ece(confidence, correct, n_bins=n_bins, norm="max", binning=binning, weights=weights)
 
 
-def rmsce(confidence: Any, correct: Any, *, n_bins: int = 15, binning: Any = "uniform",
-          debias: bool = False, weights: Any = None) -> float:
-    return ece(confidence, correct, n_bins=n_bins, norm="l2", binning=binning, debias=debias,
-               weights=weights)
+def rmsce(
+    confidence: Any,
+    correct: Any,
+    *,
+    n_bins: int = 15,
+    binning: Any = "uniform",
+    debias: bool = False,
+    weights: Any = None,
+) -> float:
+    return ece(
+        confidence,
+        correct,
+        n_bins=n_bins,
+        norm="l2",
+        binning=binning,
+        debias=debias,
+        weights=weights,
+    )
 
 
 def brier_score(confidence: Any, correct: Any, *, weights: Any = None) -> float:
@@ -255,7 +347,9 @@ def classwise_ece(probs: Any, labels: Any, *, n_bins: int = 15, norm: str = "l1"
     p = np.asarray(probs, dtype=np.float64)
     p = p.reshape(-1, p.shape[-1])
     lab = np.asarray(labels).reshape(-1)
-    return float(np.mean([ece(p[:, k], lab == k, n_bins=n_bins, norm=norm) for k in range(p.shape[1])]))
+    return float(
+        np.mean([ece(p[:, k], lab == k, n_bins=n_bins, norm=norm) for k in range(p.shape[1])])
+    )
 
 
 # --- scikit-learn's conventions (numeric ports of sklearn 1.9) --------------------------------
@@ -280,9 +374,14 @@ def _pos_label(pos_label: Any, y_true: np.ndarray) -> Any:
     if pos_label is not None:
         return pos_label
     classes = np.unique(y_true)
-    ok = classes.dtype.kind not in "OUS" and classes.shape[0] <= 2 and any(
-        classes.shape == np.shape(ref) and np.all(classes == ref)
-        for ref in ([0, 1], [-1, 1], [0], [-1], [1]))
+    ok = (
+        classes.dtype.kind not in "OUS"
+        and classes.shape[0] <= 2
+        and any(
+            classes.shape == np.shape(ref) and np.all(classes == ref)
+            for ref in ([0, 1], [-1, 1], [0], [-1], [1])
+        )
+    )
     if not ok:
         classes_repr = ", ".join(repr(c) for c in classes.tolist())
         raise ValueError(
@@ -292,16 +391,21 @@ def _pos_label(pos_label: Any, y_true: np.ndarray) -> Any:
     return 1
 
 
-def calibration_curve(y_true: Any, y_prob: Any, *, pos_label: Any = None, n_bins: int = 5,
-                      strategy: str = "uniform") -> tuple:
+def calibration_curve(
+    y_true: Any, y_prob: Any, *, pos_label: Any = None, n_bins: int = 5, strategy: str = "uniform"
+) -> tuple:
     """scikit-learn's ``calibration_curve``: bins ``[0, e_1], (e_1, e_2], ..., (e_{n-1}, 1]``
     with ``np.linspace`` (or ``np.percentile``) edges, empty bins dropped."""
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
-        raise ValueError(f"The 'n_bins' parameter of calibration_curve must be an int in the range "
-                         f"[1, inf). Got {n_bins!r} instead.")
+        raise ValueError(
+            f"The 'n_bins' parameter of calibration_curve must be an int in the range "
+            f"[1, inf). Got {n_bins!r} instead."
+        )
     if strategy not in ("uniform", "quantile"):
-        raise ValueError("The 'strategy' parameter of calibration_curve must be a str among "
-                         f"{{'quantile', 'uniform'}}. Got {strategy!r} instead.")
+        raise ValueError(
+            "The 'strategy' parameter of calibration_curve must be a str among "
+            f"{{'quantile', 'uniform'}}. Got {strategy!r} instead."
+        )
     y_true = _column_or_1d(y_true)
     y_prob = _column_or_1d(y_prob)
     _consistent_length(y_true, y_prob)
@@ -331,25 +435,38 @@ def _as_float(a: Any) -> np.ndarray:
 
 def _finite(a: np.ndarray) -> None:
     if a.dtype.kind == "f" and not np.isfinite(a).all():
-        raise ValueError("Input contains NaN." if np.isnan(a).any() else
-                         "Input contains infinity or a value too large for dtype('float64').")
+        raise ValueError(
+            "Input contains NaN."
+            if np.isnan(a).any()
+            else "Input contains infinity or a value too large for dtype('float64')."
+        )
 
 
 def _onehot(y_true: np.ndarray, labels: Any, n_cols: int) -> np.ndarray:
     classes = np.unique(y_true if labels is None else np.asarray(labels))
     if labels is None and classes.size == 1:
-        raise ValueError(f"y_true contains only one label ({classes[0]}). Please provide the list of "
-                         "all expected class labels explicitly through the labels argument.")
+        raise ValueError(
+            f"y_true contains only one label ({classes[0]}). Please provide the list of "
+            "all expected class labels explicitly through the labels argument."
+        )
     if classes.size != n_cols:
         raise ValueError(
             f"y_true and y_prob contain different number of classes: {classes.size} vs {n_cols}. "
             "Please provide the true labels explicitly through the labels argument. Classes found in "
-            f"y_true: {classes}")
+            f"y_true: {classes}"
+        )
     return (y_true[:, None] == classes[None, :]).astype(np.float64)
 
 
-def brier_score_loss(y_true: Any, y_proba: Any, *, sample_weight: Any = None, pos_label: Any = None,
-                     labels: Any = None, scale_by_half: Any = "auto") -> float:
+def brier_score_loss(
+    y_true: Any,
+    y_proba: Any,
+    *,
+    sample_weight: Any = None,
+    pos_label: Any = None,
+    labels: Any = None,
+    scale_by_half: Any = "auto",
+) -> float:
     """scikit-learn's ``brier_score_loss``: binary ``mean (y - p)^2``; multiclass
     ``mean sum_c (y_c - p_c)^2``, halved when there are at most two columns (``"auto"``)."""
     p = _as_float(y_proba)
@@ -362,8 +479,10 @@ def brier_score_loss(y_true: Any, y_proba: Any, *, sample_weight: Any = None, po
         _finite(p)
         _consistent_length(p, y_true, w)
         if np.unique(y_true).size > 2:
-            raise ValueError("The type of the target inferred from y_true is multiclass but should "
-                             "be binary according to the shape of y_prob.")
+            raise ValueError(
+                "The type of the target inferred from y_true is multiclass but should "
+                "be binary according to the shape of y_prob."
+            )
         if p.max() > 1:
             raise ValueError(f"y_prob contains values greater than 1: {p.max()}")
         if p.min() < 0:
@@ -392,8 +511,14 @@ def brier_score_loss(y_true: Any, y_proba: Any, *, sample_weight: Any = None, po
     return float(score * 0.5 if scale_by_half else score)
 
 
-def log_loss(y_true: Any, y_proba: Any, *, normalize: bool = True, sample_weight: Any = None,
-             labels: Any = None) -> float:
+def log_loss(
+    y_true: Any,
+    y_proba: Any,
+    *,
+    normalize: bool = True,
+    sample_weight: Any = None,
+    labels: Any = None,
+) -> float:
     """scikit-learn's ``log_loss``: probabilities clipped to ``[eps, 1 - eps]`` with ``eps``
     the machine epsilon of their dtype; 1-D input is the probability of the greater class."""
     p = _as_float(y_proba)
@@ -434,14 +559,19 @@ def torch_linspace(n_bins: int, dtype: Any = np.float64) -> np.ndarray:
         torch = None
     dt = np.dtype(dtype)
     if torch is not None:
-        tdt = {np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32,
-               np.dtype(np.float16): torch.float16}[dt]
+        tdt = {
+            np.dtype(np.float64): torch.float64,
+            np.dtype(np.float32): torch.float32,
+            np.dtype(np.float16): torch.float16,
+        }[dt]
         return torch.linspace(0, 1, n_bins + 1, dtype=tdt).numpy()
     steps = n_bins + 1
     step = dt.type(1.0) / dt.type(n_bins)
     out = np.empty(steps, dtype=dt)
     for i in range(steps):
-        out[i] = dt.type(i) * step if i < steps // 2 else dt.type(1.0) - dt.type(steps - 1 - i) * step
+        out[i] = (
+            dt.type(i) * step if i < steps // 2 else dt.type(1.0) - dt.type(steps - 1 - i) * step
+        )
     return out
 
 
@@ -462,8 +592,9 @@ def _tm_compute(conf: np.ndarray, acc: np.ndarray, n_bins: int, norm: str, dtype
     return float(math.sqrt(ce)) if ce > 0 else 0.0
 
 
-def binary_calibration_error(preds: Any, target: Any, n_bins: int = 15, norm: str = "l1",
-                             ignore_index: int | None = None) -> float:
+def binary_calibration_error(
+    preds: Any, target: Any, n_bins: int = 15, norm: str = "l1", ignore_index: int | None = None
+) -> float:
     """torchmetrics' ``binary_calibration_error`` in float64: edges ``torch.linspace`` in the
     input dtype, bins ``[b_k, b_{k+1})`` plus an extra one for 1.0, sigmoid applied to every
     value when any is outside [0, 1]."""
@@ -479,8 +610,14 @@ def binary_calibration_error(preds: Any, target: Any, n_bins: int = 15, norm: st
     return _tm_compute(x, t.astype(np.float64), n_bins, norm, dtype)
 
 
-def multiclass_calibration_error(preds: Any, target: Any, num_classes: int, n_bins: int = 15,
-                                 norm: str = "l1", ignore_index: int | None = None) -> float:
+def multiclass_calibration_error(
+    preds: Any,
+    target: Any,
+    num_classes: int,
+    n_bins: int = 15,
+    norm: str = "l1",
+    ignore_index: int | None = None,
+) -> float:
     """torchmetrics' ``multiclass_calibration_error``: softmax over dim 1 when any value is
     outside [0, 1], top-label confidence and correctness, always in float32 (bins too)."""
     p = np.asarray(preds)

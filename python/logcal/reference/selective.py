@@ -62,6 +62,13 @@ def selective(
     accuracy = right / x
 
     return SelectiveStats(
-        auroc=float(auroc), aurc=aurc, threshold=threshold, coverage=coverage, risk=risk,
-        coverages=cov, accuracy=accuracy, n=int(n), n_correct=n_pos,
+        auroc=float(auroc),
+        aurc=aurc,
+        threshold=threshold,
+        coverage=coverage,
+        risk=risk,
+        coverages=cov,
+        accuracy=accuracy,
+        n=int(n),
+        n_correct=n_pos,
     )

@@ -53,8 +53,9 @@ def sequence_stats(token_logprobs: Any, offsets: Any = None, *, mask: Any = None
         low = np.where(empty, np.nan, low)
         perplexity = np.exp(-mean)
     total = np.where(empty, 0.0, total)
-    return SequenceStats(sum=total, mean=mean, min=low, count=count.astype(np.int64),
-                         perplexity=perplexity)
+    return SequenceStats(
+        sum=total, mean=mean, min=low, count=count.astype(np.int64), perplexity=perplexity
+    )
 
 
 def choice_confidence(
@@ -128,7 +129,8 @@ def sample_consistency(answers: Any, *, seq_logprobs: Any = None) -> Consistency
             "agreement": np.where(has, n1 / k_valid, np.nan),
             "entropy": entropy,
             "entropy_consistency": np.where(
-                n_unique == 1, 1.0, 1.0 - entropy / np.log(n_unique.astype(np.float64))),
+                n_unique == 1, 1.0, 1.0 - entropy / np.log(n_unique.astype(np.float64))
+            ),
             "fsd": np.where(has, (n1 - n2) / k_valid, np.nan),
             "n_unique": n_unique.astype(np.int64),
         }
