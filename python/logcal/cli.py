@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,15 @@ class InputError(Exception):
 
 
 def _calibration_report(confidence, correct, *, bins: int, bootstrap: int, seed: int) -> tuple:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stats, report = _calibration_table(confidence, correct, bins, bootstrap, seed)
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        print(f"logcal: note: {message}", file=sys.stderr)
+    return stats, report
+
+
+def _calibration_table(confidence, correct, bins: int, bootstrap: int, seed: int) -> tuple:
     stats = calibration_stats(confidence, correct, n_bins=bins, n_bootstrap=bootstrap, seed=seed)
     sel = selective(confidence, correct)
     report: dict[str, Any] = {
@@ -365,7 +375,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         set_num_threads(args.threads)
     try:
         return args.run(args)
-    except (InputError, ValueError, TypeError, OSError) as exc:
+    except OSError as exc:
+        where = exc.filename if exc.filename is not None else ""
+        print(f"logcal: error: cannot read {where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except (InputError, ValueError, TypeError) as exc:
         print(f"logcal: error: {exc}", file=sys.stderr)
         return 1
 
