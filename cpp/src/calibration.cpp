@@ -6,6 +6,7 @@
 #include <new>
 #include <vector>
 
+#include "isa.h"
 #include "logcal/cpu.h"
 #include "logcal/cpu_calibration.h"
 #include "parallel.h"
@@ -13,33 +14,16 @@
 namespace logcal {
 namespace cpu {
 
-#define LOGCAL_DECLARE_LEVEL(ns)                                                                 \
-  namespace ns {                                                                                 \
-  int64_t calibration_range(const CalibrationArgs& a, int64_t begin, int64_t end,                \
-                            calib::BinState* bins, calib::U128* boot_bins, calib::U128* boot_totals); \
-  }
-LOGCAL_DECLARE_LEVEL(baseline)
-#if defined(LOGCAL_X86_DISPATCH)
-LOGCAL_DECLARE_LEVEL(avx2)
-LOGCAL_DECLARE_LEVEL(avx512)
-#endif
-#undef LOGCAL_DECLARE_LEVEL
+LOGCAL_IN_EACH_LEVEL(int64_t calibration_range(const CalibrationArgs& a, int64_t begin, int64_t end,
+                                               calib::BinState* bins, calib::U128* boot_bins,
+                                               calib::U128* boot_totals))
 
 namespace {
 
 using RangeFn = int64_t (*)(const CalibrationArgs&, int64_t, int64_t, calib::BinState*,
                             calib::U128*, calib::U128*);
 
-RangeFn range_fn() {
-#if defined(LOGCAL_X86_DISPATCH)
-  switch (active_isa()) {
-    case Isa::kAvx512: return &avx512::calibration_range;
-    case Isa::kAvx2: return &avx2::calibration_range;
-    default: break;
-  }
-#endif
-  return &baseline::calibration_range;
-}
+RangeFn range_fn() { return LOGCAL_ACTIVE_LEVEL(calibration_range); }
 
 // Samples per thread at least: below this, threads cost more than they save.
 constexpr int64_t kMinSamplesPerThread = int64_t(1) << 16;
@@ -58,8 +42,8 @@ bool valid_args(const CalibrationArgs& a) {
   if (a.edges != nullptr && a.n_edges + 1 != a.n_bins) return false;
   if (!(a.eps > 0.0 && a.eps < 0.5)) return false;
   if (a.n_bootstrap < 0) return false;
-  if (a.n_bootstrap > 0 && (a.block < 1 || a.offset < 0 || a.boot_bins == nullptr ||
-                            a.boot_totals == nullptr))
+  if (a.n_bootstrap > 0 &&
+      (a.block < 1 || a.offset < 0 || a.boot_bins == nullptr || a.boot_totals == nullptr))
     return false;
   return true;
 }
@@ -73,8 +57,8 @@ Status calibration_stats(const CalibrationArgs& a) {
   try {
     const RangeFn fn = range_fn();
     const int64_t nb = a.n_bins, nboot = a.n_bootstrap;
-    const int64_t tasks = std::max<int64_t>(
-        1, std::min<int64_t>(get_num_threads(), a.n / kMinSamplesPerThread));
+    const int64_t tasks =
+        std::max<int64_t>(1, std::min<int64_t>(get_num_threads(), a.n / kMinSamplesPerThread));
     const int64_t boot_bin_words = nboot * nb * calib::kNumBootBinFields;
     const int64_t boot_total_words = nboot * calib::kNumBootTotalFields;
     std::vector<calib::BinState> bins(size_t(tasks * nb));
@@ -84,9 +68,9 @@ Status calibration_stats(const CalibrationArgs& a) {
     const Status st = parallel_for(tasks, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t begin = a.n * t / tasks, end = a.n * (t + 1) / tasks;
-        bad[size_t(t)] = fn(a, begin, end, bins.data() + t * nb,
-                            boot_bins.data() + t * boot_bin_words,
-                            boot_totals.data() + t * boot_total_words);
+        bad[size_t(t)] =
+            fn(a, begin, end, bins.data() + t * nb, boot_bins.data() + t * boot_bin_words,
+               boot_totals.data() + t * boot_total_words);
       }
     });
     if (st != Status::kOk) return st;
@@ -146,11 +130,21 @@ void sequential_sums(const SequentialSumsArgs& a) {
 template <class T>
 bool sequential_sums_by_acc(const SequentialSumsArgs& a) {
   switch (a.accuracy_type) {
-    case CorrectType::kUInt8: sequential_sums<T, uint8_t>(a); return true;
-    case CorrectType::kInt32: sequential_sums<T, int32_t>(a); return true;
-    case CorrectType::kInt64: sequential_sums<T, int64_t>(a); return true;
-    case CorrectType::kFloat32: sequential_sums<T, float>(a); return true;
-    case CorrectType::kFloat64: sequential_sums<T, double>(a); return true;
+    case CorrectType::kUInt8:
+      sequential_sums<T, uint8_t>(a);
+      return true;
+    case CorrectType::kInt32:
+      sequential_sums<T, int32_t>(a);
+      return true;
+    case CorrectType::kInt64:
+      sequential_sums<T, int64_t>(a);
+      return true;
+    case CorrectType::kFloat32:
+      sequential_sums<T, float>(a);
+      return true;
+    case CorrectType::kFloat64:
+      sequential_sums<T, double>(a);
+      return true;
   }
   return false;
 }

@@ -1,3 +1,4 @@
-// The calibration kernels built for the baseline instruction-set level (flags set in CMakeLists.txt).
+// The calibration kernels built for the baseline instruction-set level (flags set in
+// CMakeLists.txt).
 #define LOGCAL_ISA_NAMESPACE baseline
 #include "calibration_kernels_impl.h"

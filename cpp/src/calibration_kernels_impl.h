@@ -24,6 +24,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "isa_local.h"
 #include "logcal/calibration.h"
 #include "logcal/cpu_calibration.h"
 #include "simd.h"
@@ -43,21 +44,6 @@ namespace {
 
 constexpr int64_t kTile = 256;
 constexpr int kCopies = 4;
-
-// Containers must not share template instantiations with the copies of this file built for
-// other instruction sets (see token_kernels_impl.h): a namespace-private allocator type.
-template <class T>
-struct LocalAllocator : std::allocator<T> {
-  template <class U>
-  struct rebind {
-    using other = LocalAllocator<U>;
-  };
-  LocalAllocator() = default;
-  template <class U>
-  LocalAllocator(const LocalAllocator<U>&) {}
-};
-template <class T>
-using Vector = std::vector<T, LocalAllocator<T>>;
 
 using u128 = unsigned __int128;
 using VD = simd::V<double>;
@@ -79,7 +65,8 @@ LOGCAL_HD VD from_bits(VU u) {
 // floor(p) for 0 <= p < 2^51 (exact on every level; one instruction where the ISA has it).
 LOGCAL_HD VD floor_nonneg(VD p) {
 #if defined(__AVX512F__)
-  return VD(_mm512_maskz_roundscale_pd(__mmask8(0xff), __m512d(p), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
+  return VD(_mm512_maskz_roundscale_pd(__mmask8(0xff), __m512d(p),
+                                       _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
 #elif defined(__AVX__)
   return VD(_mm256_floor_pd(__m256d(p)));
 #else
@@ -137,7 +124,7 @@ LOGCAL_HD void to_fixed(VD v, VU& lo, VU& hi) {
   const VI s = VI(e) - 1011;
   const VI zero = VI{};
   const VI pos = s >= zero;
-  const VU sl = VU(pos ? s : zero);              // in [0, 52]
+  const VU sl = VU(pos ? s : zero);  // in [0, 52]
   const VU sr = VU(pos ? zero : (-s < 63 ? -s : VI{} + 63));
   const VU lo_pos = m << sl;
   const VU hi_pos = (m >> 11) >> (VU{} + 53 - sl);
@@ -250,7 +237,8 @@ int64_t load_tile(const CalibrationArgs& a, int64_t begin, int64_t len, double* 
     const VD cv = load_conf(c + full * a.conf_stride, a.conf_stride, len - full);
     bad |= ~((cv >= zero) & (cv <= one));
     simd::store(cbuf + full, cv);
-    simd::store(ybuf + full, load_correct(y + full * a.correct_stride, a.correct_stride, len - full, bad));
+    simd::store(ybuf + full,
+                load_correct(y + full * a.correct_stride, a.correct_stride, len - full, bad));
   }
   if (wbuf != nullptr) {
     const double* w = a.weights + begin * a.weight_stride;
@@ -307,7 +295,10 @@ struct Scratch {
   Vector<int64_t> bin;
   Vector<uint64_t> t;  // fixed-point terms: [field][kTile] lo, then hi
   explicit Scratch(bool weighted)
-      : c(kTile + W), y(kTile + W), w(weighted ? kTile + W : 0), bin(kTile + W),
+      : c(kTile + W),
+        y(kTile + W),
+        w(weighted ? kTile + W : 0),
+        bin(kTile + W),
         t(2 * calib::kNumFields * (kTile + W)) {}
   uint64_t* lo(int f) { return t.data() + (2 * f) * (kTile + W); }
   uint64_t* hi(int f) { return t.data() + (2 * f + 1) * (kTile + W); }
@@ -383,7 +374,8 @@ struct Job {
         std::memcpy(s.bin.data() + v * W, &idx, sizeof idx);
       }
       if (simd::any(rounded_onto)) {  // rare: redo those samples with the exact scalar rule
-        for (int64_t i = 0; i < len; ++i) s.bin[size_t(i)] = calib::uniform_bin(s.c[size_t(i)], a.n_bins);
+        for (int64_t i = 0; i < len; ++i)
+          s.bin[size_t(i)] = calib::uniform_bin(s.c[size_t(i)], a.n_bins);
       }
     } else if (near_uniform) {
       // floor(c * scale) is the bin unless c * scale is within 1e-7 of an integer: no edge
@@ -497,9 +489,14 @@ struct RangeRunner {
   int64_t since_fold = 0;  // samples in the binary cells since they were last folded
 
   RangeRunner(const CalibrationArgs& args, const Job& j)
-      : a(args), job(j), binary_input(!std::is_floating_point_v<YT>),
-        weighted(args.weights != nullptr), n_bins(args.n_bins), s(args.weights != nullptr),
-        bcells(size_t(kCopies * 2 * args.n_bins)), scells(size_t(kCopies * args.n_bins)),
+      : a(args),
+        job(j),
+        binary_input(!std::is_floating_point_v<YT>),
+        weighted(args.weights != nullptr),
+        n_bins(args.n_bins),
+        s(args.weights != nullptr),
+        bcells(size_t(kCopies * 2 * args.n_bins)),
+        scells(size_t(kCopies * args.n_bins)),
         block(args.n_bootstrap > 0 ? size_t(args.n_bins) : 0) {
     std::memset(static_cast<void*>(bcells.data()), 0, bcells.size() * sizeof(BinaryCell));
     std::memset(static_cast<void*>(scells.data()), 0, scells.size() * sizeof(SoftCell));
@@ -537,7 +534,8 @@ struct RangeRunner {
     };
     int64_t i = 0;
     for (; i + kCopies <= len; i += kCopies)
-      for (int copy = 0; copy < kCopies; ++copy) add(cells[copy * stride + cell_of[i + copy]], i + copy);
+      for (int copy = 0; copy < kCopies; ++copy)
+        add(cells[copy * stride + cell_of[i + copy]], i + copy);
     for (; i < len; ++i) add(cells[cell_of[i]], i);
   }
 
@@ -611,7 +609,10 @@ struct RangeRunner {
       if (block[size_t(b)].count == 0) continue;
       add_to(totals[kBootSqError], block[size_t(b)].sum[kSqError]);
       add_to(totals[kBootNll], block[size_t(b)].sum[kNll]);
-      if (n_nonempty < 64) nonempty[n_nonempty++] = b; else many = true;
+      if (n_nonempty < 64)
+        nonempty[n_nonempty++] = b;
+      else
+        many = true;
     }
     if (n_nonempty == 0) return;
     const uint64_t key = bootstrap_unit_key(a.seed, uint64_t(unit));
@@ -650,8 +651,8 @@ struct RangeRunner {
         seg_end = std::min(seg_end, unit_end);
       }
       const int64_t len = seg_end - pos;
-      const int64_t bad = load_tile<CT, YT>(a, pos, len, s.c.data(), s.y.data(),
-                                            weighted ? s.w.data() : nullptr);
+      const int64_t bad =
+          load_tile<CT, YT>(a, pos, len, s.c.data(), s.y.data(), weighted ? s.w.data() : nullptr);
       if (bad >= 0) return pos + bad;
       job.bins_of_tile(s, len);
       if (tile_is_binary(len)) {
@@ -665,11 +666,15 @@ struct RangeRunner {
         if (since_fold >= kFoldEvery) fold(boot ? block.data() : bins);
       } else {
         if (weighted) {
-          if (a.light) job.template terms_soft<true, true>(s, len);
-          else job.template terms_soft<true, false>(s, len);
+          if (a.light)
+            job.template terms_soft<true, true>(s, len);
+          else
+            job.template terms_soft<true, false>(s, len);
         } else {
-          if (a.light) job.template terms_soft<false, true>(s, len);
-          else job.template terms_soft<false, false>(s, len);
+          if (a.light)
+            job.template terms_soft<false, true>(s, len);
+          else
+            job.template terms_soft<false, false>(s, len);
         }
         scatter_soft(len);
       }
@@ -700,11 +705,16 @@ template <class CT>
 int64_t run_conf(const CalibrationArgs& a, int64_t begin, int64_t end, BinState* bins,
                  U128* boot_bins, U128* boot_totals) {
   switch (a.correct_type) {
-    case CorrectType::kUInt8: return run_typed<CT, uint8_t>(a, begin, end, bins, boot_bins, boot_totals);
-    case CorrectType::kInt32: return run_typed<CT, int32_t>(a, begin, end, bins, boot_bins, boot_totals);
-    case CorrectType::kInt64: return run_typed<CT, int64_t>(a, begin, end, bins, boot_bins, boot_totals);
-    case CorrectType::kFloat32: return run_typed<CT, float>(a, begin, end, bins, boot_bins, boot_totals);
-    case CorrectType::kFloat64: return run_typed<CT, double>(a, begin, end, bins, boot_bins, boot_totals);
+    case CorrectType::kUInt8:
+      return run_typed<CT, uint8_t>(a, begin, end, bins, boot_bins, boot_totals);
+    case CorrectType::kInt32:
+      return run_typed<CT, int32_t>(a, begin, end, bins, boot_bins, boot_totals);
+    case CorrectType::kInt64:
+      return run_typed<CT, int64_t>(a, begin, end, bins, boot_bins, boot_totals);
+    case CorrectType::kFloat32:
+      return run_typed<CT, float>(a, begin, end, bins, boot_bins, boot_totals);
+    case CorrectType::kFloat64:
+      return run_typed<CT, double>(a, begin, end, bins, boot_bins, boot_totals);
   }
   return -2;
 }

@@ -193,74 +193,78 @@ Status consistency_typed(const ConsistencyArgs& a) {
   const int64_t k = a.k, q_stride = a.q_stride, k_stride = a.k_stride;
   const int64_t lp_q_stride = a.lp_q_stride, lp_k_stride = a.lp_k_stride;
   constexpr double kInf = std::numeric_limits<double>::infinity();
-  return parallel_for(a.n_q, std::max<int64_t>(1, 8192 / std::max<int64_t>(k, 1)),
-                      [&](int64_t b, int64_t e) {
-    const size_t kk = size_t(std::max<int64_t>(k, 1));
-    // The valid samples of a question (ids, log-probs then weights), then its clusters.
-    std::vector<int64_t> ids(kk), cid(kk), cnt(kk);
-    std::vector<double> w(kk), ms(kk);
-    TableEntropyTerms terms(k);
-    SmallIdGrouper small_ids;
-    HashGrouper any_ids(k);
-    for (int64_t q = b; q < e; ++q) {
-      const int64_t* ans = a.answers + q * q_stride;
-      const LP* lp = lps ? lps + q * lp_q_stride : nullptr;
-      // Pack the valid samples; max_id gathers the bits of the valid ids (negatives count 0).
-      int64_t n = 0, max_id = 0;
-      if (lp) {
-        for (int64_t s = 0; s < k; ++s) {
-          const int64_t id = ans[s * k_stride];
-          ids[size_t(n)] = id;
-          w[size_t(n)] = double(Scalar<LP>::load(lp[s * lp_k_stride]));
-          n += id >= 0;
-          max_id |= id & ~(id >> 63);
-        }
-      } else {
-        for (int64_t s = 0; s < k; ++s) {
-          const int64_t id = ans[s * k_stride];
-          ids[size_t(n)] = id;
-          n += id >= 0;
-          max_id |= id & ~(id >> 63);
-        }
-      }
+  return parallel_for(
+      a.n_q, std::max<int64_t>(1, 8192 / std::max<int64_t>(k, 1)), [&](int64_t b, int64_t e) {
+        const size_t kk = size_t(std::max<int64_t>(k, 1));
+        // The valid samples of a question (ids, log-probs then weights), then its clusters.
+        std::vector<int64_t> ids(kk), cid(kk), cnt(kk);
+        std::vector<double> w(kk), ms(kk);
+        TableEntropyTerms terms(k);
+        SmallIdGrouper small_ids;
+        HashGrouper any_ids(k);
+        for (int64_t q = b; q < e; ++q) {
+          const int64_t* ans = a.answers + q * q_stride;
+          const LP* lp = lps ? lps + q * lp_q_stride : nullptr;
+          // Pack the valid samples; max_id gathers the bits of the valid ids (negatives count 0).
+          int64_t n = 0, max_id = 0;
+          if (lp) {
+            for (int64_t s = 0; s < k; ++s) {
+              const int64_t id = ans[s * k_stride];
+              ids[size_t(n)] = id;
+              w[size_t(n)] = double(Scalar<LP>::load(lp[s * lp_k_stride]));
+              n += id >= 0;
+              max_id |= id & ~(id >> 63);
+            }
+          } else {
+            for (int64_t s = 0; s < k; ++s) {
+              const int64_t id = ans[s * k_stride];
+              ids[size_t(n)] = id;
+              n += id >= 0;
+              max_id |= id & ~(id >> 63);
+            }
+          }
 
-      // Masses exp(lp - top), top the largest valid lp, so none overflows (log-sum-exp).
-      bool mass_ok = lp != nullptr && n > 0;
-      if (mass_ok) {
-        double top = -kInf;
-        bool bad = false;
-        for (int64_t s = 0; s < n; ++s) {
-          const double v = w[size_t(s)];
-          bad |= (v != v) | (v == kInf);
-          top = v > top ? v : top;
+          // Masses exp(lp - top), top the largest valid lp, so none overflows (log-sum-exp).
+          bool mass_ok = lp != nullptr && n > 0;
+          if (mass_ok) {
+            double top = -kInf;
+            bool bad = false;
+            for (int64_t s = 0; s < n; ++s) {
+              const double v = w[size_t(s)];
+              bad |= (v != v) | (v == kInf);
+              top = v > top ? v : top;
+            }
+            mass_ok = !bad && top > -kInf;
+            if (mass_ok)
+              for (int64_t s = 0; s < n; ++s) w[size_t(s)] = std::exp(w[size_t(s)] - top);
+          }
+
+          const bool small = (max_id >> 6) == 0;
+          int64_t n_unique;
+          if (small) {
+            n_unique = mass_ok ? small_ids.group<true>(ids.data(), w.data(), n, cid.data(),
+                                                       cnt.data(), ms.data())
+                               : small_ids.group<false>(ids.data(), w.data(), n, cid.data(),
+                                                        cnt.data(), ms.data());
+          } else {
+            n_unique = mass_ok ? any_ids.group<true>(ids.data(), w.data(), n, cid.data(),
+                                                     cnt.data(), ms.data())
+                               : any_ids.group<false>(ids.data(), w.data(), n, cid.data(),
+                                                      cnt.data(), ms.data());
+          }
+          terms.prepare(n);
+
+          const ConsistencyResult r =
+              consistency_finish(cid.data(), cnt.data(), ms.data(), n_unique, mass_ok, terms);
+          if (a.mode) a.mode[q] = r.mode;
+          if (a.n_unique) a.n_unique[q] = r.n_unique;
+          if (a.agreement) a.agreement[q] = r.agreement;
+          if (a.entropy) a.entropy[q] = r.entropy;
+          if (a.entropy_consistency) a.entropy_consistency[q] = r.entropy_consistency;
+          if (a.fsd) a.fsd[q] = r.fsd;
+          if (se_out) se_out[q] = Out(r.semantic_entropy);
         }
-        mass_ok = !bad && top > -kInf;
-        if (mass_ok)
-          for (int64_t s = 0; s < n; ++s) w[size_t(s)] = std::exp(w[size_t(s)] - top);
-      }
-
-      const bool small = (max_id >> 6) == 0;
-      int64_t n_unique;
-      if (small) {
-        n_unique = mass_ok ? small_ids.group<true>(ids.data(), w.data(), n, cid.data(), cnt.data(), ms.data())
-                           : small_ids.group<false>(ids.data(), w.data(), n, cid.data(), cnt.data(), ms.data());
-      } else {
-        n_unique = mass_ok ? any_ids.group<true>(ids.data(), w.data(), n, cid.data(), cnt.data(), ms.data())
-                           : any_ids.group<false>(ids.data(), w.data(), n, cid.data(), cnt.data(), ms.data());
-      }
-      terms.prepare(n);
-
-      const ConsistencyResult r =
-          consistency_finish(cid.data(), cnt.data(), ms.data(), n_unique, mass_ok, terms);
-      if (a.mode) a.mode[q] = r.mode;
-      if (a.n_unique) a.n_unique[q] = r.n_unique;
-      if (a.agreement) a.agreement[q] = r.agreement;
-      if (a.entropy) a.entropy[q] = r.entropy;
-      if (a.entropy_consistency) a.entropy_consistency[q] = r.entropy_consistency;
-      if (a.fsd) a.fsd[q] = r.fsd;
-      if (se_out) se_out[q] = Out(r.semantic_entropy);
-    }
-  });
+      });
 }
 
 }  // namespace
@@ -269,10 +273,14 @@ Status sample_consistency(const ConsistencyArgs& args) {
   if (args.n_q < 0 || args.k < 0 || !args.answers) return Status::kInvalidArgument;
   if (args.semantic_entropy && !args.seq_logprobs) return Status::kInvalidArgument;
   switch (args.lp_dtype) {
-    case DType::kFloat16: return consistency_typed<Float16>(args);
-    case DType::kBFloat16: return consistency_typed<BFloat16>(args);
-    case DType::kFloat32: return consistency_typed<float>(args);
-    case DType::kFloat64: return consistency_typed<double>(args);
+    case DType::kFloat16:
+      return consistency_typed<Float16>(args);
+    case DType::kBFloat16:
+      return consistency_typed<BFloat16>(args);
+    case DType::kFloat32:
+      return consistency_typed<float>(args);
+    case DType::kFloat64:
+      return consistency_typed<double>(args);
   }
   return Status::kInvalidArgument;
 }

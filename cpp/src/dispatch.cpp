@@ -3,23 +3,14 @@
 #include <cstring>
 #include <initializer_list>
 
+#include "isa.h"
 #include "logcal/cpu.h"
 
 namespace logcal {
 namespace cpu {
 
-// One declaration per compiled level (token_kernels_<level>.cpp).
-#define LOGCAL_DECLARE_LEVEL(ns)                  \
-  namespace ns {                                  \
-  Status token_stats(const TokenStatsArgs& args); \
-  Status log_softmax(const LogSoftmaxArgs& args); \
-  }
-LOGCAL_DECLARE_LEVEL(baseline)
-#if defined(LOGCAL_X86_DISPATCH)
-LOGCAL_DECLARE_LEVEL(avx2)
-LOGCAL_DECLARE_LEVEL(avx512)
-#endif
-#undef LOGCAL_DECLARE_LEVEL
+LOGCAL_IN_EACH_LEVEL(Status token_stats(const TokenStatsArgs& args);
+                     Status log_softmax(const LogSoftmaxArgs& args))
 
 namespace {
 
@@ -84,24 +75,9 @@ bool set_isa(Isa isa) {
   return true;
 }
 
-#if defined(LOGCAL_X86_DISPATCH)
-#define LOGCAL_DISPATCH(fn, args) \
-  switch (active()) {             \
-    case Isa::kAvx512:            \
-      return avx512::fn(args);    \
-    case Isa::kAvx2:              \
-      return avx2::fn(args);      \
-    default:                      \
-      return baseline::fn(args);  \
-  }
-#else
-#define LOGCAL_DISPATCH(fn, args) return baseline::fn(args);
-#endif
+Status token_stats(const TokenStatsArgs& args) { return LOGCAL_ACTIVE_LEVEL(token_stats)(args); }
 
-Status token_stats(const TokenStatsArgs& args){LOGCAL_DISPATCH(token_stats, args)} Status
-    log_softmax(const LogSoftmaxArgs& args) {
-  LOGCAL_DISPATCH(log_softmax, args)
-}
+Status log_softmax(const LogSoftmaxArgs& args) { return LOGCAL_ACTIVE_LEVEL(log_softmax)(args); }
 
 }  // namespace cpu
 }  // namespace logcal

@@ -145,7 +145,10 @@ Status selective_typed(const SelectiveArgs& a) {
       int64_t in = piece_begin(p) - piece_pos[size_t(p)];
       for (int64_t i = piece_begin(p); i < piece_begin(p + 1); ++i) {
         const K k = sortable_key(conf[i * a.conf_stride]);
-        if (a.correct[i * a.correct_stride] != 0) pos[ip++] = k; else neg[in++] = k;
+        if (a.correct[i * a.correct_stride] != 0)
+          pos[ip++] = k;
+        else
+          neg[in++] = k;
       }
     }
   });
@@ -188,8 +191,10 @@ Status selective_typed(const SelectiveArgs& a) {
     above += ng;
     pos_above += pg;
     neg_above += qg;
-    if constexpr (sizeof(K) == 8) threshold[g] = F(key_to_double(uint64_t(key)));
-    else threshold[g] = F(key_to_float(uint32_t(key)));
+    if constexpr (sizeof(K) == 8)
+      threshold[g] = F(key_to_double(uint64_t(key)));
+    else
+      threshold[g] = F(key_to_float(uint32_t(key)));
     a.coverage[g] = double(above) / dn;
     a.risk[g] = double(neg_above) / double(above);
     ++g;
@@ -197,9 +202,8 @@ Status selective_typed(const SelectiveArgs& a) {
   for (; next_cov < order.size(); ++next_cov) a.accuracy[order[next_cov]] = double(n_pos) / dn;
   *a.n_groups = g;
   *a.aurc = risk_sum.value() / dn;
-  *a.auroc = (n_pos == 0 || n_neg == 0)
-                 ? std::numeric_limits<double>::quiet_NaN()
-                 : double(u2) / (2.0 * double(n_pos) * double(n_neg));
+  *a.auroc = (n_pos == 0 || n_neg == 0) ? std::numeric_limits<double>::quiet_NaN()
+                                        : double(u2) / (2.0 * double(n_pos) * double(n_neg));
   return Status::kOk;
 }
 
@@ -212,9 +216,12 @@ Status selective(const SelectiveArgs& args) {
     return Status::kInvalidArgument;
   try {
     switch (args.dtype) {
-      case DType::kFloat32: return selective_typed<float, uint32_t>(args);
-      case DType::kFloat64: return selective_typed<double, uint64_t>(args);
-      default: return Status::kInvalidArgument;
+      case DType::kFloat32:
+        return selective_typed<float, uint32_t>(args);
+      case DType::kFloat64:
+        return selective_typed<double, uint64_t>(args);
+      default:
+        return Status::kInvalidArgument;
     }
   } catch (const std::bad_alloc&) {
     return Status::kOutOfMemory;

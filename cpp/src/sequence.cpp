@@ -14,10 +14,10 @@
 #include <cmath>
 #include <limits>
 #include <new>
+#include <type_traits>
 #include <vector>
 
-#include <type_traits>
-
+#include "isa.h"
 #include "logcal/cpu.h"
 #include "logcal/cpu_sequence.h"
 #include "logcal/half.h"
@@ -237,14 +237,17 @@ Status sequence_stats_typed(const SequenceStatsArgs& a) {
       int64_t lo = 0, hi = n;  // first s in [0, n] with cost(s) >= target
       while (lo < hi) {
         const int64_t mid = lo + (hi - lo) / 2;
-        if (cost(mid) < target) lo = mid + 1; else hi = mid;
+        if (cost(mid) < target)
+          lo = mid + 1;
+        else
+          hi = mid;
       }
       return lo;
     };
     return run_sequences(src, n, total, boundary, write);
   }
-  const PaddedSource<In> src{sequence_blocks(), data, a.length, a.row_stride, a.col_stride,
-                             a.mask, a.mask_row_stride, a.mask_col_stride};
+  const PaddedSource<In> src{sequence_blocks(), data,   a.length,          a.row_stride,
+                             a.col_stride,      a.mask, a.mask_row_stride, a.mask_col_stride};
   const int64_t n = a.n_seq;
   auto boundary = [&](int64_t p, int64_t n_pieces) -> int64_t {
     return int64_t((__int128)n * p / n_pieces);
@@ -259,60 +262,45 @@ Status choice_typed(const ChoiceArgs& a) {
   Out* probs = static_cast<Out*>(a.probs);
   Out* conf = static_cast<Out*>(a.confidence);
   const int64_t n_c = a.n_c;
-  return parallel_for(a.n_q, std::max<int64_t>(1, 4096 / std::max<int64_t>(n_c, 1)),
-                      [&](int64_t b, int64_t e) {
-    for (int64_t q = b; q < e; ++q) {
-      const In* row = lp + q * a.q_stride;
-      const double* len = a.lengths ? a.lengths + q * n_c : nullptr;
-      Out* prow = probs ? probs + q * n_c : nullptr;
-      auto score = [&](int64_t c) {
-        return choice_score(double(Scalar<In>::load(row[c * a.c_stride])), len, c);
-      };
-      auto put = [&](int64_t c, double p) {
-        if (prow) prow[c] = Out(p);
-      };
-      double confidence;
-      const int64_t pred = choice_softmax(n_c, score, put, &confidence);
-      if (a.pred) a.pred[q] = pred;
-      if (conf) conf[q] = Out(confidence);
-      if (a.correct) a.correct[q] = uint8_t(pred >= 0 && a.labels && pred == a.labels[q]);
-    }
-  });
+  return parallel_for(
+      a.n_q, std::max<int64_t>(1, 4096 / std::max<int64_t>(n_c, 1)), [&](int64_t b, int64_t e) {
+        for (int64_t q = b; q < e; ++q) {
+          const In* row = lp + q * a.q_stride;
+          const double* len = a.lengths ? a.lengths + q * n_c : nullptr;
+          Out* prow = probs ? probs + q * n_c : nullptr;
+          auto score = [&](int64_t c) {
+            return choice_score(double(Scalar<In>::load(row[c * a.c_stride])), len, c);
+          };
+          auto put = [&](int64_t c, double p) {
+            if (prow) prow[c] = Out(p);
+          };
+          double confidence;
+          const int64_t pred = choice_softmax(n_c, score, put, &confidence);
+          if (a.pred) a.pred[q] = pred;
+          if (conf) conf[q] = Out(confidence);
+          if (a.correct) a.correct[q] = uint8_t(pred >= 0 && a.labels && pred == a.labels[q]);
+        }
+      });
 }
 
 }  // namespace
 
-namespace baseline {
-extern const SequenceBlocks kSequenceBlocks;
-}
-#if defined(LOGCAL_X86_DISPATCH)
-namespace avx2 {
-extern const SequenceBlocks kSequenceBlocks;
-}
-namespace avx512 {
-extern const SequenceBlocks kSequenceBlocks;
-}
-#endif
+LOGCAL_IN_EACH_LEVEL(extern const SequenceBlocks kSequenceBlocks)
 
-const SequenceBlocks& sequence_blocks() {
-#if defined(LOGCAL_X86_DISPATCH)
-  switch (active_isa()) {
-    case Isa::kAvx512: return avx512::kSequenceBlocks;
-    case Isa::kAvx2: return avx2::kSequenceBlocks;
-    default: break;
-  }
-#endif
-  return baseline::kSequenceBlocks;
-}
+const SequenceBlocks& sequence_blocks() { return *LOGCAL_ACTIVE_LEVEL(kSequenceBlocks); }
 
 Status sequence_stats(const SequenceStatsArgs& args) {
   if (args.n_seq < 0 || (!args.offsets && args.length < 0)) return Status::kInvalidArgument;
   try {  // the long-sequence bookkeeping allocates
     switch (args.dtype) {
-      case DType::kFloat16: return sequence_stats_typed<Float16>(args);
-      case DType::kBFloat16: return sequence_stats_typed<BFloat16>(args);
-      case DType::kFloat32: return sequence_stats_typed<float>(args);
-      case DType::kFloat64: return sequence_stats_typed<double>(args);
+      case DType::kFloat16:
+        return sequence_stats_typed<Float16>(args);
+      case DType::kBFloat16:
+        return sequence_stats_typed<BFloat16>(args);
+      case DType::kFloat32:
+        return sequence_stats_typed<float>(args);
+      case DType::kFloat64:
+        return sequence_stats_typed<double>(args);
     }
   } catch (const std::bad_alloc&) {
     return Status::kOutOfMemory;
@@ -326,10 +314,14 @@ Status choice_confidence(const ChoiceArgs& args) {
   if (args.n_q < 0 || args.n_c < 0 || (args.correct && !args.labels))
     return Status::kInvalidArgument;
   switch (args.dtype) {
-    case DType::kFloat16: return choice_typed<Float16>(args);
-    case DType::kBFloat16: return choice_typed<BFloat16>(args);
-    case DType::kFloat32: return choice_typed<float>(args);
-    case DType::kFloat64: return choice_typed<double>(args);
+    case DType::kFloat16:
+      return choice_typed<Float16>(args);
+    case DType::kBFloat16:
+      return choice_typed<BFloat16>(args);
+    case DType::kFloat32:
+      return choice_typed<float>(args);
+    case DType::kFloat64:
+      return choice_typed<double>(args);
   }
   return Status::kInvalidArgument;
 }

@@ -21,6 +21,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "isa_local.h"
 #include "logcal/half.h"
 #include "logcal/softmax_state.h"
 #include "logcal/token_args.h"
@@ -47,22 +48,6 @@ constexpr int64_t kMinSegment = 16384;
 
 template <class T>
 constexpr T kNegInf = -std::numeric_limits<T>::infinity();
-
-// Containers here must not share template instantiations with the copies of this file built
-// for other instruction sets: the linker would keep one of them, perhaps one with instructions
-// this CPU lacks. An allocator type private to this namespace makes every instantiation local.
-template <class T>
-struct LocalAllocator : std::allocator<T> {
-  template <class U>
-  struct rebind {
-    using other = LocalAllocator<U>;
-  };
-  LocalAllocator() = default;
-  template <class U>
-  LocalAllocator(const LocalAllocator<U>&) {}
-};
-template <class T>
-using Vector = std::vector<T, LocalAllocator<T>>;
 
 // Reads elements [begin, begin + len) of a row as the compute type C into `buf`, padded with
 // -inf to a whole number of vectors (padding adds nothing to any statistic). Returns a pointer
