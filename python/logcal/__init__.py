@@ -4,7 +4,10 @@ Token-level statistics from logits (log-softmax, log-sum-exp, entropy, argmax, t
 log-probability and rank, top-k) in one pass over memory, on CPUs with vectorised,
 multithreaded C++ kernels. Calibration statistics (ECE, MCE, RMSCE, Brier, NLL, reliability
 bins, bootstrap intervals) from exact, mergeable fixed-point sums; drop-in replacements for
-scikit-learn's and torchmetrics' calibration functions in ``logcal.compat``.
+scikit-learn's and torchmetrics' calibration functions in ``logcal.compat``. Sequence
+log-likelihoods, multiple-choice confidence, agreement between sampled answers and selective
+prediction; readers for the logprobs of model APIs (``logcal.io``); reliability diagrams
+(``logcal.plot``, with matplotlib); the ``logcal`` command.
 
 >>> import numpy as np, logcal
 >>> logits = np.array([[2.0, 1.0, 0.0], [0.0, 0.0, 0.0]], dtype=np.float32)
