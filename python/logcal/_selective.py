@@ -14,14 +14,15 @@ import numpy as np
 
 from . import _native
 from ._arrays import FLOAT_CODES, as_host_array, wrap
-from ._sequence import _first, _Record
+from ._record import Record
+from ._sequence import _first
 
 __all__ = ["SelectiveStats", "selective"]
 
 DEFAULT_COVERAGES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
-class SelectiveStats(_Record):
+class SelectiveStats(Record):
     """Selective-prediction metrics from :func:`selective`: an immutable record.
 
     Fields: ``auroc`` and ``aurc`` (Python floats); the risk-coverage curve ``threshold``,

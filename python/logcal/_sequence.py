@@ -7,13 +7,13 @@ per-option log-likelihoods into the model's probability over the offered answers
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
 from . import _native
-from ._arrays import FLOAT_CODES, HostArray, as_host_array, dtype_name, empty, format_index
+from ._arrays import FLOAT_CODES, HostArray, as_host_array, empty, format_index
+from ._record import Record
 
 __all__ = [
     "ChoiceConfidence",
@@ -25,56 +25,7 @@ __all__ = [
 ]
 
 
-class _Record(Mapping):
-    """An immutable record of named results; also a read-only mapping of the fields it has.
-
-    Subclasses list their fields in ``_FIELDS`` and, for fields that exist only when an
-    argument is given, the hint ``_OPTIONAL[field]`` naming that argument.
-    """
-
-    __slots__ = ("_fields",)
-    _FIELDS: ClassVar[tuple] = ()
-    _OPTIONAL: ClassVar[dict] = {}
-
-    def __init__(self, **fields: Any) -> None:
-        name = type(self).__name__
-        unknown = set(fields) - set(self._FIELDS)
-        if unknown:
-            raise TypeError(f"unknown {name} fields: {sorted(unknown)}")
-        object.__setattr__(self, "_fields", {k: fields[k] for k in self._FIELDS if k in fields})
-
-    def __getattr__(self, name: str) -> Any:
-        fields = object.__getattribute__(self, "_fields")
-        if name in fields:
-            return fields[name]
-        cls = type(self).__name__
-        if name in self._OPTIONAL:
-            raise AttributeError(f"{cls} has no {name}: {self._OPTIONAL[name]}")
-        raise AttributeError(f"{cls} has no field {name!r}")
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __getitem__(self, key: str) -> Any:
-        return self._fields[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._fields)
-
-    def __len__(self) -> int:
-        return len(self._fields)
-
-    def __repr__(self) -> str:
-        parts = []
-        for k, v in self._fields.items():
-            if hasattr(v, "shape") and hasattr(v, "dtype"):
-                parts.append(f"{k}: {dtype_name(v.dtype)}{list(v.shape)}")
-            else:
-                parts.append(f"{k}: {v!r}")
-        return f"{type(self).__name__}(" + ", ".join(parts) + ")"
-
-
-class SequenceStats(_Record):
+class SequenceStats(Record):
     """Per-sequence statistics from :func:`sequence_stats`: an immutable record of arrays.
 
     Fields, one entry per sequence: ``sum``, ``mean``, ``min``, ``count`` (int64) and
@@ -85,7 +36,7 @@ class SequenceStats(_Record):
     _FIELDS = ("sum", "mean", "min", "count", "perplexity")
 
 
-class ChoiceConfidence(_Record):
+class ChoiceConfidence(Record):
     """Multiple-choice confidence from :func:`choice_confidence`: an immutable record.
 
     Fields: ``probs`` ``[Q, C]``, ``pred`` ``[Q]`` (int64), ``confidence`` ``[Q]`` and, with
@@ -97,7 +48,7 @@ class ChoiceConfidence(_Record):
     _OPTIONAL: ClassVar[dict] = {"correct": "pass labels= to choice_confidence"}
 
 
-class Consistency(_Record):
+class Consistency(Record):
     """Multi-sample consistency from :func:`sample_consistency`: an immutable record.
 
     Fields, one entry per question: ``mode`` and ``n_unique`` (int64), ``agreement``,

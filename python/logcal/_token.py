@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -19,6 +18,7 @@ from ._arrays import (
     empty,
     format_index,
 )
+from ._record import Record
 
 _ALWAYS = ("logsumexp", "max_logprob", "argmax", "entropy")
 _TARGET_FIELDS = ("target_logprob", "target_rank")
@@ -26,7 +26,7 @@ _TOPK_FIELDS = ("topk_ids", "topk_logprobs")
 _FIELDS = _ALWAYS + _TARGET_FIELDS + _TOPK_FIELDS
 
 
-class TokenStats(Mapping):
+class TokenStats(Record):
     """Per-token statistics from :func:`token_stats`: an immutable record of arrays.
 
     Fields (leading shape ``[...]`` of the logits):
@@ -39,42 +39,12 @@ class TokenStats(Mapping):
     which argument brings it. The record is also a read-only mapping of the fields it has.
     """
 
-    __slots__ = ("_fields",)
-
-    def __init__(self, **fields: Any) -> None:
-        unknown = set(fields) - set(_FIELDS)
-        if unknown:
-            raise TypeError(f"unknown TokenStats fields: {sorted(unknown)}")
-        object.__setattr__(self, "_fields", {k: fields[k] for k in _FIELDS if k in fields})
-
-    def __getattr__(self, name: str) -> Any:
-        fields = object.__getattribute__(self, "_fields")
-        if name in fields:
-            return fields[name]
-        if name in _TARGET_FIELDS:
-            raise AttributeError(f"TokenStats has no {name}: pass targets= to token_stats")
-        if name in _TOPK_FIELDS:
-            raise AttributeError(f"TokenStats has no {name}: pass top_k > 0 to token_stats")
-        raise AttributeError(f"TokenStats has no field {name!r}")
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("TokenStats is immutable")
-
-    def __getitem__(self, key: str) -> Any:
-        return self._fields[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._fields)
-
-    def __len__(self) -> int:
-        return len(self._fields)
-
-    def __repr__(self) -> str:
-        parts = []
-        for k, v in self._fields.items():
-            shape = tuple(getattr(v, "shape", ()))
-            parts.append(f"{k}: {dtype_name(getattr(v, 'dtype', type(v)))}{list(shape)}")
-        return "TokenStats(" + ", ".join(parts) + ")"
+    __slots__ = ()
+    _FIELDS = _FIELDS
+    _OPTIONAL: ClassVar[dict] = {
+        **dict.fromkeys(_TARGET_FIELDS, "pass targets= to token_stats"),
+        **dict.fromkeys(_TOPK_FIELDS, "pass top_k > 0 to token_stats"),
+    }
 
 
 # --- validation: once, here, with messages that name the argument ---------------------------

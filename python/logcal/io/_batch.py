@@ -9,10 +9,11 @@ buffers hold int32 codes into the table until the end.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
+
+from .._record import Record
 
 _ARRAYS = (
     "token_logprob",
@@ -33,7 +34,7 @@ _FIELDS = _ARRAYS + _SCALARS
 _ID_FIELDS = ("token_ids", "top_token_ids")
 
 
-class LogprobBatch(Mapping):
+class LogprobBatch(Record):
     """Token log-probabilities read from model outputs: an immutable record of flat arrays.
 
     ``T`` tokens in ``S`` sequences (one per choice or candidate, plus one per vLLM prompt),
@@ -83,40 +84,16 @@ class LogprobBatch(Mapping):
     saying so. The record is also a read-only mapping of the fields it has.
     """
 
-    __slots__ = ("_fields",)
+    __slots__ = ()
+    _FIELDS = _FIELDS
 
-    def __init__(self, **fields: Any) -> None:
-        unknown = set(fields) - set(_FIELDS)
-        if unknown:
-            raise TypeError(f"unknown LogprobBatch fields: {sorted(unknown)}")
-        object.__setattr__(self, "_fields", {k: fields[k] for k in _FIELDS if k in fields})
-
-    def __getattr__(self, name: str) -> Any:
-        fields = object.__getattribute__(self, "_fields")
-        if name in fields:
-            return fields[name]
+    def _missing(self, name: str) -> str:
+        fmt = self._fields.get("format")
         if name in _ID_FIELDS:
-            raise AttributeError(
-                f"LogprobBatch has no {name}: this {fields.get('format')} source gives no token ids"
-            )
+            return f"LogprobBatch has no {name}: this {fmt} source gives no token ids"
         if name == "token_bytes":
-            raise AttributeError(
-                f"LogprobBatch has no token_bytes: this {fields.get('format')} source gives "
-                f"no token bytes"
-            )
-        raise AttributeError(f"LogprobBatch has no field {name!r}")
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("LogprobBatch is immutable")
-
-    def __getitem__(self, key: str) -> Any:
-        return self._fields[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._fields)
-
-    def __len__(self) -> int:
-        return len(self._fields)
+            return f"LogprobBatch has no token_bytes: this {fmt} source gives no token bytes"
+        return super()._missing(name)
 
     @property
     def n_tokens(self) -> int:
