@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gpu_util import RTOL, TORCH_DTYPES, assert_same_stats, logits_np, to_numpy
 
 import logcal
-from gpu_util import RTOL, TORCH_DTYPES, assert_same_stats, logits_np, to_numpy
 
 pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")

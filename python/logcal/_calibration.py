@@ -1294,6 +1294,8 @@ class CalibrationAccumulator:
         from ._token import _int_arg as _tok_int, _targets, _temperature, token_stats
 
         func = "CalibrationAccumulator.update_from_logits"
+        if targets is None:
+            raise TypeError(f"{func} needs targets (the token each position should predict)")
         temperature = _temperature(temperature)
         ignore_index = _tok_int(ignore_index, "ignore_index")
         if _device.is_cuda_array(logits):

@@ -30,7 +30,9 @@ def _logits(x: Any, func: str) -> dev.DeviceArray:
             "logits must have at least one dimension (the vocabulary axis), got a 0-d array"
         )
     if a.shape[-1] == 0:
-        raise ValueError(f"logits must have a non-empty last (vocabulary) axis, got shape {a.shape}")
+        raise ValueError(
+            f"logits must have a non-empty last (vocabulary) axis, got shape {a.shape}"
+        )
     if int(np.prod(a.shape)) == 0:
         raise ValueError(f"logits must not be empty, got shape {a.shape}")
     if a.shape[-1] > _MAX_VOCAB:
@@ -300,7 +302,8 @@ def calib_launch(core: Any, state: DeviceState, stream: int, *, n: int, n_bins: 
     if logits_source is not None:
         d.update(logits_source)
     else:
-        d.update(confidence=conf.ptr, conf_type=_CONF_CODES[conf.dtype], conf_stride=conf.strides[0],
+        d.update(confidence=conf.ptr, conf_type=_CONF_CODES[conf.dtype],
+                 conf_stride=conf.strides[0],
                  correct=corr.ptr, correct_type=_CORRECT_CODES[corr.dtype],
                  correct_stride=corr.strides[0], first_invalid=first.ptr)
     ws_bytes = int(core.calibration_workspace(d))

@@ -67,7 +67,7 @@ def is_cuda_array(x: Any) -> bool:
     if hasattr(x, "__dlpack_device__"):
         try:
             return int(x.__dlpack_device__()[0]) == _DLPACK_CUDA
-        except Exception:  # noqa: BLE001 - a broken protocol is not a CUDA array
+        except Exception:
             return False
     return False
 

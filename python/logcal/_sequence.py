@@ -234,7 +234,8 @@ def sequence_stats(token_logprobs: Any, offsets: Any = None, *, mask: Any = None
     same run to run, for any :func:`logcal.set_num_threads`, and for strided and contiguous
     input -- and the same bits on a GPU, which adds in that very order. CUDA inputs are
     computed on their device and stream; CUDA ``offsets`` are checked there, with one 8-byte
-    read that waits for the stream. Work is spread over threads across sequences, and within very long sequences.
+    read that waits for the stream. Work is spread over threads across sequences, and within
+    very long sequences.
 
     Examples
     --------
