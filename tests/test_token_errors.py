@@ -133,16 +133,24 @@ def test_not_an_array():
         logcal.token_stats(X, object())
 
 
-def test_cuda_arrays_are_refused_clearly():
+def test_cuda_arrays_without_a_usable_gpu_are_refused_clearly():
+    """CUDA arrays go to the CUDA back end; where it cannot run, the error says why."""
+    if logcal.cuda_available():
+        pytest.skip("a GPU is usable here: CUDA arrays are computed (tests/test_gpu_*.py)")
+
     class FakeCudaArray:
         @property
         def __cuda_array_interface__(self):
             return {"shape": (2, 3), "typestr": "<f4", "data": (0, False), "version": 3}
 
-    with raises(
-        RuntimeError,
-        "token_stats: logits is in CUDA memory (__cuda_array_interface__); this version of logcal computes token_stats on the CPU only, so move it to host memory first",
-    ):
+    if logcal.cuda_compiled():
+        why = "the input is in CUDA memory, but no CUDA device is usable"
+    else:
+        why = (
+            "the input is in CUDA memory, but this build of logcal has no CUDA module (it was "
+            "built without nvcc); move the input to host memory or rebuild with LOGCAL_CUDA=ON"
+        )
+    with raises(RuntimeError, f"token_stats: {why}"):
         logcal.token_stats(FakeCudaArray())
 
     class FakeDLPackCuda:
@@ -152,11 +160,10 @@ def test_cuda_arrays_are_refused_clearly():
         def __dlpack__(self, stream=None):
             raise AssertionError("must not be called")
 
-    with raises(
-        RuntimeError,
-        "log_softmax: logits is in CUDA memory (DLPack device 2:0); this version of logcal computes log_softmax on the CPU only, so move it to host memory first",
-    ):
+    with raises(RuntimeError, f"log_softmax: {why}"):
         logcal.log_softmax(FakeDLPackCuda())
+    with raises(RuntimeError, f"sequence_stats: {why}"):
+        logcal.sequence_stats(FakeCudaArray(), offsets=[0, 3])
 
 
 def test_set_num_threads_type():

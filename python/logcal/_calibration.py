@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _native
+from . import _device, _native
 from ._arrays import as_host_array, format_index, wrap
 
 __all__ = [
@@ -932,6 +932,105 @@ def _bootstrap_args(
     return _Boot(nb, s, block), off
 
 
+# --- CUDA inputs ------------------------------------------------------------------------------
+
+
+def _gpu_unsupported(func: str, what: str) -> ValueError:
+    return ValueError(
+        f"{func}: {what} is not available for CUDA arrays in this version; pass "
+        "host arrays (e.g. tensor.cpu()) for it"
+    )
+
+
+def _gpu_run(
+    confidence: Any,
+    correct: Any,
+    state: Any,
+    inner: np.ndarray | None,
+    *,
+    eps: float,
+    light: bool,
+    func: str,
+) -> None:
+    """Adds CUDA (confidence, correct) pairs into the device state `state`; validates them with
+    one synchronisation and, on a bad sample, raises the CPU's message (read from a host copy)."""
+    from . import _cuda_ops
+
+    core = _device.require_cuda(func)
+    shape = _device.describe(confidence).shape
+    c, y, n = _cuda_ops.calib_pairs(confidence, correct, func)
+    if n == 0:
+        return
+    s = _device.stream(c)
+    first = _device.full_u64_max(c)
+    scratch = _cuda_ops.DeviceState(state.n_bins, state.like)
+    edges = None if inner is None else _device.from_host(np.asarray(inner, np.float64), c)
+    _cuda_ops.calib_launch(
+        core,
+        scratch,
+        s,
+        n=n,
+        n_bins=state.n_bins,
+        edges=edges,
+        eps=eps,
+        light=light,
+        conf=c,
+        corr=y,
+        first=first,
+    )
+    if _device.read_u64(core, first, s) != _device.NONE_FOUND:
+        host = _pairs(
+            _device.to_host(c).reshape(shape),
+            _device.to_host(y).reshape(shape),
+            None,
+            func,
+            allow_empty=True,
+        )
+        probe = _State(state.n_bins)
+        bad = _run(host, probe, n_bins=state.n_bins, inner_edges=inner, eps=eps, light=light)
+        raise _sample_error(host, bad if bad >= 0 else 0)
+    core.calibration_add_state(
+        state.like.device,
+        s,
+        state.count.ptr,
+        state.sums.ptr,
+        scratch.count.ptr,
+        scratch.sums.ptr,
+        state.n_bins,
+    )
+
+
+def _gpu_stats(
+    confidence: Any,
+    correct: Any,
+    *,
+    n_bins: int,
+    binning: Any,
+    weights: Any,
+    eps: float,
+    light: bool,
+    func: str,
+) -> tuple:
+    """(name, edges, count, sums) of CUDA pairs, computed on their GPU (synchronises: the
+    result is host numbers)."""
+    from . import _cuda_ops
+
+    _device.require_cuda(func)
+    if weights is not None:
+        raise _gpu_unsupported(func, "weights=")
+    if isinstance(binning, str) and binning == "quantile":
+        raise _gpu_unsupported(func, "binning='quantile'")
+    name, edges, inner = _binning_plan(binning, n_bins, None)
+    nb = edges.size - 1
+    c = _device.describe(confidence)
+    if int(np.prod(c.shape)) == 0:
+        raise ValueError(f"confidence is empty (shape {c.shape}): {func} needs at least one sample")
+    state = _cuda_ops.DeviceState(nb, c)
+    _gpu_run(confidence, correct, state, inner, eps=eps, light=light, func=func)
+    count, sums = state.to_host()
+    return name, edges, count, sums
+
+
 def calibration_stats(
     confidence: Any,
     correct: Any,
@@ -1004,6 +1103,22 @@ def calibration_stats(
     func = "calibration_stats"
     n_bins = _n_bins(n_bins)
     eps = _eps(eps)
+    if _device.is_cuda_array(confidence):
+        if _int_arg(n_bootstrap, "n_bootstrap") != 0:
+            raise _gpu_unsupported(func, "n_bootstrap > 0")
+        name, edges, count, sums = _gpu_stats(
+            confidence,
+            correct,
+            n_bins=n_bins,
+            binning=binning,
+            weights=weights,
+            eps=eps,
+            light=False,
+            func=func,
+        )
+        return CalibrationStats(
+            edges=edges, count=count, sums=sums, binning=name, eps=eps, weighted=False
+        )
     p = _pairs(confidence, correct, weights, func)
     boot, offset = _bootstrap_args(
         n_bootstrap, seed, bootstrap_block, bootstrap_offset, p.conf.size, None
@@ -1030,6 +1145,18 @@ def _binned(
 ) -> CalibrationStats:
     """Statistics with only the binned sums (no squared error, no NLL): for the ECE family."""
     n_bins = _n_bins(n_bins)
+    if _device.is_cuda_array(confidence):
+        name, edges, count, sums = _gpu_stats(
+            confidence,
+            correct,
+            n_bins=n_bins,
+            binning=binning,
+            weights=weights,
+            eps=DEFAULT_EPS,
+            light=True,
+            func=func,
+        )
+        return CalibrationStats(edges=edges, count=count, sums=sums, binning=name, weighted=False)
     p = _pairs(confidence, correct, weights, func)
     name, edges, inner = _binning_plan(binning, n_bins, p.conf)
     state = _State(edges.size - 1)
@@ -1281,22 +1408,83 @@ class CalibrationAccumulator:
         self._weighted = False
         self._position = 0
         self._state = _State(self._edges.size - 1, 0 if self._boot is None else self._boot.n)
+        self._dev = None  # state of CUDA updates, kept on their device until it is read
+        self._dev_edges = None
+        self._dev_pairs = 0  # samples of update() among them (already counted in position)
+
+    # --- the device part of the state -------------------------------------------------------
+
+    def _device_state(self, like: Any, func: str) -> Any:
+        from . import _cuda_ops
+
+        if self._dev is None:
+            self._dev = _cuda_ops.DeviceState(self._state.count.size, like)
+            self._dev_edges = (
+                None
+                if self._inner is None
+                else _device.from_host(np.asarray(self._inner, dtype=np.float64), like)
+            )
+        elif self._dev.like.device != like.device:
+            raise ValueError(
+                f"{func}: this accumulator holds state on cuda:{self._dev.like.device}"
+                f", got data on cuda:{like.device}"
+            )
+        return self._dev
+
+    def _flush_device(self) -> None:
+        """Adds the device part of the state into the host state (exact; synchronises)."""
+        if self._dev is None:
+            return
+        count, sums = self._dev.to_host()
+        self._state.count += count
+        self._state.sums = _add128(self._state.sums, sums)
+        self._position += int(count.sum()) - self._dev_pairs
+        self._dev = self._dev_edges = None
+        self._dev_pairs = 0
 
     @property
     def n(self) -> int:
-        """Samples added so far."""
+        """Samples added so far (reads any state kept on a GPU: synchronises)."""
+        self._flush_device()
         return int(self._state.count.sum())
 
     @property
     def position(self) -> int:
         """Where the next chunk goes in the bootstrap's stream (one past the last sample)."""
+        self._flush_device()
         return self._position
 
     def update(
         self, confidence: Any, correct: Any, *, weights: Any = None, offset: int | None = None
     ) -> CalibrationAccumulator:
         """Adds a chunk (an empty chunk is allowed and adds nothing). ``offset`` places the
-        chunk in the bootstrap's stream (default: after everything added so far)."""
+        chunk in the bootstrap's stream (default: after everything added so far).
+
+        CUDA arrays are binned on their GPU into state kept there (bitwise the state the CPU
+        would build) until :meth:`compute`, :meth:`merge`, :meth:`to_dict` or :attr:`n` reads
+        it; validating the chunk waits for one 8-byte read. Not with weights or bootstrap."""
+        if _device.is_cuda_array(confidence):
+            func = "CalibrationAccumulator.update"
+            if weights is not None:
+                raise _gpu_unsupported(func, "weights=")
+            if self._boot is not None:
+                raise _gpu_unsupported(func, "an accumulator with n_bootstrap > 0")
+            _device.require_cuda(func)
+            c = _device.describe(confidence)
+            n = int(np.prod(c.shape))
+            start = self._position if offset is None else _int_arg(offset, "offset")
+            _gpu_run(
+                confidence,
+                correct,
+                self._device_state(c, func),
+                self._inner,
+                eps=self._eps,
+                light=False,
+                func=func,
+            )
+            self._dev_pairs += n
+            self._position = max(self._position, start + n)
+            return self
         p = _pairs(confidence, correct, weights, "CalibrationAccumulator.update", allow_empty=True)
         start = self._position if offset is None else _int_arg(offset, "offset")
         if start < 0:
@@ -1315,6 +1503,79 @@ class CalibrationAccumulator:
         self._weighted |= p.weights is not None
         self._position = max(self._position, start + p.conf.size)
         return self
+
+    def update_from_logits(
+        self, logits: Any, targets: Any, *, temperature: float = 1.0, ignore_index: int = -100
+    ) -> CalibrationAccumulator:
+        """Adds the token positions of ``logits`` ``[..., V]``: confidence = the largest
+        probability (``exp(max_logprob)`` of :func:`token_stats`), correct = (argmax ==
+        target). Positions whose target is ``ignore_index``, and rows whose statistics are NaN
+        (NaN, ``+inf`` or all ``-inf`` logits), are skipped.
+
+        On a GPU this is one pass over the logits (the token statistics) and a small binning
+        kernel, and the state stays on the device until it is read: no synchronisation except
+        the range check of CUDA ``targets`` (one 8-byte read). The state is bitwise what
+        :meth:`update` builds on the CPU from the same confidences, which are computed from
+        the stored ``max_logprob`` by an exponential with the same bits on every device."""
+        from ._token import _int_arg as _tok_int
+        from ._token import _targets, _temperature, token_stats
+
+        func = "CalibrationAccumulator.update_from_logits"
+        if targets is None:
+            raise TypeError(f"{func} needs targets (the token each position should predict)")
+        temperature = _temperature(temperature)
+        ignore_index = _tok_int(ignore_index, "ignore_index")
+        if _device.is_cuda_array(logits):
+            from . import _cuda_ops
+
+            if self._boot is not None:
+                raise _gpu_unsupported(func, "an accumulator with n_bootstrap > 0")
+            core = _device.require_cuda(func)
+            out = _cuda_ops.token_stats(
+                logits,
+                targets,
+                0,
+                temperature,
+                ignore_index,
+                _targets,
+                fields=("max_logprob", "argmax"),
+                keep_targets=True,
+            )
+            lp = _device.describe(out["max_logprob"])
+            n = int(np.prod(lp.shape))
+            if n == 0:
+                return self
+            state = self._device_state(lp, func)
+            t = _device.describe(out["_targets"])
+            am = _device.describe(out["argmax"])
+            src = dict(
+                max_logprob=lp.ptr,
+                lp_type=0 if lp.dtype == "float32" else 1,
+                argmax=am.ptr,
+                targets=t.ptr,
+                ignore_index=ignore_index,
+            )
+            _cuda_ops.calib_launch(
+                core,
+                state,
+                _device.stream(lp),
+                n=n,
+                n_bins=state.n_bins,
+                edges=self._dev_edges,
+                eps=self._eps,
+                light=False,
+                logits_source=src,
+            )
+            return self
+        st = token_stats(logits, targets, temperature=temperature, ignore_index=ignore_index)
+        lp = np.ascontiguousarray(np.asarray(st.max_logprob).reshape(-1))
+        am = np.asarray(st.argmax).reshape(-1)
+        t = _targets(
+            targets, tuple(np.shape(st.argmax)), int(np.shape(logits)[-1]), ignore_index, func
+        )
+        keep = ~np.isnan(lp) & (am >= 0) & (t != ignore_index)
+        conf = _native.cpu.calib_confidence_from_max_logprob(lp)
+        return self.update(conf[keep], (am == t)[keep])
 
     def _add(self, other: _State) -> None:
         s = self._state
@@ -1339,18 +1600,23 @@ class CalibrationAccumulator:
     def merge(self, other: CalibrationAccumulator) -> CalibrationAccumulator:
         """Adds another accumulator's state into this one (exact); returns self."""
         self._check_same(other)
+        self._flush_device()
+        other._flush_device()
         self._add(other._state)
         self._weighted |= other._weighted
         self._position = max(self._position, other._position)
         return self
 
     def reset(self) -> None:
+        self._dev = self._dev_edges = None
+        self._dev_pairs = 0
         self._state = _State(self._state.count.size, 0 if self._boot is None else self._boot.n)
         self._weighted = False
         self._position = 0
 
     def compute(self) -> CalibrationStats:
-        """The statistics of everything added so far."""
+        """The statistics of everything added so far (reads GPU state: synchronises)."""
+        self._flush_device()
         s = self._state
         if self._binning != "quantile":
             return CalibrationStats(
@@ -1405,6 +1671,7 @@ class CalibrationAccumulator:
 
     def to_dict(self) -> dict:
         """A JSON-ready dict of the exact state; :meth:`from_dict` restores it."""
+        self._flush_device()
         s = self._state
         nz = np.flatnonzero(s.count).tolist()  # sparse: the fine grid is mostly empty
         d = {

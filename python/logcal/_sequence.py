@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import _native
+from . import _device, _native
 from ._arrays import FLOAT_CODES, HostArray, as_host_array, empty, format_index
 from ._record import Record
 
@@ -188,7 +188,10 @@ def sequence_stats(token_logprobs: Any, offsets: Any = None, *, mask: Any = None
     Bitwise reproducible: the summation order is fixed by the data alone (blocks of 8192
     tokens, eight interleaved float64 accumulators, blocks added in order), so results are the
     same run to run, for any :func:`logcal.set_num_threads`, and for strided and contiguous
-    input. Work is spread over threads across sequences, and within very long sequences.
+    input -- and the same bits on a GPU, which adds in that very order. CUDA inputs are
+    computed on their device and stream; CUDA ``offsets`` are checked there, with one 8-byte
+    read that waits for the stream. Work is spread over threads across sequences, and within
+    very long sequences.
 
     Examples
     --------
@@ -201,6 +204,10 @@ def sequence_stats(token_logprobs: Any, offsets: Any = None, *, mask: Any = None
     array([2.8284,    nan, 1.5811], dtype=float32)
     """
     func = "sequence_stats"
+    if _device.is_cuda_array(token_logprobs):
+        from . import _cuda_ops
+
+        return SequenceStats(**_cuda_ops.sequence_stats(token_logprobs, offsets, mask, _offsets))
     arr = _float_array(token_logprobs, "token_logprobs", func)
     data = arr.data
     if offsets is not None:

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import _native
+from . import _device, _native
 from ._arrays import (
     FLOAT_CODES,
     FLOAT_NAMES,
@@ -124,8 +124,12 @@ def token_stats(
     ----------
     logits : array of shape ``[..., V]``
         float16, bfloat16, float32 or float64; numpy (bfloat16 through ``ml_dtypes``), torch
-        CPU tensors, or anything with ``__dlpack__``, ``__array__`` or the buffer protocol. Any
-        strides. ``-inf`` masks a token out.
+        tensors, cupy arrays, or anything with ``__dlpack__``, ``__cuda_array_interface__``,
+        ``__array__`` or the buffer protocol. Any strides. ``-inf`` masks a token out. CUDA
+        arrays are computed on their GPU, on the caller's current stream, and results come
+        back in the same framework on the same device; with CUDA ``targets`` the call waits
+        for one 8-byte read (the targets' range check, so a bad target raises here). On a GPU,
+        V must be below 2**31; top_k above 64 costs one more pass over the logits per 64.
     targets : integer array of shape ``[...]``, optional
         The token whose log-probability and rank are wanted; ``ignore_index`` skips a position.
     top_k : int
@@ -157,6 +161,19 @@ def token_stats(
     array([[0, 1]])
     """
     func = "token_stats"
+    if _device.is_cuda_array(logits):
+        from . import _cuda_ops
+
+        return TokenStats(
+            **_cuda_ops.token_stats(
+                logits,
+                targets,
+                _int_arg(top_k, "top_k"),
+                _temperature(temperature),
+                _int_arg(ignore_index, "ignore_index"),
+                _targets,
+            )
+        )
     arr = _logits(logits, func)
     temperature = _temperature(temperature)
     top_k = _int_arg(top_k, "top_k")
@@ -230,6 +247,12 @@ def log_softmax(
     array([-0.6931, -0.6931], dtype=float32)
     """
     func = "log_softmax"
+    if _device.is_cuda_array(logits):
+        from . import _cuda_ops
+
+        return _cuda_ops.log_softmax(
+            logits, _temperature(temperature), None if dtype is None else dtype_name(dtype), out
+        )
     arr = _logits(logits, func)
     temperature = _temperature(temperature)
     if dtype is None:

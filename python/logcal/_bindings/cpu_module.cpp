@@ -12,6 +12,7 @@ namespace py = pybind11;
 void bind_token(py::module_& m);
 void bind_sequence(py::module_& m);
 void bind_calibration(py::module_& m);
+void bind_calibration_logits(py::module_& m);
 
 namespace {
 
@@ -30,6 +31,7 @@ PYBIND11_MODULE(_core_cpu, m) {
   bind_token(m);
   bind_sequence(m);
   bind_calibration(m);
+  bind_calibration_logits(m);
   m.def("set_num_threads", &logcal::cpu::set_num_threads);
   m.def("get_num_threads", &logcal::cpu::get_num_threads);
   m.def("isa", [] { return std::string(logcal::cpu::isa_name(logcal::cpu::active_isa())); });
