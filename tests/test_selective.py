@@ -244,3 +244,16 @@ def test_bad_input(conf, correct, kwargs, error, message):
     conf = conf if isinstance(conf, np.ndarray) else np.array(conf, dtype=np.float64)
     with pytest.raises(error, match=re.escape(message)):
         logcal.selective(conf, np.array(correct), **kwargs)
+
+
+def test_accuracy_at_a_subnormal_coverage_is_the_first_groups_share():
+    # The two most confident answers tie (one right, one wrong): any coverage inside that group,
+    # however small, has accuracy 1/2; computing it as right / x lost it for x = 5e-324 * N.
+    import logcal
+    from logcal import reference
+
+    c = np.array([0.5, 0.5, 0.25])
+    y = np.array([True, False, True])
+    for impl in (logcal.selective, reference.selective):
+        got = impl(c, y, coverages=[5e-324, 1e-300, 0.5]).accuracy
+        np.testing.assert_array_equal(np.asarray(got), [0.5, 0.5, 0.5])

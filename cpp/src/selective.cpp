@@ -184,8 +184,11 @@ Status selective_typed(const SelectiveArgs& a) {
     // coverage inside a group counts its expected number of right answers).
     while (next_cov < order.size() && a.coverages[order[next_cov]] * dn <= double(above + ng)) {
       const double x = a.coverages[order[next_cov]] * dn;
-      const double right = double(pos_above) + (x - double(above)) * double(pg) / double(ng);
-      a.accuracy[order[next_cov]] = right / x;
+      const double share = double(pg) / double(ng);  // right answers per answer of the group
+      // Within the first group the accuracy is the group's share whatever x is: computing it as
+      // right / x would lose it to rounding when x is tiny (a subnormal coverage).
+      a.accuracy[order[next_cov]] =
+          above == 0 ? share : (double(pos_above) + (x - double(above)) * share) / x;
       ++next_cov;
     }
     above += ng;

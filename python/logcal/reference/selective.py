@@ -59,7 +59,10 @@ def selective(
     cov = np.atleast_1d(np.asarray(coverages, dtype=np.float64))
     x = cov * n
     right = np.interp(x, np.concatenate([[0], cum_n]), np.concatenate([[0], cum_right]))
-    accuracy = right / x
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # Inside the first group the accuracy is that group's share of right answers, however
+        # small x is (right / x would lose it to rounding for a subnormal coverage).
+        accuracy = np.where(x <= cum_n[0], cum_right[0] / cum_n[0], right / x)
 
     return SelectiveStats(
         auroc=float(auroc),
