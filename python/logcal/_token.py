@@ -267,7 +267,7 @@ def log_softmax(
         view = _out_array(out, arr.data.shape, out_dtype, arr.data)
         result = out
     _native.cpu.log_softmax(
-        arr.data, FLOAT_CODES[arr.dtype], view, FLOAT_CODES[out_dtype], temperature
+        arr.data, FLOAT_CODES[arr.dtype], view, FLOAT_CODES[out_dtype], temperature, out is None
     )
     return result
 

@@ -50,7 +50,7 @@ void token_stats(const py::array& logits, int dtype_code, const py::object& targ
 }
 
 void log_softmax(const py::array& logits, int dtype_code, py::array& out, int out_dtype_code,
-                 double temperature) {
+                 double temperature, bool out_is_new) {
   logcal::LogSoftmaxArgs args;
   args.logits =
       rows_of<logcal::ConstRows>(logits, const_cast<void*>(logits.data()), dtype_code, "logits");
@@ -58,6 +58,7 @@ void log_softmax(const py::array& logits, int dtype_code, py::array& out, int ou
   if (args.out.n_rows != args.logits.n_rows || args.out.vocab != args.logits.vocab)
     throw std::invalid_argument("out: shape differs from logits");
   args.temperature = temperature;
+  args.out_is_new = out_is_new;
   Status s;
   {
     py::gil_scoped_release release;
