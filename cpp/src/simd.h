@@ -128,6 +128,19 @@ LOGCAL_HD double reduce_sum(V<T> v) {
   return lanes[0];
 }
 
+// acc_lo / acc_hi += v, widened to double (both halves of a float vector; for a double vector,
+// all of it into acc_lo): running sums that float lanes hand over before their rounding grows.
+LOGCAL_HD void add_widened(V<double>& acc_lo, V<double>& acc_hi, V<float> v) {
+  typedef float Half __attribute__((vector_size(kVectorBytes / 2)));
+  Half lo, hi;
+  std::memcpy(&lo, &v, sizeof lo);
+  std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof lo, sizeof hi);
+  acc_lo += __builtin_convertvector(lo, V<double>);
+  acc_hi += __builtin_convertvector(hi, V<double>);
+}
+
+LOGCAL_HD void add_widened(V<double>& acc_lo, V<double>&, V<double> v) { acc_lo += v; }
+
 // True if any lane of a comparison result is set.
 template <class M>
 LOGCAL_HD bool any(M m) {

@@ -8,6 +8,7 @@ for small index arrays (targets become int64).
 
 from __future__ import annotations
 
+import numbers
 import sys
 from typing import Any, NamedTuple
 
@@ -132,6 +133,13 @@ def wrap(view: np.ndarray, dtype: str, family: str) -> Any:
             ) from None
         return view.view(ml_dtypes.bfloat16)
     return view
+
+
+def int_arg(value: Any, name: str) -> int:
+    """An integer argument (Python or numpy int, never a bool), or a TypeError naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    return int(value)
 
 
 def format_index(shape: tuple, flat: int) -> str:

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _device, _native
-from ._arrays import as_host_array, format_index, wrap
+from ._arrays import as_host_array, format_index, int_arg, wrap
 
 __all__ = [
     "CalibrationAccumulator",
@@ -97,14 +97,8 @@ def _ratio(num: int, den: int) -> float:
 # --- argument checks --------------------------------------------------------------------------
 
 
-def _int_arg(value: Any, name: str) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    return int(value)
-
-
 def _n_bins(n_bins: Any) -> int:
-    n = _int_arg(n_bins, "n_bins")
+    n = int_arg(n_bins, "n_bins")
     if n < 1:
         raise ValueError(f"n_bins must be >= 1, got {n}")
     if n > MAX_BINS:
@@ -913,20 +907,20 @@ def _binning_plan(binning: Any, n_bins: int, conf: np.ndarray | None) -> tuple:
 def _bootstrap_args(
     n_bootstrap: Any, seed: Any, block: Any, offset: Any, n: int, default_block: int | None
 ) -> tuple[_Boot | None, int]:
-    nb = _int_arg(n_bootstrap, "n_bootstrap")
+    nb = int_arg(n_bootstrap, "n_bootstrap")
     if nb < 0:
         raise ValueError(f"n_bootstrap must be >= 0, got {nb}")
-    s = _int_arg(seed, "seed")
+    s = int_arg(seed, "seed")
     if not 0 <= s < 2**64:
         raise ValueError(f"seed must be in [0, 2**64), got {s}")
-    off = _int_arg(offset, "bootstrap_offset")
+    off = int_arg(offset, "bootstrap_offset")
     if off < 0:
         raise ValueError(f"bootstrap_offset must be >= 0, got {off}")
     if nb == 0:
         return None, off
     if block is None:
         block = default_block if default_block is not None else _auto_block(n)
-    block = _int_arg(block, "bootstrap_block")
+    block = int_arg(block, "bootstrap_block")
     if block < 1:
         raise ValueError(f"bootstrap_block must be >= 1, got {block}")
     return _Boot(nb, s, block), off
@@ -1104,7 +1098,7 @@ def calibration_stats(
     n_bins = _n_bins(n_bins)
     eps = _eps(eps)
     if _device.is_cuda_array(confidence):
-        if _int_arg(n_bootstrap, "n_bootstrap") != 0:
+        if int_arg(n_bootstrap, "n_bootstrap") != 0:
             raise _gpu_unsupported(func, "n_bootstrap > 0")
         name, edges, count, sums = _gpu_stats(
             confidence,
@@ -1472,7 +1466,7 @@ class CalibrationAccumulator:
             _device.require_cuda(func)
             c = _device.describe(confidence)
             n = int(np.prod(c.shape))
-            start = self._position if offset is None else _int_arg(offset, "offset")
+            start = self._position if offset is None else int_arg(offset, "offset")
             _gpu_run(
                 confidence,
                 correct,
@@ -1486,7 +1480,7 @@ class CalibrationAccumulator:
             self._position = max(self._position, start + n)
             return self
         p = _pairs(confidence, correct, weights, "CalibrationAccumulator.update", allow_empty=True)
-        start = self._position if offset is None else _int_arg(offset, "offset")
+        start = self._position if offset is None else int_arg(offset, "offset")
         if start < 0:
             raise ValueError(f"offset must be >= 0, got {start}")
         scratch = _State(self._state.count.size, 0 if self._boot is None else self._boot.n)
@@ -1517,14 +1511,13 @@ class CalibrationAccumulator:
         the range check of CUDA ``targets`` (one 8-byte read). The state is bitwise what
         :meth:`update` builds on the CPU from the same confidences, which are computed from
         the stored ``max_logprob`` by an exponential with the same bits on every device."""
-        from ._token import _int_arg as _tok_int
         from ._token import _targets, _temperature, token_stats
 
         func = "CalibrationAccumulator.update_from_logits"
         if targets is None:
             raise TypeError(f"{func} needs targets (the token each position should predict)")
         temperature = _temperature(temperature)
-        ignore_index = _tok_int(ignore_index, "ignore_index")
+        ignore_index = int_arg(ignore_index, "ignore_index")
         if _device.is_cuda_array(logits):
             from . import _cuda_ops
 

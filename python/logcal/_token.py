@@ -17,6 +17,7 @@ from ._arrays import (
     dtype_name,
     empty,
     format_index,
+    int_arg,
 )
 from ._record import Record
 
@@ -76,12 +77,6 @@ def _temperature(temperature: Any) -> float:
     if not (math.isfinite(t) and t > 0.0):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     return t
-
-
-def _int_arg(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    return int(value)
 
 
 def _targets(
@@ -168,16 +163,16 @@ def token_stats(
             **_cuda_ops.token_stats(
                 logits,
                 targets,
-                _int_arg(top_k, "top_k"),
+                int_arg(top_k, "top_k"),
                 _temperature(temperature),
-                _int_arg(ignore_index, "ignore_index"),
+                int_arg(ignore_index, "ignore_index"),
                 _targets,
             )
         )
     arr = _logits(logits, func)
     temperature = _temperature(temperature)
-    top_k = _int_arg(top_k, "top_k")
-    ignore_index = _int_arg(ignore_index, "ignore_index")
+    top_k = int_arg(top_k, "top_k")
+    ignore_index = int_arg(ignore_index, "ignore_index")
     lead, vocab = arr.data.shape[:-1], arr.data.shape[-1]
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0, got {top_k}")
