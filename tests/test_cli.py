@@ -126,3 +126,18 @@ def test_info_and_usage_errors():
 def test_subcommand_help(command):
     r = run(command, "--help")
     assert r.returncode == 0 and "--bins" in r.stdout and "--json" in r.stdout
+
+
+def test_demo_without_matplotlib_still_reports(tmp_path):
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "from logcal.cli import main\n"
+        "sys.exit(main(['demo', '--bootstrap', '0']))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    assert "ECE (expected calibration error)" in r.stdout
+    assert "reliability diagram skipped: matplotlib is not installed" in r.stdout
+    assert not list(tmp_path.iterdir())
