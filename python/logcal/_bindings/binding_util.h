@@ -74,4 +74,16 @@ inline void check_status(Status s, const char* what) {
   }
 }
 
+// The shape of every binding's last step: run the kernel with the GIL released (other Python
+// threads go on meanwhile), then turn its status into an exception.
+template <class Kernel, class Args>
+void run_without_gil(Kernel kernel, const Args& args, const char* what) {
+  Status s;
+  {
+    py::gil_scoped_release release;
+    s = kernel(args);
+  }
+  check_status(s, what);
+}
+
 }  // namespace logcal_bindings

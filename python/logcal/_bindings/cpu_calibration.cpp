@@ -2,6 +2,8 @@
 // GIL, call, and turn a status into an exception. User-facing validation (with messages that
 // name the argument and position) is in python/logcal/_calibration.py; the checks here only
 // guard the kernel's preconditions.
+#include "logcal/cpu_calibration.h"
+
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -9,7 +11,6 @@
 #include <string>
 
 #include "binding_util.h"
-#include "logcal/cpu_calibration.h"
 
 namespace py = pybind11;
 using namespace logcal_bindings;
@@ -19,7 +20,8 @@ namespace {
 int64_t stride_of(const py::array& a, const char* name) {
   if (a.ndim() != 1) throw std::invalid_argument(std::string(name) + ": expected a 1-D array");
   if (a.strides(0) % a.itemsize() != 0)
-    throw std::invalid_argument(std::string(name) + ": stride is not a multiple of the element size");
+    throw std::invalid_argument(std::string(name) +
+                                ": stride is not a multiple of the element size");
   return a.strides(0) / a.itemsize();
 }
 
@@ -36,10 +38,9 @@ T* dense_out(const py::object& o, py::ssize_t size, const char* name) {
 int64_t calibration_stats(const py::array& confidence, int conf_type, const py::array& correct,
                           int correct_type, const py::object& weights, int64_t n_bins,
                           const py::object& edges, bool right_closed, double edges_scale,
-                          double eps, bool light, int64_t n_bootstrap, uint64_t seed,
-                          int64_t block, int64_t offset, const py::object& count,
-                          const py::object& sums, const py::object& boot_bins,
-                          const py::object& boot_totals) {
+                          double eps, bool light, int64_t n_bootstrap, uint64_t seed, int64_t block,
+                          int64_t offset, const py::object& count, const py::object& sums,
+                          const py::object& boot_bins, const py::object& boot_totals) {
   namespace calib = logcal::calib;
   logcal::cpu::CalibrationArgs args;
   args.n = confidence.shape(0);
@@ -87,21 +88,16 @@ int64_t calibration_stats(const py::array& confidence, int conf_type, const py::
   }
   int64_t first_invalid = -1;
   args.first_invalid = &first_invalid;
-  logcal::Status s;
-  {
-    py::gil_scoped_release release;
-    s = logcal::cpu::calibration_stats(args);
-  }
-  check_status(s, "calibration_stats");
+  run_without_gil(logcal::cpu::calibration_stats, args, "calibration_stats");
   return first_invalid;
 }
 
 // Sequential per-bin sums in the confidence's type (torchmetrics' order); returns the first
 // invalid position or -1.
-int64_t binned_sums_sequential(const py::array& confidence, int conf_type, const py::array& accuracy,
-                               int acc_type, const py::array& edges, double edges_scale,
-                               bool check_accuracy, const py::array& count, const py::array& conf_sum,
-                               const py::array& acc_sum) {
+int64_t binned_sums_sequential(const py::array& confidence, int conf_type,
+                               const py::array& accuracy, int acc_type, const py::array& edges,
+                               double edges_scale, bool check_accuracy, const py::array& count,
+                               const py::array& conf_sum, const py::array& acc_sum) {
   logcal::cpu::SequentialSumsArgs args;
   const py::ssize_t item = conf_type == 0 ? 4 : 8;
   static const int kAccSize[] = {1, 4, 8, 4, 8};
@@ -125,18 +121,14 @@ int64_t binned_sums_sequential(const py::array& confidence, int conf_type, const
   args.check_accuracy = check_accuracy;
   for (const py::array* o : {&count, &conf_sum, &acc_sum})
     if (o->size() != args.n_edges + 1 || !(o->flags() & py::array::c_style) || !o->writeable())
-      throw std::invalid_argument("binned_sums_sequential: outputs must be writeable, dense, n_edges + 1 long");
+      throw std::invalid_argument(
+          "binned_sums_sequential: outputs must be writeable, dense, n_edges + 1 long");
   args.count = const_cast<void*>(count.data());
   args.conf_sum = const_cast<void*>(conf_sum.data());
   args.acc_sum = const_cast<void*>(acc_sum.data());
   int64_t first_invalid = -1;
   args.first_invalid = &first_invalid;
-  logcal::Status s;
-  {
-    py::gil_scoped_release release;
-    s = logcal::cpu::binned_sums_sequential(args);
-  }
-  check_status(s, "binned_sums_sequential");
+  run_without_gil(logcal::cpu::binned_sums_sequential, args, "binned_sums_sequential");
   return first_invalid;
 }
 

@@ -2,6 +2,8 @@
 // sample_consistency and selective. Validation with user-facing messages happens once, in
 // Python (logcal/_sequence.py, logcal/_selective.py); the checks here only guard the kernels'
 // preconditions.
+#include "logcal/cpu_sequence.h"
+
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -9,7 +11,6 @@
 #include <string>
 
 #include "binding_util.h"
-#include "logcal/cpu_sequence.h"
 
 namespace py = pybind11;
 using namespace logcal_bindings;
@@ -20,12 +21,14 @@ namespace {
 int64_t elem_stride(const py::array& a, py::ssize_t dim, const char* name) {
   const py::ssize_t item = a.itemsize();
   if (a.strides(dim) % item != 0)
-    throw std::invalid_argument(std::string(name) + ": strides are not a multiple of the element size");
+    throw std::invalid_argument(std::string(name) +
+                                ": strides are not a multiple of the element size");
   return int64_t(a.strides(dim) / item);
 }
 
 void check_float(const py::array& a, int dtype_code, py::ssize_t ndim, const char* name) {
-  if (a.ndim() != ndim) throw std::invalid_argument(std::string(name) + ": wrong number of dimensions");
+  if (a.ndim() != ndim)
+    throw std::invalid_argument(std::string(name) + ": wrong number of dimensions");
   if (a.itemsize() != py::ssize_t(item_size(DType(dtype_code))))
     throw std::invalid_argument(std::string(name) + ": element size does not match its dtype");
 }
@@ -74,12 +77,7 @@ void sequence_stats_flat(const py::array& data, int dtype_code,
   if (args.offsets[0] < 0 || args.offsets[args.n_seq] > int64_t(data.shape(0)))
     throw std::invalid_argument("offsets: outside the data");
   seq_outputs(args, compute_item(dtype_code), sum, mean, min, perplexity, count);
-  Status s;
-  {
-    py::gil_scoped_release release;
-    s = logcal::cpu::sequence_stats(args);
-  }
-  check_status(s, "sequence_stats");
+  run_without_gil(logcal::cpu::sequence_stats, args, "sequence_stats");
 }
 
 void sequence_stats_padded(const py::array& data, int dtype_code, const py::object& mask,
@@ -104,12 +102,7 @@ void sequence_stats_padded(const py::array& data, int dtype_code, const py::obje
     args.mask_col_stride = int64_t(m.strides(1));
   }
   seq_outputs(args, compute_item(dtype_code), sum, mean, min, perplexity, count);
-  Status s;
-  {
-    py::gil_scoped_release release;
-    s = logcal::cpu::sequence_stats(args);
-  }
-  check_status(s, "sequence_stats");
+  run_without_gil(logcal::cpu::sequence_stats, args, "sequence_stats");
 }
 
 void choice_confidence(const py::array& logprobs, int dtype_code, const py::object& lengths,
@@ -145,12 +138,7 @@ void choice_confidence(const py::array& logprobs, int dtype_code, const py::obje
   args.confidence = f(confidence, args.n_q, "confidence");
   args.pred = out_of<int64_t>(pred, args.n_q, "pred");
   args.correct = out_of<uint8_t>(correct, args.n_q, "correct");
-  Status s;
-  {
-    py::gil_scoped_release release;
-    s = logcal::cpu::choice_confidence(args);
-  }
-  check_status(s, "choice_confidence");
+  run_without_gil(logcal::cpu::choice_confidence, args, "choice_confidence");
 }
 
 void sample_consistency(const py::array& answers, const py::object& seq_logprobs, int lp_dtype_code,
@@ -186,22 +174,18 @@ void sample_consistency(const py::array& answers, const py::object& seq_logprobs
   args.n_unique = out_of<int64_t>(n_unique, n, "n_unique");
   if (!semantic_entropy.is_none()) {
     if (!args.seq_logprobs) throw std::invalid_argument("semantic_entropy: needs seq_logprobs");
-    args.semantic_entropy = compute_item(lp_dtype_code) == 8
-                                ? static_cast<void*>(out_of<double>(semantic_entropy, n, "semantic_entropy"))
-                                : static_cast<void*>(out_of<float>(semantic_entropy, n, "semantic_entropy"));
+    args.semantic_entropy =
+        compute_item(lp_dtype_code) == 8
+            ? static_cast<void*>(out_of<double>(semantic_entropy, n, "semantic_entropy"))
+            : static_cast<void*>(out_of<float>(semantic_entropy, n, "semantic_entropy"));
   }
-  Status s;
-  {
-    py::gil_scoped_release release;
-    s = logcal::cpu::sample_consistency(args);
-  }
-  check_status(s, "sample_consistency");
+  run_without_gil(logcal::cpu::sample_consistency, args, "sample_consistency");
 }
 
 py::tuple selective(const py::array& confidence, int dtype_code, const py::array& correct,
                     const py::array_t<double, py::array::c_style>& coverages,
-                    const py::object& threshold, const py::object& coverage,
-                    const py::object& risk, const py::object& accuracy) {
+                    const py::object& threshold, const py::object& coverage, const py::object& risk,
+                    const py::object& accuracy) {
   check_float(confidence, dtype_code, 1, "confidence");
   if (DType(dtype_code) != DType::kFloat32 && DType(dtype_code) != DType::kFloat64)
     throw std::invalid_argument("confidence: must be float32 or float64");
@@ -228,12 +212,7 @@ py::tuple selective(const py::array& confidence, int dtype_code, const py::array
   args.auroc = &auroc;
   args.aurc = &aurc;
   args.n_groups = &n_groups;
-  Status s;
-  {
-    py::gil_scoped_release release;
-    s = logcal::cpu::selective(args);
-  }
-  check_status(s, "selective");
+  run_without_gil(logcal::cpu::selective, args, "selective");
   return py::make_tuple(auroc, aurc, n_groups);
 }
 

@@ -41,12 +41,7 @@ void token_stats(const py::array& logits, int dtype_code, const py::object& targ
   args.target_rank = static_cast<int64_t*>(out_ptr(target_rank));
   args.topk_ids = static_cast<int64_t*>(out_ptr(topk_ids));
   args.topk_logprobs = out_ptr(topk_logprobs);
-  Status s;
-  {
-    py::gil_scoped_release release;
-    s = logcal::cpu::token_stats(args);
-  }
-  check_status(s, "token_stats");
+  run_without_gil(logcal::cpu::token_stats, args, "token_stats");
 }
 
 void log_softmax(const py::array& logits, int dtype_code, py::array& out, int out_dtype_code,
@@ -59,12 +54,7 @@ void log_softmax(const py::array& logits, int dtype_code, py::array& out, int ou
     throw std::invalid_argument("out: shape differs from logits");
   args.temperature = temperature;
   args.out_is_new = out_is_new;
-  Status s;
-  {
-    py::gil_scoped_release release;
-    s = logcal::cpu::log_softmax(args);
-  }
-  check_status(s, "log_softmax");
+  run_without_gil(logcal::cpu::log_softmax, args, "log_softmax");
 }
 
 // Element-wise 16-bit conversions of the shared core, exposed for exhaustive tests.

@@ -47,7 +47,9 @@ T* ptr(uint64_t p) {
   return reinterpret_cast<T*>(static_cast<uintptr_t>(p));
 }
 
-cudaStream_t stream_of(uint64_t s) { return reinterpret_cast<cudaStream_t>(static_cast<uintptr_t>(s)); }
+cudaStream_t stream_of(uint64_t s) {
+  return reinterpret_cast<cudaStream_t>(static_cast<uintptr_t>(s));
+}
 
 template <class Rows>
 Rows rows_of(uint64_t data, int dtype, const std::vector<int64_t>& shape,
@@ -103,8 +105,8 @@ logcal::TokenStatsArgs token_args(uint64_t logits, int dtype, const std::vector<
 size_t token_stats_workspace(int device, int dtype, const std::vector<int64_t>& shape,
                              const std::vector<int64_t>& strides, int64_t top_k) {
   DeviceGuard g(device);
-  const auto a = token_args(0, dtype, shape, strides, 0, -100, top_k, 1.0,
-                            std::vector<uint64_t>(8, 0));
+  const auto a =
+      token_args(0, dtype, shape, strides, 0, -100, top_k, 1.0, std::vector<uint64_t>(8, 0));
   return logcal::cuda::TokenStatsWorkspace(a, sm_count(device));
 }
 
@@ -115,14 +117,14 @@ void token_stats(int device, uint64_t stream, uint64_t logits, int dtype,
                  uint64_t targets, int64_t ignore_index, int64_t top_k, double temperature,
                  const std::vector<uint64_t>& outs, uint64_t workspace, size_t workspace_bytes) {
   DeviceGuard g(device);
-  const auto a = token_args(logits, dtype, shape, strides, targets, ignore_index, top_k,
-                            temperature, outs);
+  const auto a =
+      token_args(logits, dtype, shape, strides, targets, ignore_index, top_k, temperature, outs);
   const int sms = sm_count(device);
   cudaError_t err;
   {
     py::gil_scoped_release release;
-    err = logcal::cuda::TokenStats(a, ptr<void>(workspace), workspace_bytes, sms,
-                                   stream_of(stream));
+    err =
+        logcal::cuda::TokenStats(a, ptr<void>(workspace), workspace_bytes, sms, stream_of(stream));
   }
   check(err, "token_stats");
 }
@@ -156,8 +158,8 @@ void log_softmax(int device, uint64_t stream, uint64_t logits, int dtype,
   cudaError_t err;
   {
     py::gil_scoped_release release;
-    err = logcal::cuda::LogSoftmax(a, ptr<void>(workspace), workspace_bytes, sms,
-                                   stream_of(stream));
+    err =
+        logcal::cuda::LogSoftmax(a, ptr<void>(workspace), workspace_bytes, sms, stream_of(stream));
   }
   check(err, "log_softmax");
 }
@@ -252,8 +254,8 @@ void calibration_stats(int device, uint64_t stream, const py::dict& d, uint64_t 
   cudaError_t err;
   {
     py::gil_scoped_release release;
-    err = logcal::cuda::CalibrationStats(a, ptr<void>(workspace), workspace_bytes,
-                                         stream_of(stream));
+    err =
+        logcal::cuda::CalibrationStats(a, ptr<void>(workspace), workspace_bytes, stream_of(stream));
   }
   check(err, "calibration_stats");
 }
@@ -263,8 +265,7 @@ void calibration_add_state(int device, uint64_t stream, uint64_t dst_count, uint
   DeviceGuard g(device);
   check(logcal::cuda::CalibrationAddState(ptr<int64_t>(dst_count), ptr<uint64_t>(dst_sums),
                                           ptr<const int64_t>(src_count),
-                                          ptr<const uint64_t>(src_sums), n_bins,
-                                          stream_of(stream)),
+                                          ptr<const uint64_t>(src_sums), n_bins, stream_of(stream)),
         "calibration_add_state");
 }
 
