@@ -38,7 +38,7 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / kWarp;
-constexpr int kBlocksPerSm = 2;     // for planning the split of few rows
+constexpr int kBlocksPerSm = 2;      // for planning the split of few rows
 constexpr int64_t kMinPiece = 8192;  // rows are split into pieces at least this long
 constexpr int kMaxSplits = 32;
 constexpr int kMaxK = int(kMaxTopKPerPass);
@@ -105,6 +105,23 @@ __device__ __forceinline__ SoftmaxState state_of(const PieceHeader& h) {
 // kTopK: keep a top-k list (token_stats always does: its top-1 is the argmax). kRank: count
 // logits above the target's. kExclude: top-k only among entries ranking after (ex_val, ex_id),
 // for the passes that continue a top-k beyond kMaxK. kStreaming: evict-first loads.
+// How [begin, end) of a contiguous row splits for 16-byte vector loads: `head` scalar elements
+// up to the first aligned address, `n_vec` whole vectors, then a scalar tail from `body_end`.
+struct VectorSplit {
+  int64_t head, n_vec, body_end;
+};
+
+template <class In>
+__device__ __forceinline__ VectorSplit split_for_vectors(uintptr_t addr, int64_t begin,
+                                                         int64_t end) {
+  constexpr int64_t kVec = 16 / int64_t(sizeof(In));
+  const int64_t len = end - begin;
+  int64_t head = int64_t((16 - addr % 16) % 16) / int64_t(sizeof(In));
+  head = head < len ? head : len;
+  const int64_t n_vec = (len - head) / kVec;
+  return VectorSplit{head, n_vec, begin + head + n_vec * kVec};
+}
+
 template <class In, bool kEntropy, bool kRank, bool kTopK, bool kExclude, bool kStreaming>
 struct Scan {
   using C = typename Scalar<In>::Compute;
@@ -236,11 +253,8 @@ struct Scan {
       }
       return;
     }
-    const int64_t len = end - begin;
-    int64_t head = int64_t((16 - addr % 16) % 16) / int64_t(sizeof(In));
-    head = head < len ? head : len;
-    const int64_t n_vec = (len - head) / kVec;
-    const int64_t body_end = begin + head + n_vec * kVec;
+    const VectorSplit split = split_for_vectors<In>(addr, begin, end);
+    const int64_t head = split.head, n_vec = split.n_vec, body_end = split.body_end;
     {  // head: fewer than kVec elements, one per thread
       const int64_t j = begin + t;
       const bool ok = t < head;
@@ -273,9 +287,9 @@ struct Scan {
     }
   }
 
-  // Merges the threads' states (fixed tree) into *total (written by thread 0); with kTopK, leaves the
-  // piece's k best, sorted, in sm.mval / sm.mid [0, k) (empty slots where fewer exist).
-  // Ends with a barrier.
+  // Merges the threads' states (fixed tree) into *total (written by thread 0); with kTopK, leaves
+  // the piece's k best, sorted, in sm.mval / sm.mid [0, k) (empty slots where fewer exist). Ends
+  // with a barrier.
   __device__ void finish(Shared& sm, double scale_d, PieceHeader* total) {
     const int t = threadIdx.x, warp = t / kWarp, lane = t % kWarp;
     SoftmaxState st;
@@ -341,7 +355,7 @@ struct Scan {
 struct TokenPlan {
   int64_t splits;
   int64_t items;
-  int k_list;  // entries kept per pass: max(min(top_k, kMaxK), 1)
+  int k_list;      // entries kept per pass: max(min(top_k, kMaxK), 1)
   int64_t passes;  // 1 + further top-k passes
 };
 
@@ -487,8 +501,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   __shared__ uint32_t s_id[kMaxEntries];
   __shared__ PieceHeader s_total;
   const double scale_d = kLog2e / a.temperature;
-  const auto ws =
-      WorkspaceLayout<C>::at(const_cast<void*>(d_workspace), plan.items, plan.k_list);
+  const auto ws = WorkspaceLayout<C>::at(const_cast<void*>(d_workspace), plan.items, plan.k_list);
   const int kpow = next_pow2(plan.k_list);
   const int n = next_pow2(int(plan.splits) * kpow);
   for (int64_t row = blockIdx.x; row < a.logits.n_rows; row += gridDim.x) {
@@ -519,8 +532,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 // A further top-k pass (top_k > kMaxK): entries [pass * kMaxK, ...) of each valid row, the best
 // among those ranking after the last entry of the pass before. One block per row.
 template <class In>
-__global__ void __launch_bounds__(kThreads, 2)
-    TopKPassKernel(TokenStatsArgs a, int64_t pass) {
+__global__ void __launch_bounds__(kThreads, 2) TopKPassKernel(TokenStatsArgs a, int64_t pass) {
   using C = typename Scalar<In>::Compute;
   using S = Scan<In, false, false, true, true, true>;
   __shared__ typename S::Shared sm;
@@ -532,7 +544,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   for (int64_t row = blockIdx.x; row < a.logits.n_rows; row += gridDim.x) {
     const int64_t prev_id = a.topk_ids[row * k + first - 1];
     if (prev_id < 0) {  // an invalid row: pass 0 wrote NaN / -1 everywhere
-      continue;  // uniform over the block: no barrier is skipped by some threads only
+      continue;         // uniform over the block: no barrier is skipped by some threads only
     }
     const In* rowp = base + a.logits.row_offset(row);
     const C prev_val = load_elem(rowp + prev_id * a.logits.col_stride);
@@ -557,10 +569,14 @@ __global__ void __launch_bounds__(kThreads, 2)
 template <class F>
 cudaError_t dispatch_in(DType dtype, F&& f) {
   switch (dtype) {
-    case DType::kFloat16: return f(Float16{});
-    case DType::kBFloat16: return f(BFloat16{});
-    case DType::kFloat32: return f(float{});
-    case DType::kFloat64: return f(double{});
+    case DType::kFloat16:
+      return f(Float16{});
+    case DType::kBFloat16:
+      return f(BFloat16{});
+    case DType::kFloat32:
+      return f(float{});
+    case DType::kFloat64:
+      return f(double{});
   }
   return cudaErrorInvalidValue;
 }
@@ -619,11 +635,8 @@ __device__ void write_piece(const In* src, int64_t in_stride, Out* dst, int64_t 
       dst[j * out_stride] = value(load_elem(src + j * in_stride));
     return;
   }
-  const int64_t len = end - begin;
-  int64_t head = int64_t((16 - addr % 16) % 16) / int64_t(sizeof(In));
-  head = head < len ? head : len;
-  const int64_t n_vec = (len - head) / kVec;
-  const int64_t body_end = begin + head + n_vec * kVec;
+  const VectorSplit split = split_for_vectors<In>(addr, begin, end);
+  const int64_t head = split.head, n_vec = split.n_vec, body_end = split.body_end;
   if (t < head) dst[(begin + t) * out_stride] = value(load_elem(src + begin + t));
   if (body_end + t < end) dst[(body_end + t) * out_stride] = value(load_elem(src + body_end + t));
   const In* vsrc = src + begin + head;
@@ -666,8 +679,8 @@ __global__ void __launch_bounds__(kThreads, 2) LogSoftmaxRowKernel(LogSoftmaxArg
     s.finish(sm, scale_d, &s_total);
     __syncthreads();
     const SoftmaxState st = state_of(s_total);
-    write_piece<In, Out>(src, a.logits.col_stride, out + a.out.row_offset(row), a.out.col_stride,
-                         0, a.logits.vocab, st, 1.0 / a.temperature);
+    write_piece<In, Out>(src, a.logits.col_stride, out + a.out.row_offset(row), a.out.col_stride, 0,
+                         a.logits.vocab, st, 1.0 / a.temperature);
     __syncthreads();
   }
 }
@@ -814,9 +827,8 @@ cudaError_t LogSoftmax(const LogSoftmaxArgs& args, void* d_workspace, size_t wor
   });
 }
 
-cudaError_t FirstBadTarget(const int64_t* d_targets, int64_t n, int64_t vocab,
-                           int64_t ignore_index, unsigned long long* d_first,
-                           cudaStream_t stream) {
+cudaError_t FirstBadTarget(const int64_t* d_targets, int64_t n, int64_t vocab, int64_t ignore_index,
+                           unsigned long long* d_first, cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;
   const int64_t blocks64 = (n + 255) / 256;
   const unsigned blocks = unsigned(blocks64 < 4096 ? blocks64 : 4096);
