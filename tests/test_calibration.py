@@ -142,6 +142,19 @@ def test_log_det_is_within_one_ulp_of_the_true_log():
         assert abs(ours - exact) <= 2 * math.ulp(exact) or ours == exact
 
 
+def test_vector_log_equals_the_scalar_one_bit_for_bit():
+    """The kernels' vector logarithm (in the NLL of one sample) against calib_log_det, the
+    scalar copy the CUDA kernels use: for NLL >= 2^-11 the fixed-point term is exact, so the
+    mean NLL of one sample is exactly -log_det(c)."""
+    rng = np.random.default_rng(11)
+    xs = np.concatenate([rng.uniform(1e-6, 0.999, 300), 10.0 ** rng.uniform(-300, -1, 200)])
+    for x in xs:
+        assert logcal.nll(np.array([x]), np.array([True]), eps=1e-300) == -cpu.calib_log_det(x)
+        soft = logcal.nll(np.array([x]), np.array([0.25]), eps=1e-300)
+        expected = -(0.25 * cpu.calib_log_det(x) + 0.75 * cpu.calib_log_det(1 - x))
+        assert soft == pytest.approx(expected, rel=1e-15)
+
+
 def test_bootstrap_weights_match_the_reference_and_are_poisson():
     units = np.arange(0, 5000, 7)
     ref = R.bootstrap_weights(123, units, 6)
@@ -301,6 +314,36 @@ def test_soft_labels_equal_binary_when_zero_or_one():
     b2 = logcal.calibration_stats(c[1:], y2[1:])
     a2 = logcal.calibration_stats(c[1:], y[1:])
     assert a == b and a2 == b2
+
+
+@pytest.mark.parametrize("light", [False, True])
+def test_binary_cells_fold_before_a_word_fills(light):
+    """The 0/1 fast path packs each term's low bits and the count into shared 64-bit words
+    and folds them into the 128-bit sums every few thousand samples. Drive every term to its
+    bound in one cell (c = 0 and y = 1 with eps = 1e-300: NLL = 690.8; c = 1, y = 0: squared
+    error 1) for many fold periods, and compare with the weighted path, which adds 128-bit
+    terms directly: equal bit for bit."""
+    n = 3 * 2**14 + 77
+    c = np.zeros(n)
+    c[n // 2 :] = 1.0
+    c[::5] = np.nextafter(1.0, 0.0)  # every low bit of T(c) set
+    y = c < 0.5
+    ones = np.ones(n)
+    logcal.set_num_threads(1)
+    try:
+        if light:
+            fast, exact = logcal.ece(c, y), logcal.ece(c, y, weights=ones)
+            assert fast == exact
+            return
+        fast = logcal.calibration_stats(c, y, eps=1e-300)
+        exact = logcal.calibration_stats(c, y, eps=1e-300, weights=ones)
+    finally:
+        logcal.set_num_threads(0)
+    assert fast.to_dict()["sums"] == exact.to_dict()["sums"]
+    # c = 1 and wrong costs -log(eps), although 1 - eps rounds to 1
+    p_outcome = np.maximum(np.where(y, c, 1.0 - c), 1e-300)
+    assert fast.nll() == pytest.approx(-np.mean(np.log(p_outcome)), rel=1e-14)
+    assert exact.nll() == pytest.approx(R.calibration_stats(c, y, eps=1e-300).nll(), rel=RTOL)
 
 
 def test_top_label_and_classwise_ece():

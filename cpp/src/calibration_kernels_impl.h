@@ -5,14 +5,22 @@
 // each defining LOGCAL_ISA_NAMESPACE first, and always with -ffp-contract=off: the per-sample
 // terms must be the same bits at every level (see calibration.h).
 //
-// A range of samples is processed in tiles that stay in L1:
-//   1. load: convert the tile's inputs to double, check validity (stop at the first bad one);
-//   2. compute (vectorised): bin index, c^2, the NLL term, and each term's fixed-point value;
-//   3. scatter (scalar): add the terms into per-bin cells. Four copies of the cells, used in
-//      turn, break the store-to-load dependency between neighbours that fall in the same bin.
-// With 0/1 correctness the cells are (bin, correct) pairs holding count, sum c, sum (c-y)^2 and
-// sum nll: sum y, sum c*y and sum y^2 follow from the cell a sample is in, so each sample costs
-// four additions. Soft labels or weights use per-bin cells with all seven sums.
+// A range of samples is processed in tiles of kTile samples whose scratch stays in L1.
+//
+// With 0/1 correctness (the common case) the cells are (bin, correct) pairs holding the count and
+// the sums of c, (c-y)^2 and nll: sum y, sum c*y and sum y^2 follow from the cell a sample is in.
+// A tile goes through three passes, each short enough for the out-of-order core to overlap:
+//   1. (vectorised) read and check the inputs -- straight from contiguous arrays with integer
+//      correctness, else from the scratch that load_tile filled -- compute the exact uniform bin,
+//      the fixed-point words of c and (c-y)^2, transpose them into one row per sample, and keep
+//      the probability of the outcome for the NLL;
+//   2. (vectorised, four vectors side by side) the deterministic logarithm and the NLL's row;
+//   3. (one sample at a time) add each sample's two rows into its cell as a 256-bit and a 128-bit
+//      vector. Four copies of the cells, used in turn, break the store-to-load dependency between
+//      neighbours that fall in the same cell.
+// Soft labels or weights take per-bin cells with all seven sums as 128-bit integers.
+// Why the passes and not one loop: a single loop's chain (bin, log, splits, transposes) was too
+// long for the scheduler to overlap iterations; see benchmarks/NOTES.md for the measurements.
 #ifndef LOGCAL_ISA_NAMESPACE
 #error "define LOGCAL_ISA_NAMESPACE before including calibration_kernels_impl.h"
 #endif
@@ -22,6 +30,7 @@
 #include <cstring>
 #include <memory>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "isa_local.h"
@@ -44,6 +53,9 @@ namespace {
 
 constexpr int64_t kTile = 256;
 constexpr int kCopies = 4;
+// Vectors whose logarithms are computed side by side (measured on AVX-512 and AVX2: 4 beats 2
+// by 3-7%, and 2 beats 1).
+constexpr int kLogGroup = 4;
 
 using u128 = unsigned __int128;
 using VD = simd::V<double>;
@@ -87,33 +99,32 @@ LOGCAL_HD VU to_index(VD integral) {
 #endif
 }
 
-// int64 -> double for |k| < 2^51 (the exponent of log), exactly, on every level.
-LOGCAL_HD VD from_small_int(VI k) {
-  const VD magic = simd::broadcast(6755399441055744.0);  // 1.5 * 2^52
-  VU u = bits_of(magic) + VU(k);
-  return from_bits(u) - magic;
-}
-
-// calib::log_det, lane by lane with the same operations: bit-identical to the scalar one.
-LOGCAL_HD VD log_det(VD x) {
+// calib::log_det, lane by lane with the same operations: bit-identical to the scalar one. U
+// independent vectors go through it step by step, so that each step's U operations are
+// neighbours in program order: the chain is long (a division and two polynomials), and with a
+// single vector the out-of-order window cannot hold enough of them to keep the units busy.
+template <int U>
+LOGCAL_HD void log_det_n(const VD (&x)[U], VD (&out)[U]) {
   using L = calib::LogConstants;
-  const VU bits = bits_of(x);
-  VU hx = bits >> 32;
-  VI k = VI(hx >> 20) - 1023;
-  hx &= 0x000fffffu;
-  const VU i = (hx + 0x95f64u) & 0x100000u;
-  const VD xn = from_bits(((hx | (i ^ 0x3ff00000u)) << 32) | (bits & 0xffffffffu));
-  k += VI(i >> 20);
-  const VD f = xn - 1.0;
-  const VD s = f / (2.0 + f);
-  const VD dk = from_small_int(k);
-  const VD z = s * s;
-  const VD w = z * z;
-  const VD t1 = w * (L::lg2 + w * (L::lg4 + w * L::lg6));
-  const VD t2 = z * (L::lg1 + w * (L::lg3 + w * (L::lg5 + w * L::lg7)));
-  const VD r = t2 + t1;
-  const VD hfsq = 0.5 * f * f;
-  return dk * L::ln2_hi - ((hfsq - (s * (hfsq + r) + dk * L::ln2_lo)) - f);
+  VD f[U], s[U], dk[U], z[U], w[U], r[U], hfsq[U];
+  for (int u = 0; u < U; ++u) {
+    const VU bits = bits_of(x[u]);
+    const VU m = bits & L::kSignificand;
+    const VU carry = (m + L::kSqrt2Carry) & (uint64_t(1) << 52);
+    f[u] = from_bits(m | (carry ^ L::kOneBits)) - 1.0;
+    dk[u] = from_bits((bits >> 52) + (carry >> 52) + L::kExponentMagic) - L::kMagic;
+  }
+  for (int u = 0; u < U; ++u) s[u] = f[u] / (2.0 + f[u]);
+  for (int u = 0; u < U; ++u) hfsq[u] = 0.5 * f[u] * f[u];
+  for (int u = 0; u < U; ++u) z[u] = s[u] * s[u];
+  for (int u = 0; u < U; ++u) w[u] = z[u] * z[u];
+  for (int u = 0; u < U; ++u) {
+    const VD t1 = w[u] * (L::lg2 + w[u] * (L::lg4 + w[u] * L::lg6));
+    const VD t2 = z[u] * (L::lg1 + w[u] * (L::lg3 + w[u] * (L::lg5 + w[u] * L::lg7)));
+    r[u] = t2 + t1;
+  }
+  for (int u = 0; u < U; ++u)
+    out[u] = dk[u] * L::ln2_hi - ((hfsq[u] - (s[u] * (hfsq[u] + r[u]) + dk[u] * L::ln2_lo)) - f[u]);
 }
 
 // calib::to_fixed lane by lane: T(v) = floor(v * 2^64) as (lo, hi), 0 <= v < 2^41.
@@ -134,14 +145,16 @@ LOGCAL_HD void to_fixed(VD v, VU& lo, VU& hi) {
   hi = VU(live & (pos ? VI(hi_pos) : zero));
 }
 
-// The halves a = floor(v 2^32), b = floor(v 2^64) mod 2^32 of T(v), for 0 <= v < 2^19 (so that
-// v 2^32 < 2^51): exact (scalings by powers of two and the fraction x - floor(x) are exact), so
-// a * 2^32 + b is the same T(v) as to_fixed gives -- in fewer operations.
-LOGCAL_HD void to_fixed_halves(VD v, VU& a, VU& b) {
-  const VD t = v * 4294967296.0;
-  const VD af = floor_nonneg(t);
-  a = to_index(af);
-  b = to_index(floor_nonneg((t - af) * 4294967296.0));
+// T(v) = floor(v * 2^64) split at bit kLoBits: hi = floor(v * 2^(64 - kLoBits)) and
+// lo = T mod 2^kLoBits, so that T = hi * 2^kLoBits + lo. Exact for v * 2^(64 - kLoBits) < 2^51
+// (scalings by powers of two and the fraction t - floor(t) are exact): the same T as to_fixed
+// gives, in fewer operations.
+template <int kLoBits>
+LOGCAL_HD void split_fixed(VD v, VU& hi, VU& lo) {
+  const VD t = v * double(uint64_t(1) << (64 - kLoBits));
+  const VD hf = floor_nonneg(t);
+  hi = to_index(hf);
+  lo = to_index(floor_nonneg((t - hf) * double(uint64_t(1) << kLoBits)));
 }
 
 LOGCAL_HD VD clip(VD c, VD eps, VD one_minus_eps) {
@@ -180,12 +193,29 @@ inline VD to_correct(const T* v, VI& bad) {
     bad |= ~((y >= 0.0) & (y <= 1.0));
     return y;
   } else if constexpr (sizeof(T) <= 4) {
-    // Widen straight to the 64-bit lanes of the doubles (one zero/sign extension): going
-    // through 32-bit lanes made GCC unpack the bytes one by one (measured: ~10% of the pass).
-    typedef T VT __attribute__((vector_size(sizeof(T) * W)));
-    VT raw;
-    std::memcpy(&raw, v, sizeof raw);
-    const VI y = __builtin_convertvector(raw, VI);
+    // Widen straight to the 64-bit lanes of the doubles with one zero/sign extension. GCC
+    // turns __builtin_convertvector of bytes into a byte-by-byte unpack (~10% of the pass), so
+    // bytes take the instruction explicitly where the ISA has it.
+    VI y;
+#if defined(__AVX512F__)
+    if constexpr (sizeof(T) == 1 && W == 8) {
+      uint64_t raw;
+      std::memcpy(&raw, v, sizeof raw);
+      y = VI(_mm512_cvtepu8_epi64(_mm_cvtsi64_si128(static_cast<long long>(raw))));
+    } else
+#elif defined(__AVX2__)
+    if constexpr (sizeof(T) == 1 && W == 4) {
+      uint32_t raw;
+      std::memcpy(&raw, v, sizeof raw);
+      y = VI(_mm256_cvtepu8_epi64(_mm_cvtsi32_si128(static_cast<int>(raw))));
+    } else
+#endif
+    {
+      typedef T VT __attribute__((vector_size(sizeof(T) * W)));
+      VT raw;
+      std::memcpy(&raw, v, sizeof raw);
+      y = __builtin_convertvector(raw, VI);
+    }
     bad |= ~((y == 0) | (y == 1));
     return y == 1 ? VD{} + 1.0 : VD{};
   } else {
@@ -206,6 +236,22 @@ inline VD load_correct(const T* p, int64_t stride, int64_t count, VI& bad) {
   return to_correct(tmp, bad);
 }
 
+// The offset of the first invalid sample of [begin, begin + len), or -1 (rare: called once a
+// vector check has seen one).
+template <class CT, class YT>
+int64_t first_bad(const CalibrationArgs& a, int64_t begin, int64_t len) {
+  const CT* c = static_cast<const CT*>(a.confidence) + begin * a.conf_stride;
+  const YT* y = static_cast<const YT*>(a.correct) + begin * a.correct_stride;
+  for (int64_t i = 0; i < len; ++i) {
+    const double cv = static_cast<double>(c[i * a.conf_stride]);
+    const YT yv = y[i * a.correct_stride];
+    const bool y_ok =
+        std::is_floating_point_v<YT> ? (yv >= YT(0) && yv <= YT(1)) : (yv == YT(0) || yv == YT(1));
+    if (!(cv >= 0.0 && cv <= 1.0) || !y_ok) return i;
+  }
+  return -1;
+}
+
 // Loads [begin, begin + len) as doubles into cbuf / ybuf / wbuf; returns the offset of the first
 // invalid sample in the tile, or -1. Positions past len are padded with harmless values.
 // Validity is checked on the widened values: an integer converts to 0.0 or 1.0 only from 0 or 1.
@@ -214,7 +260,6 @@ int64_t load_tile(const CalibrationArgs& a, int64_t begin, int64_t len, double* 
                   double* wbuf) {
   const CT* c = static_cast<const CT*>(a.confidence) + begin * a.conf_stride;
   const YT* y = static_cast<const YT*>(a.correct) + begin * a.correct_stride;
-  constexpr bool kIntY = !std::is_floating_point_v<YT>;
   VI bad = {};
   const VD zero = {}, one = VD{} + 1.0;
   const int64_t full = len / W * W;
@@ -245,34 +290,97 @@ int64_t load_tile(const CalibrationArgs& a, int64_t begin, int64_t len, double* 
     for (int64_t i = 0; i < len; ++i) wbuf[i] = w[i * a.weight_stride];
     for (int64_t i = len; i < (len + W - 1) / W * W; ++i) wbuf[i] = 0.0;
   }
-  if (!simd::any(bad)) return -1;
-  for (int64_t i = 0; i < len; ++i) {  // rare: find the first bad sample from the raw inputs
-    const double cv = static_cast<double>(c[i * a.conf_stride]);
-    const YT yv = y[i * a.correct_stride];
-    const bool y_ok = kIntY ? (yv == YT(0) || yv == YT(1)) : (yv >= YT(0) && yv <= YT(1));
-    if (!(cv >= 0.0 && cv <= 1.0) || !y_ok) return i;
-  }
-  return -1;
+  return simd::any(bad) ? first_bad<CT, YT>(a, begin, len) : -1;
 }
 
 // --- the per-bin cells of a range ------------------------------------------------------------
 
-// 0/1 correctness: cell 2k + y holds the count and, for c, (c-y)^2 and nll, the sums of the two
-// 32-bit halves of each fixed-point term (T = a * 2^32 + b): plain 64-bit additions with no carry
-// to propagate. A half of one term is below 2^42, so the cells are folded into 128-bit sums at
-// least every kFoldEvery samples, long before a 64-bit half-sum could overflow. One cache line.
+// 0/1 correctness: cell 2k + y holds the count and the sums of T(c), T((c-y)^2) and T(nll) in
+// five 64-bit words, plain additions with no carry to propagate. Each T is split into a high
+// part and a low part (T = hi * 2^L + lo); the high parts have a word each, the low parts share
+// words with the count. The words form two rows, added to the cell as one 256-bit and one
+// 128-bit vector per sample:
+//   row a: hi_c = sum floor(c 2^48),  hi_sq = sum floor((c-y)^2 2^48),
+//          lo_c_sq = sum (T(c) mod 2^16) + 2^32 sum (T((c-y)^2) mod 2^16),  (unused)
+//   row b: hi_nll = sum floor(nll 2^40),  lo_nll_n = sum (T(nll) mod 2^24) + 2^40 count.
+// (kLight, ECE only: row b alone, holding hi_c and sum (T(c) mod 2^16) + 2^32 count.) Bounds per
+// sample: c, (c-y)^2 <= 1 and nll <= -log(1e-300) < 2^10, so a high part is below 2^50 and a low
+// part below 2^24. The cells are folded into 128-bit sums once kFoldEvery = 2^13 samples have
+// gone in (checked after each tile, so fewer than 2^14 between folds): no field can then reach
+// the next one (2^14 * 2^16 <= 2^32, 2^14 * 2^24 <= 2^40) and no word can overflow (2^14 *
+// 2^50 <= 2^64). One cache line per cell.
+constexpr int kLoConf = 16;  // low bits of T(c) and T((c-y)^2)
+constexpr int kLoNll = 24;   // low bits of T(nll)
+constexpr int64_t kFoldEvery = int64_t(1) << 13;
+static_assert(kFoldEvery + kTile < (int64_t(1) << 14), "see the bounds above");
+constexpr int kHiC = 0, kHiSq = 1, kLoCSq = 2, kRowA = 4;  // words of row a
+constexpr int kHiNll = 0, kLoNllN = 1, kRowB = 2;          // words of row b
+constexpr int kLightHiC = 0, kLightLoCN = 1;               // row b when kLight
+
+typedef uint64_t RowAVec __attribute__((vector_size(8 * kRowA)));
+typedef uint64_t RowBVec __attribute__((vector_size(8 * kRowB)));
+
 struct alignas(64) BinaryCell {
-  uint64_t count;
-  uint64_t a[3];
-  uint64_t b[3];
-  uint64_t pad;
+  RowAVec a;
+  RowBVec b;
+  uint64_t pad[2];
 };
 static_assert(sizeof(BinaryCell) == 64, "one cache line");
-constexpr int64_t kFoldEvery = int64_t(1) << 20;
 
-inline U128 from_halves(uint64_t a, uint64_t b) {  // a * 2^32 + b
-  U128 r{a << 32, a >> 32};
-  calib::add_to(r, b, 0);
+// Rows from lanes: the transposes that turn per-word vectors (one sample a lane) into per-sample
+// rows. interleave<kHigh>(p, q) = (p0, q0, p1, q1, ...) over the low (or high) half of the lanes.
+template <bool kHigh, size_t... I>
+LOGCAL_HD VU interleave(VU p, VU q, std::index_sequence<I...>) {
+  return __builtin_shufflevector(p, q, ((I % 2 ? W : 0) + I / 2 + (kHigh ? W / 2 : 0))...);
+}
+template <bool kHigh>
+LOGCAL_HD VU interleave(VU p, VU q) {
+  return interleave<kHigh>(p, q, std::make_index_sequence<W>());
+}
+
+// Rows a number kM * W/4 to kM * W/4 + W/4 - 1 (W >= 4): (pair j of `pairs`, lo_j, lo_j), the
+// pairs being (hi_c, hi_sq) interleaved; the unused fourth word repeats lo_j (one shuffle fewer
+// than a zero, and never read).
+template <int kM, size_t... I>
+LOGCAL_HD VU rows_a_of(VU pairs, VU lo, std::index_sequence<I...>) {
+  return __builtin_shufflevector(
+      pairs, lo,
+      (I % 4 < 2 ? 2 * ((kM % 2) * (W / 4) + I / 4) + I % 4 : W + kM * (W / 4) + I / 4)...);
+}
+
+template <size_t J, size_t... I>
+LOGCAL_HD VU splat(VU v, std::index_sequence<I...>) {  // lane J everywhere
+  return __builtin_shufflevector(v, v, (I * 0 + J)...);
+}
+
+LOGCAL_HD void store_lanes(uint64_t* out, VU v) { std::memcpy(out, &v, sizeof v); }
+
+// W samples' rows a from the vectors of their words, stored at `out`.
+LOGCAL_HD void store_rows_a(uint64_t* out, VU hi_c, VU hi_sq, VU lo_c_sq) {
+  const VU p = interleave<false>(hi_c, hi_sq), q = interleave<true>(hi_c, hi_sq);
+  if constexpr (W == 2) {  // p = sample 0's first two words, q = sample 1's
+    store_lanes(out, p);
+    store_lanes(out + 2, splat<0>(lo_c_sq, std::make_index_sequence<W>()));
+    store_lanes(out + 4, q);
+    store_lanes(out + 6, splat<1>(lo_c_sq, std::make_index_sequence<W>()));
+  } else {
+    const auto lanes = std::make_index_sequence<W>();
+    store_lanes(out, rows_a_of<0>(p, lo_c_sq, lanes));
+    store_lanes(out + W, rows_a_of<1>(p, lo_c_sq, lanes));
+    store_lanes(out + 2 * W, rows_a_of<2>(q, lo_c_sq, lanes));
+    store_lanes(out + 3 * W, rows_a_of<3>(q, lo_c_sq, lanes));
+  }
+}
+
+// W samples' rows b.
+LOGCAL_HD void store_rows_b(uint64_t* out, VU hi_nll, VU lo_nll_n) {
+  store_lanes(out, interleave<false>(hi_nll, lo_nll_n));
+  store_lanes(out + W, interleave<true>(hi_nll, lo_nll_n));
+}
+
+inline U128 from_split(uint64_t hi_sum, int lo_bits, uint64_t lo_sum) {  // hi * 2^L + lo
+  U128 r{hi_sum << lo_bits, hi_sum >> (64 - lo_bits)};
+  calib::add_to(r, lo_sum, 0);
   return r;
 }
 
@@ -291,17 +399,53 @@ inline U128 to_u128(u128 v) {
 }
 
 struct Scratch {
-  Vector<double> c, y, w;
+  Vector<double> c, y, w, x;  // x: the probability of the outcome, for the NLL
   Vector<int64_t> bin;
-  Vector<uint64_t> t;  // fixed-point terms: [field][kTile] lo, then hi
+  Vector<uint64_t> t;               // fixed-point terms: [field][kTile] lo, then hi
+  Vector<uint64_t> rows_a, rows_b;  // 0/1 path: each sample's rows of cell words
   explicit Scratch(bool weighted)
       : c(kTile + W),
         y(kTile + W),
         w(weighted ? kTile + W : 0),
+        x(kTile + W),
         bin(kTile + W),
-        t(2 * calib::kNumFields * (kTile + W)) {}
+        t(2 * calib::kNumFields * (kTile + W)),
+        rows_a(kRowA * (kTile + W)),
+        rows_b(kRowB * (kTile + W)) {}
   uint64_t* lo(int f) { return t.data() + (2 * f) * (kTile + W); }
   uint64_t* hi(int f) { return t.data() + (2 * f + 1) * (kTile + W); }
+};
+
+// Where step 2 of the 0/1 path reads a tile's (confidence, correctness) vectors: vector v, and
+// sample i for the rare exact re-binning.
+struct ScratchSource {  // what load_tile left in the scratch
+  const Scratch& s;
+  LOGCAL_HD void load(int64_t v, VD& c, VD& y, VI&) const {
+    c = simd::load(s.c.data() + v * W);
+    y = simd::load(s.y.data() + v * W);
+  }
+  double conf(int64_t i) const { return s.c[size_t(i)]; }
+  bool correct(int64_t i) const { return s.y[size_t(i)] != 0.0; }
+};
+
+template <class CT, class YT>
+struct InputSource {  // contiguous inputs with integer correctness, read and checked in place
+  const CT* c;
+  const YT* y;
+  int64_t len;
+  LOGCAL_HD void load(int64_t v, VD& cv, VD& yv, VI& bad) const {
+    const int64_t at = v * W;
+    if (at + W <= len) {
+      cv = load_conf(c + at);
+      yv = load_correct(y + at, bad);
+    } else {  // the tail, padded with (0.5, 0)
+      cv = load_conf(c + at, 1, len - at);
+      yv = load_correct(y + at, 1, len - at, bad);
+    }
+    bad |= ~((cv >= 0.0) & (cv <= 1.0));
+  }
+  double conf(int64_t i) const { return static_cast<double>(c[i]); }
+  bool correct(int64_t i) const { return y[i] != YT(0); }
 };
 
 struct Job {
@@ -403,36 +547,71 @@ struct Job {
     }
   }
 
-  // Step 2 for 0/1 correctness: fixed-point c, (c-y)^2 and nll (fields 0, 1, 2 of the scratch),
-  // with the very operations of terms_soft, so that both paths give the same bits.
-  // Also turns s.bin into the cell index 2 * bin + y. kLight: c only (field 0).
-  template <bool kLight>
-  void terms_binary(Scratch& s, int64_t len) const {
+  // Step 2 for 0/1 correctness: the rows of a BinaryCell per sample (s.rows_a, s.rows_b), from
+  // the very operations of terms_soft, so that both paths give the same bits, and the cell index
+  // 2 * bin + y in s.bin. `src` gives the tile's (c, y) vectors: from the scratch after load_tile,
+  // or straight from contiguous inputs (checking them into `bad`). With kBins the uniform bins
+  // are computed here; otherwise s.bin holds them already. kLight: c only (words 0 and 3).
+  template <bool kLight, bool kBins, class Source>
+  void terms_binary(Scratch& s, int64_t len, const Source& source, VI& bad) const {
+    // Local copies of the pointers and constants: stores through the scratch pointers could
+    // alias members, which would then be reloaded for every vector.
+    const Source src = source;
+    int64_t* const cell_out = s.bin.data();
+    uint64_t* const rows_a = s.rows_a.data();
+    uint64_t* const rows_b = s.rows_b.data();
+    double* const x_out = s.x.data();
+    const VD n = nd, last_bin = nm1, lo = eps, hi = one_minus_eps;
     const int64_t n_vec = (len + W - 1) / W;
-    for (int64_t v = 0; v < n_vec; ++v) {
-      const VD c = simd::load(s.c.data() + v * W);
-      const VD y = simd::load(s.y.data() + v * W);
+    VI rounded_onto = {};
+    for (int64_t v = 0; v < n_vec; ++v) {  // the cell index, rows a, the NLL's probability
+      const int64_t at = v * W;
+      VD c, y;
+      src.load(v, c, y, bad);
       VI bin;
-      std::memcpy(&bin, s.bin.data() + v * W, sizeof bin);
+      if constexpr (kBins) {
+        const VD p = c * n;
+        const VD r = floor_nonneg(p);
+        rounded_onto |= (r == p) & (p > 0.0);  // see uniform_bins
+        bin = VI(to_index(r > last_bin ? last_bin : r));
+      } else {
+        std::memcpy(&bin, cell_out + at, sizeof bin);
+      }
       bin = bin + bin - VI(y != 0.0);  // true is -1
-      std::memcpy(s.bin.data() + v * W, &bin, sizeof bin);
+      std::memcpy(cell_out + at, &bin, sizeof bin);
+      VU c_hi, c_lo;
+      split_fixed<kLoConf>(c, c_hi, c_lo);
       if constexpr (kLight) {
-        VU ha, hb;
-        to_fixed_halves(c, ha, hb);
-        store_u(s.lo(0) + v * W, ha);
-        store_u(s.hi(0) + v * W, hb);
-        continue;
+        store_rows_b(rows_b + kRowB * at, c_hi, c_lo + (uint64_t(1) << 32));
+      } else {
+        VU sq_hi, sq_lo;
+        split_fixed<kLoConf>((c - y) * (c - y), sq_hi, sq_lo);
+        store_rows_a(rows_a + kRowA * at, c_hi, sq_hi, c_lo + (sq_lo << 32));
+        simd::store(x_out + at, clip(y != 0.0 ? c : 1.0 - c, lo, hi));
       }
-      const VD cc = clip(c, eps, one_minus_eps);
-      const VD x = y != 0.0 ? cc : 1.0 - cc;
-      const VD nll = -log_det(x);
-      const VD val[3] = {c, (c - y) * (c - y), nll};
-      for (int f = 0; f < 3; ++f) {  // halves a = T >> 32, b = T mod 2^32 (in lo(f), hi(f))
-        VU ha, hb;
-        to_fixed_halves(val[f], ha, hb);
-        store_u(s.lo(f) + v * W, ha);
-        store_u(s.hi(f) + v * W, hb);
-      }
+    }
+    if (kBins && simd::any(rounded_onto)) {  // rare: redo the cells with the exact scalar rule
+      for (int64_t i = 0; i < len; ++i)
+        cell_out[i] = 2 * calib::uniform_bin(src.conf(i), a.n_bins) + (src.correct(i) ? 1 : 0);
+    }
+    if constexpr (!kLight) {
+      int64_t v = 0;
+      for (; v + kLogGroup <= n_vec; v += kLogGroup) nll_rows<kLogGroup>(x_out, rows_b, v);
+      for (; v < n_vec; ++v) nll_rows<1>(x_out, rows_b, v);
+    }
+  }
+
+  // Rows b (the NLL and the count) of U vectors from v on: a pass of its own, U vectors at a
+  // time, so that the long chain of the logarithm overlaps with itself.
+  template <int U>
+  static LOGCAL_HD void nll_rows(const double* x_in, uint64_t* rows_b, int64_t v) {
+    VD x[U], lg[U];
+    for (int u = 0; u < U; ++u) x[u] = simd::load(x_in + (v + u) * W);
+    log_det_n<U>(x, lg);
+    for (int u = 0; u < U; ++u) {
+      VU hi, lo;
+      split_fixed<kLoNll>(-lg[u], hi, lo);
+      store_rows_b(rows_b + kRowB * (v + u) * W, hi, lo + (uint64_t(1) << 40));
     }
   }
 
@@ -446,8 +625,10 @@ struct Job {
       const VD y = simd::load(s.y.data() + v * W);
       VD nll = {}, sq = {};
       if constexpr (!kLight) {
-        const VD cc = clip(c, eps, one_minus_eps);
-        nll = -(y * log_det(cc) + (1.0 - y) * log_det(1.0 - cc));
+        const VD p[2] = {clip(c, eps, one_minus_eps), clip(1.0 - c, eps, one_minus_eps)};
+        VD lg[2];
+        log_det_n<2>(p, lg);
+        nll = -(y * lg[0] + (1.0 - y) * lg[1]);
         sq = (c - y) * (c - y);
       }
       VD val[calib::kNumFields] = {VD{} + 1.0, c, y, sq, c * y, y * y, nll};
@@ -517,26 +698,57 @@ struct RangeRunner {
   void scatter_binary(int64_t len) {
     used_binary = true;
     since_fold += len;
-    const uint64_t *a0 = s.lo(0), *b0 = s.hi(0), *a1 = s.lo(1), *b1 = s.hi(1), *a2 = s.lo(2),
-                   *b2 = s.hi(2);
+    const uint64_t* row_a = s.rows_a.data();
+    const uint64_t* row_b = s.rows_b.data();
     const int64_t* cell_of = s.bin.data();
     const int64_t stride = 2 * n_bins;
     BinaryCell* cells = bcells.data();
     auto add = [&](BinaryCell& cell, int64_t j) {
-      cell.count += 1;
-      cell.a[0] += a0[j];
-      cell.b[0] += b0[j];
+      RowBVec rb;
+      std::memcpy(&rb, row_b + kRowB * j, sizeof rb);
+      cell.b += rb;
       if constexpr (kLight) return;
-      cell.a[1] += a1[j];
-      cell.b[1] += b1[j];
-      cell.a[2] += a2[j];
-      cell.b[2] += b2[j];
+      RowAVec ra;
+      std::memcpy(&ra, row_a + kRowA * j, sizeof ra);
+      cell.a += ra;
     };
     int64_t i = 0;
     for (; i + kCopies <= len; i += kCopies)
       for (int copy = 0; copy < kCopies; ++copy)
         add(cells[copy * stride + cell_of[i + copy]], i + copy);
     for (; i < len; ++i) add(cells[cell_of[i]], i);
+  }
+
+  // Steps 2 and 3 of a 0/1 tile; returns false if `src` found an invalid sample.
+  template <bool kLight, class Source>
+  bool binary_tile(int64_t len, const Source& src) {
+    VI bad = {};
+    if (job.uniform)
+      job.template terms_binary<kLight, true>(s, len, src, bad);
+    else
+      job.template terms_binary<kLight, false>(s, len, src, bad);
+    if (simd::any(bad)) return false;
+    scatter_binary<kLight>(len);
+    return true;
+  }
+  template <class Source>
+  bool binary_tile(int64_t len, const Source& src) {
+    return a.light ? binary_tile<true>(len, src) : binary_tile<false>(len, src);
+  }
+
+  void soft_tile(int64_t len) {
+    if (weighted) {
+      if (a.light)
+        job.template terms_soft<true, true>(s, len);
+      else
+        job.template terms_soft<true, false>(s, len);
+    } else {
+      if (a.light)
+        job.template terms_soft<false, true>(s, len);
+      else
+        job.template terms_soft<false, false>(s, len);
+    }
+    scatter_soft(len);
   }
 
   void scatter_soft(int64_t len) {
@@ -556,19 +768,27 @@ struct RangeRunner {
   // Moves the cells into `out` (per-bin states) and clears them.
   void fold(BinState* out) {
     if (used_binary) {
+      const uint64_t low32 = (uint64_t(1) << 32) - 1, low40 = (uint64_t(1) << 40) - 1;
       for (int copy = 0; copy < kCopies; ++copy) {
         for (int64_t b = 0; b < n_bins; ++b) {
           for (int y = 0; y < 2; ++y) {
             BinaryCell& cell = bcells[size_t(copy * 2 * n_bins + 2 * b + y)];
-            if (cell.count == 0) continue;
+            const uint64_t count = a.light ? cell.b[kLightLoCN] >> 32 : cell.b[kLoNllN] >> 40;
+            if (count == 0) continue;
             BinState& st = out[b];
-            st.count += int64_t(cell.count);
-            const U128 cnt{0, cell.count};  // count * 2^64: the weight, and y = 1 per sample
-            const U128 conf = from_halves(cell.a[0], cell.b[0]);
+            st.count += int64_t(count);
+            const U128 cnt{0, count};  // count * 2^64: the weight, and y = 1 per sample
+            const U128 conf =
+                a.light ? from_split(cell.b[kLightHiC], kLoConf, cell.b[kLightLoCN] & low32)
+                        : from_split(cell.a[kHiC], kLoConf, cell.a[kLoCSq] & low32);
             calib::add_to(st.sum[calib::kWeight], cnt);
             calib::add_to(st.sum[calib::kConf], conf);
-            calib::add_to(st.sum[calib::kSqError], from_halves(cell.a[1], cell.b[1]));
-            calib::add_to(st.sum[calib::kNll], from_halves(cell.a[2], cell.b[2]));
+            if (!a.light) {
+              calib::add_to(st.sum[calib::kSqError],
+                            from_split(cell.a[kHiSq], kLoConf, cell.a[kLoCSq] >> 32));
+              calib::add_to(st.sum[calib::kNll],
+                            from_split(cell.b[kHiNll], kLoNll, cell.b[kLoNllN] & low40));
+            }
             if (y == 1) {
               calib::add_to(st.sum[calib::kCorrect], cnt);
               calib::add_to(st.sum[calib::kCorrectSq], cnt);
@@ -641,6 +861,8 @@ struct RangeRunner {
   // Processes samples [begin, end); returns the position of the first invalid sample or -1.
   int64_t run(int64_t begin, int64_t end, BinState* bins, U128* boot_bins, U128* boot_totals) {
     const bool boot = a.n_bootstrap > 0;
+    const bool direct =
+        binary_input && !weighted && job.uniform && a.conf_stride == 1 && a.correct_stride == 1;
     int64_t pos = begin;
     while (pos < end) {
       int64_t seg_end = std::min(end, pos + kTile);
@@ -651,32 +873,23 @@ struct RangeRunner {
         seg_end = std::min(seg_end, unit_end);
       }
       const int64_t len = seg_end - pos;
-      const int64_t bad =
-          load_tile<CT, YT>(a, pos, len, s.c.data(), s.y.data(), weighted ? s.w.data() : nullptr);
-      if (bad >= 0) return pos + bad;
-      job.bins_of_tile(s, len);
-      if (tile_is_binary(len)) {
-        if (a.light) {
-          job.template terms_binary<true>(s, len);
-          scatter_binary<true>(len);
-        } else {
-          job.template terms_binary<false>(s, len);
-          scatter_binary<false>(len);
-        }
+      if (direct) {  // the common case: one pass from the inputs to the cell words
+        const InputSource<CT, YT> src{static_cast<const CT*>(a.confidence) + pos,
+                                      static_cast<const YT*>(a.correct) + pos, len};
+        if (!binary_tile(len, src)) return pos + first_bad<CT, YT>(a, pos, len);
         if (since_fold >= kFoldEvery) fold(boot ? block.data() : bins);
       } else {
-        if (weighted) {
-          if (a.light)
-            job.template terms_soft<true, true>(s, len);
-          else
-            job.template terms_soft<true, false>(s, len);
+        const int64_t bad =
+            load_tile<CT, YT>(a, pos, len, s.c.data(), s.y.data(), weighted ? s.w.data() : nullptr);
+        if (bad >= 0) return pos + bad;
+        const bool binary = tile_is_binary(len);
+        if (!binary || !job.uniform) job.bins_of_tile(s, len);  // else computed with the terms
+        if (binary) {
+          binary_tile(len, ScratchSource{s});
+          if (since_fold >= kFoldEvery) fold(boot ? block.data() : bins);
         } else {
-          if (a.light)
-            job.template terms_soft<false, true>(s, len);
-          else
-            job.template terms_soft<false, false>(s, len);
+          soft_tile(len);
         }
-        scatter_soft(len);
       }
       pos = seg_end;
       if (boot && pos == unit_end) {

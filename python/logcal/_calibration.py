@@ -423,8 +423,8 @@ class CalibrationStats:
     off by less than 1.2e-16 relative plus 5.4e-20. Capacity: 2**64 (1.8e19) units per sum,
     e.g. 10**12 samples with weight x value up to 1.8e7 each.
 
-    **NLL** clips the confidence to ``[eps, 1 - eps]`` (``eps`` default 1e-12, so at most
-    27.6 nats per sample), and uses a deterministic logarithm (fdlibm's algorithm, < 1 ulp).
+    **NLL** clips the probability of each outcome (``c`` and ``1 - c``) to ``[eps, 1 - eps]``
+    (``eps`` default 1e-12, so at most 27.6 nats per sample), and uses a deterministic logarithm (fdlibm's algorithm, < 1 ulp).
 
     **Metrics** are computed from the integer sums in rational arithmetic and rounded once
     (``ece()`` with ``norm="l1"``, ``mce()``, ``brier()`` and ``nll()`` are the correctly
@@ -533,7 +533,7 @@ class CalibrationStats:
 
     @property
     def eps(self) -> float:
-        """The NLL clip: confidences are taken in ``[eps, 1 - eps]``."""
+        """The NLL clip: outcome probabilities are taken in ``[eps, 1 - eps]``."""
         return self._eps
 
     @property
@@ -657,8 +657,8 @@ class CalibrationStats:
         return _ratio(sum(self.fixed_sums("sq_error")), sum(self.fixed_sums("weight")))
 
     def nll(self) -> float:
-        """Mean negative log-likelihood ``-[y log c + (1 - y) log(1 - c)]`` with ``c`` clipped
-        to ``[eps, 1 - eps]``."""
+        """Mean negative log-likelihood ``-[y log c + (1 - y) log(1 - c)]`` with ``c`` and
+        ``1 - c`` each clipped to ``[eps, 1 - eps]``."""
         return _ratio(sum(self.fixed_sums("nll")), sum(self.fixed_sums("weight")))
 
     def metric(self, name: str, **kwargs: Any) -> float:
@@ -1244,8 +1244,9 @@ def brier_score(confidence: Any, correct: Any, *, weights: Any = None) -> float:
 
 
 def nll(confidence: Any, correct: Any, *, eps: float = DEFAULT_EPS, weights: Any = None) -> float:
-    """Mean negative log-likelihood ``-[y log c + (1 - y) log(1 - c)]``, nats, with ``c``
-    clipped to ``[eps, 1 - eps]`` (default ``eps = 1e-12``: at most 27.6 nats a sample).
+    """Mean negative log-likelihood ``-[y log c + (1 - y) log(1 - c)]``, nats, with ``c`` and
+    ``1 - c`` each clipped to ``[eps, 1 - eps]`` (default ``eps = 1e-12``: at most 27.6 nats a
+    sample, and at most ``-log(eps)`` for any ``eps``).
 
     Examples
     --------

@@ -169,7 +169,10 @@ LOGCAL_HD int64_t edges_bin(double c, const double* e, int64_t m, bool right_clo
 // x = 2^k * (1 + f) with 1 + f in [sqrt(2)/2, sqrt(2)), then log(1 + f) = f - hfsq + s*(hfsq + R)
 // with s = f / (2 + f) and R a minimax polynomial in s^2; error < 1 ulp. Written with plain IEEE
 // operations and no branches, so the scalar and vector copies (and a device copy) give the same
-// bits: libm's log differs between platforms, this one does not.
+// bits: libm's log differs between platforms, this one does not. The reduction works on the
+// 64-bit pattern (fdlibm's 32-bit high-word steps, shifted left by 32): the significand m gets
+// the exponent of 1 or of 1/2, whichever puts it in [sqrt(2)/2, sqrt(2)), and k counts the
+// difference.
 struct LogConstants {
   static constexpr double ln2_hi = 6.93147180369123816490e-01;
   static constexpr double ln2_lo = 1.90821492927058770002e-10;
@@ -180,20 +183,26 @@ struct LogConstants {
   static constexpr double lg5 = 1.818357216161805012e-01;
   static constexpr double lg6 = 1.531383769920937332e-01;
   static constexpr double lg7 = 1.479819860511658591e-01;
+  static constexpr uint64_t kSignificand = (uint64_t(1) << 52) - 1;
+  // Added to the significand, this carries into bit 52 exactly when 1.m >= sqrt(2) (fdlibm's
+  // 0x95f64 on the high word).
+  static constexpr uint64_t kSqrt2Carry = uint64_t(0x95f64) << 32;
+  static constexpr uint64_t kOneBits = uint64_t(0x3ff) << 52;
+  // The bits of 1.5 * 2^52 - 1023: adding the biased exponent (and the carry) to it and
+  // subtracting 1.5 * 2^52 gives k as a double, exactly.
+  static constexpr uint64_t kExponentMagic = 0x4338000000000000ull - 1023;
+  static constexpr double kMagic = 6755399441055744.0;  // 1.5 * 2^52
 };
 
 LOGCAL_HD double log_det(double x) {
   using L = LogConstants;
   const uint64_t bits = double_bits(x);
-  uint64_t hx = bits >> 32;
-  int64_t k = static_cast<int64_t>(hx >> 20) - 1023;
-  hx &= 0x000fffffu;
-  const uint64_t i = (hx + 0x95f64u) & 0x100000u;
-  const double xn = bits_double(((hx | (i ^ 0x3ff00000u)) << 32) | (bits & 0xffffffffu));
-  k += static_cast<int64_t>(i >> 20);
+  const uint64_t m = bits & L::kSignificand;
+  const uint64_t carry = (m + L::kSqrt2Carry) & (uint64_t(1) << 52);  // 1.m >= sqrt(2)
+  const double xn = bits_double(m | (carry ^ L::kOneBits));           // 1.m, or 1.m / 2
+  const double dk = bits_double((bits >> 52) + (carry >> 52) + L::kExponentMagic) - L::kMagic;
   const double f = xn - 1.0;
   const double s = f / (2.0 + f);
-  const double dk = static_cast<double>(k);
   const double z = s * s;
   const double w = z * z;
   const double t1 = w * (L::lg2 + w * (L::lg4 + w * L::lg6));
@@ -203,24 +212,25 @@ LOGCAL_HD double log_det(double x) {
   return dk * L::ln2_hi - ((hfsq - (s * (hfsq + r) + dk * L::ln2_lo)) - f);
 }
 
-// Confidence clipped to [eps, 1 - eps] for the NLL (eps in (0, 0.5), default 1e-12).
-LOGCAL_HD double clip_probability(double c, double eps) {
-  const double lo = c < eps ? eps : c;
+// A probability clipped to [eps, 1 - eps] for the NLL (eps in [1e-300, 0.5), default 1e-12).
+LOGCAL_HD double clip_probability(double p, double eps) {
+  const double lo = p < eps ? eps : p;
   const double hi = 1.0 - eps;
   return lo > hi ? hi : lo;
 }
 
-// -[y log c' + (1 - y) log(1 - c')], c' = clip(c). For y in {0, 1} this equals the one-log form
-// -log(c') or -log(1 - c') bit for bit (the other term is a signed zero), so the binary fast
-// path and the soft-label path agree.
+// -[y log clip(c) + (1 - y) log clip(1 - c)]: the probability given to each outcome is clipped
+// after the complement is taken (as scikit-learn's log_loss does), so a confident wrong answer
+// costs at most -log(eps) even where 1 - eps rounds to 1 (eps < 1.1e-16; clipping c first would
+// then take the log of 0). For y in {0, 1} this equals the one-log form bit for bit (the other
+// term is a signed zero), so the binary fast path and the soft-label path agree.
 LOGCAL_HD double nll_term(double c, double y, double eps) {
-  const double cc = clip_probability(c, eps);
-  return -(y * log_det(cc) + (1.0 - y) * log_det(1.0 - cc));
+  return -(y * log_det(clip_probability(c, eps)) +
+           (1.0 - y) * log_det(clip_probability(1.0 - c, eps)));
 }
 
 LOGCAL_HD double nll_term_binary(double c, bool y, double eps) {
-  const double cc = clip_probability(c, eps);
-  return -log_det(y ? cc : 1.0 - cc);
+  return -log_det(clip_probability(y ? c : 1.0 - c, eps));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -217,8 +217,8 @@ def _ece(
 
 
 def _nll_terms(c: np.ndarray, y: np.ndarray, eps: float) -> np.ndarray:
-    cc = np.clip(c, eps, 1 - eps)
-    return -(y * np.log(cc) + (1 - y) * np.log(1 - cc))
+    # each outcome's probability clipped after the complement (as logcal and scikit-learn do)
+    return -(y * np.log(np.clip(c, eps, 1 - eps)) + (1 - y) * np.log(np.clip(1 - c, eps, 1 - eps)))
 
 
 def calibration_stats(
