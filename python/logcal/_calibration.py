@@ -424,7 +424,8 @@ class CalibrationStats:
     e.g. 10**12 samples with weight x value up to 1.8e7 each.
 
     **NLL** clips the probability of each outcome (``c`` and ``1 - c``) to ``[eps, 1 - eps]``
-    (``eps`` default 1e-12, so at most 27.6 nats per sample), and uses a deterministic logarithm (fdlibm's algorithm, < 1 ulp).
+    (``eps`` default 1e-12, so at most 27.6 nats per sample), and uses a deterministic
+    logarithm (fdlibm's algorithm, < 1 ulp).
 
     **Metrics** are computed from the integer sums in rational arithmetic and rounded once
     (``ece()`` with ``norm="l1"``, ``mce()``, ``brier()`` and ``nll()`` are the correctly
