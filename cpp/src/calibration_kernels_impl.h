@@ -313,6 +313,12 @@ constexpr int kLoConf = 16;  // low bits of T(c) and T((c-y)^2)
 constexpr int kLoNll = 24;   // low bits of T(nll)
 constexpr int64_t kFoldEvery = int64_t(1) << 13;
 static_assert(kFoldEvery + kTile < (int64_t(1) << 14), "see the bounds above");
+
+// Many bins: with more than kFewBins bins, sweeping every cell every kFoldEvery samples would
+// cost more than the samples. Then the cells have one copy, a cell is folded on its own when
+// its count reaches kFoldEvery (checked as it is added to), and the cells touched since the
+// last fold are listed, so that a fold visits those alone.
+constexpr int64_t kFewBins = 64;
 constexpr int kHiC = 0, kHiSq = 1, kLoCSq = 2, kRowA = 4;  // words of row a
 constexpr int kHiNll = 0, kLoNllN = 1, kRowB = 2;          // words of row b
 constexpr int kLightHiC = 0, kLightLoCN = 1;               // row b when kLight
@@ -662,10 +668,15 @@ struct RangeRunner {
   const bool binary_input;  // integer correctness: always 0/1
   const bool weighted;
   const int64_t n_bins;
+  const bool many_bins;  // see kFewBins
+  const int copies;      // of the cells, used in turn
   Scratch s;
-  Vector<BinaryCell> bcells;  // [kCopies][2 * n_bins]
-  Vector<SoftCell> scells;    // [kCopies][n_bins]
-  Vector<BinState> block;     // the current bootstrap unit's part of this range
+  Vector<BinaryCell> bcells;    // [copies][2 * n_bins]
+  Vector<SoftCell> scells;      // [copies][n_bins], made on the first soft tile
+  Vector<int64_t> touched;      // many bins: binary cells touched since the last fold
+  Vector<BinState> block;       // the current bootstrap unit's part of this range
+  Vector<int64_t> nonempty;     // the bootstrap unit's non-empty bins
+  BinState* fold_to = nullptr;  // where the binary cells go when they fill
   bool used_binary = false, used_soft = false;
   int64_t since_fold = 0;  // samples in the binary cells since they were last folded
 
@@ -675,12 +686,14 @@ struct RangeRunner {
         binary_input(!std::is_floating_point_v<YT>),
         weighted(args.weights != nullptr),
         n_bins(args.n_bins),
+        many_bins(args.n_bins > kFewBins),
+        copies(many_bins ? 1 : kCopies),
         s(args.weights != nullptr),
-        bcells(size_t(kCopies * 2 * args.n_bins)),
-        scells(size_t(kCopies * args.n_bins)),
+        bcells(weighted ? 0 : size_t(copies * 2 * args.n_bins)),
         block(args.n_bootstrap > 0 ? size_t(args.n_bins) : 0) {
     std::memset(static_cast<void*>(bcells.data()), 0, bcells.size() * sizeof(BinaryCell));
-    std::memset(static_cast<void*>(scells.data()), 0, scells.size() * sizeof(SoftCell));
+    if (many_bins && !weighted) touched.reserve(size_t(2 * n_bins));
+    if (args.n_bootstrap > 0) nonempty.reserve(size_t(n_bins));
   }
 
   bool tile_is_binary(int64_t len) const {
@@ -695,6 +708,11 @@ struct RangeRunner {
   }
 
   template <bool kLight>
+  static uint64_t cell_count(const BinaryCell& cell) {
+    return kLight ? cell.b[kLightLoCN] >> 32 : cell.b[kLoNllN] >> 40;
+  }
+
+  template <bool kLight, bool kManyBins>
   void scatter_binary(int64_t len) {
     used_binary = true;
     since_fold += len;
@@ -707,15 +725,23 @@ struct RangeRunner {
       RowBVec rb;
       std::memcpy(&rb, row_b + kRowB * j, sizeof rb);
       cell.b += rb;
-      if constexpr (kLight) return;
-      RowAVec ra;
-      std::memcpy(&ra, row_a + kRowA * j, sizeof ra);
-      cell.a += ra;
+      if constexpr (!kLight) {
+        RowAVec ra;
+        std::memcpy(&ra, row_a + kRowA * j, sizeof ra);
+        cell.a += ra;
+      }
+      if constexpr (kManyBins) {
+        const uint64_t count = cell_count<kLight>(cell);
+        if (count == 1) touched.push_back(&cell - cells);
+        if (count == uint64_t(kFoldEvery)) fold_binary_cell(&cell - cells, fold_to);
+      }
     };
     int64_t i = 0;
-    for (; i + kCopies <= len; i += kCopies)
-      for (int copy = 0; copy < kCopies; ++copy)
-        add(cells[copy * stride + cell_of[i + copy]], i + copy);
+    if constexpr (!kManyBins) {
+      for (; i + kCopies <= len; i += kCopies)
+        for (int copy = 0; copy < kCopies; ++copy)
+          add(cells[copy * stride + cell_of[i + copy]], i + copy);
+    }
     for (; i < len; ++i) add(cells[cell_of[i]], i);
   }
 
@@ -728,7 +754,10 @@ struct RangeRunner {
     else
       job.template terms_binary<kLight, false>(s, len, src, bad);
     if (simd::any(bad)) return false;
-    scatter_binary<kLight>(len);
+    if (many_bins)
+      scatter_binary<kLight, true>(len);
+    else
+      scatter_binary<kLight, false>(len);
     return true;
   }
   template <class Source>
@@ -753,10 +782,11 @@ struct RangeRunner {
 
   void scatter_soft(int64_t len) {
     used_soft = true;
+    if (scells.empty()) scells.assign(size_t(copies * n_bins), SoftCell{});
     SoftCell* cells = scells.data();
     const int first = weighted ? 0 : 1;
     for (int64_t i = 0; i < len; ++i) {
-      SoftCell& cell = cells[(i % kCopies) * n_bins + s.bin[size_t(i)]];
+      SoftCell& cell = cells[(i % copies) * n_bins + s.bin[size_t(i)]];
       cell.count += 1;
       for (int f = first; f < calib::kNumFields; ++f) {
         if (a.light && (f == calib::kSqError || f == calib::kNll)) continue;
@@ -765,44 +795,49 @@ struct RangeRunner {
     }
   }
 
+  // Moves binary cell `index` (of bcells) into `out` and clears it.
+  void fold_binary_cell(int64_t index, BinState* out) {
+    BinaryCell& cell = bcells[size_t(index)];
+    const uint64_t count = a.light ? cell_count<true>(cell) : cell_count<false>(cell);
+    if (count == 0) return;
+    const uint64_t low32 = (uint64_t(1) << 32) - 1, low40 = (uint64_t(1) << 40) - 1;
+    const int64_t b = (index % (2 * n_bins)) / 2;
+    BinState& st = out[b];
+    st.count += int64_t(count);
+    const U128 cnt{0, count};  // count * 2^64: the weight, and y = 1 per sample
+    const U128 conf = a.light ? from_split(cell.b[kLightHiC], kLoConf, cell.b[kLightLoCN] & low32)
+                              : from_split(cell.a[kHiC], kLoConf, cell.a[kLoCSq] & low32);
+    calib::add_to(st.sum[calib::kWeight], cnt);
+    calib::add_to(st.sum[calib::kConf], conf);
+    if (!a.light) {
+      calib::add_to(st.sum[calib::kSqError],
+                    from_split(cell.a[kHiSq], kLoConf, cell.a[kLoCSq] >> 32));
+      calib::add_to(st.sum[calib::kNll],
+                    from_split(cell.b[kHiNll], kLoNll, cell.b[kLoNllN] & low40));
+    }
+    if (index % 2 == 1) {  // y = 1
+      calib::add_to(st.sum[calib::kCorrect], cnt);
+      calib::add_to(st.sum[calib::kCorrectSq], cnt);
+      calib::add_to(st.sum[calib::kConfCorrect], conf);
+    }
+    std::memset(static_cast<void*>(&cell), 0, sizeof cell);
+  }
+
   // Moves the cells into `out` (per-bin states) and clears them.
   void fold(BinState* out) {
     if (used_binary) {
-      const uint64_t low32 = (uint64_t(1) << 32) - 1, low40 = (uint64_t(1) << 40) - 1;
-      for (int copy = 0; copy < kCopies; ++copy) {
-        for (int64_t b = 0; b < n_bins; ++b) {
-          for (int y = 0; y < 2; ++y) {
-            BinaryCell& cell = bcells[size_t(copy * 2 * n_bins + 2 * b + y)];
-            const uint64_t count = a.light ? cell.b[kLightLoCN] >> 32 : cell.b[kLoNllN] >> 40;
-            if (count == 0) continue;
-            BinState& st = out[b];
-            st.count += int64_t(count);
-            const U128 cnt{0, count};  // count * 2^64: the weight, and y = 1 per sample
-            const U128 conf =
-                a.light ? from_split(cell.b[kLightHiC], kLoConf, cell.b[kLightLoCN] & low32)
-                        : from_split(cell.a[kHiC], kLoConf, cell.a[kLoCSq] & low32);
-            calib::add_to(st.sum[calib::kWeight], cnt);
-            calib::add_to(st.sum[calib::kConf], conf);
-            if (!a.light) {
-              calib::add_to(st.sum[calib::kSqError],
-                            from_split(cell.a[kHiSq], kLoConf, cell.a[kLoCSq] >> 32));
-              calib::add_to(st.sum[calib::kNll],
-                            from_split(cell.b[kHiNll], kLoNll, cell.b[kLoNllN] & low40));
-            }
-            if (y == 1) {
-              calib::add_to(st.sum[calib::kCorrect], cnt);
-              calib::add_to(st.sum[calib::kCorrectSq], cnt);
-              calib::add_to(st.sum[calib::kConfCorrect], conf);
-            }
-            std::memset(static_cast<void*>(&cell), 0, sizeof cell);
-          }
-        }
+      if (many_bins) {
+        for (const int64_t index : touched) fold_binary_cell(index, out);
+        touched.clear();
+      } else {
+        for (int64_t index = 0; index < int64_t(bcells.size()); ++index)
+          fold_binary_cell(index, out);
       }
       used_binary = false;
       since_fold = 0;
     }
     if (used_soft) {
-      for (int copy = 0; copy < kCopies; ++copy) {
+      for (int copy = 0; copy < copies; ++copy) {
         for (int64_t b = 0; b < n_bins; ++b) {
           SoftCell& cell = scells[size_t(copy * n_bins + b)];
           if (cell.count == 0) continue;
@@ -822,19 +857,14 @@ struct RangeRunner {
   void flush_bootstrap(int64_t unit, U128* boot_bins, U128* boot_totals) {
     using namespace calib;
     U128 totals[kNumBootTotalFields] = {};
-    int64_t nonempty[64];
-    int64_t n_nonempty = 0;
-    bool many = false;
+    nonempty.clear();
     for (int64_t b = 0; b < n_bins; ++b) {
       if (block[size_t(b)].count == 0) continue;
       add_to(totals[kBootSqError], block[size_t(b)].sum[kSqError]);
       add_to(totals[kBootNll], block[size_t(b)].sum[kNll]);
-      if (n_nonempty < 64)
-        nonempty[n_nonempty++] = b;
-      else
-        many = true;
+      nonempty.push_back(b);
     }
-    if (n_nonempty == 0) return;
+    if (nonempty.empty()) return;
     const uint64_t key = bootstrap_unit_key(a.seed, uint64_t(unit));
     for (int64_t r = 0; r < a.n_bootstrap; ++r) {
       const uint32_t w = bootstrap_weight(key, uint64_t(r));
@@ -847,12 +877,7 @@ struct RangeRunner {
         add_mul_to(dst[kBootConf], st.sum[kConf], w);
         add_mul_to(dst[kBootCorrect], st.sum[kCorrect], w);
       };
-      if (!many) {
-        for (int64_t j = 0; j < n_nonempty; ++j) add_bin(nonempty[j]);
-      } else {
-        for (int64_t b = 0; b < n_bins; ++b)
-          if (block[size_t(b)].count != 0) add_bin(b);
-      }
+      for (const int64_t b : nonempty) add_bin(b);
       U128* rt = boot_totals + r * kNumBootTotalFields;
       for (int f = 0; f < kNumBootTotalFields; ++f) add_mul_to(rt[f], totals[f], w);
     }
@@ -861,6 +886,7 @@ struct RangeRunner {
   // Processes samples [begin, end); returns the position of the first invalid sample or -1.
   int64_t run(int64_t begin, int64_t end, BinState* bins, U128* boot_bins, U128* boot_totals) {
     const bool boot = a.n_bootstrap > 0;
+    fold_to = boot ? block.data() : bins;
     const bool direct =
         binary_input && !weighted && job.uniform && a.conf_stride == 1 && a.correct_stride == 1;
     int64_t pos = begin;
@@ -877,7 +903,7 @@ struct RangeRunner {
         const InputSource<CT, YT> src{static_cast<const CT*>(a.confidence) + pos,
                                       static_cast<const YT*>(a.correct) + pos, len};
         if (!binary_tile(len, src)) return pos + first_bad<CT, YT>(a, pos, len);
-        if (since_fold >= kFoldEvery) fold(boot ? block.data() : bins);
+        if (!many_bins && since_fold >= kFoldEvery) fold(fold_to);
       } else {
         const int64_t bad =
             load_tile<CT, YT>(a, pos, len, s.c.data(), s.y.data(), weighted ? s.w.data() : nullptr);
@@ -886,7 +912,7 @@ struct RangeRunner {
         if (!binary || !job.uniform) job.bins_of_tile(s, len);  // else computed with the terms
         if (binary) {
           binary_tile(len, ScratchSource{s});
-          if (since_fold >= kFoldEvery) fold(boot ? block.data() : bins);
+          if (!many_bins && since_fold >= kFoldEvery) fold(fold_to);
         } else {
           soft_tile(len);
         }
@@ -894,8 +920,8 @@ struct RangeRunner {
       pos = seg_end;
       if (boot && pos == unit_end) {
         fold(block.data());
-        flush_bootstrap(unit, boot_bins, boot_totals);
-        for (int64_t b = 0; b < n_bins; ++b) {
+        flush_bootstrap(unit, boot_bins, boot_totals);  // lists the non-empty bins
+        for (const int64_t b : nonempty) {
           bins[b].merge(block[size_t(b)]);
           std::memset(static_cast<void*>(&block[size_t(b)]), 0, sizeof(BinState));
         }
