@@ -319,21 +319,27 @@ def test_soft_labels_equal_binary_when_zero_or_one():
 @pytest.mark.parametrize("light", [False, True])
 def test_binary_cells_fold_before_a_word_fills(light):
     """The 0/1 fast path packs each term's low bits and the count into shared 64-bit words
-    and folds them into the 128-bit sums every few thousand samples. Drive every term to its
-    bound in one cell (c = 0 and y = 1 with eps = 1e-300: NLL = 690.8; c = 1, y = 0: squared
-    error 1) for many fold periods, and compare with the weighted path, which adds 128-bit
-    terms directly: equal bit for bit."""
-    n = 3 * 2**14 + 77
+    and folds them into the 128-bit sums every few thousand samples. Drive the terms to their
+    bounds in a few cells for many fold periods -- c = 0 and y = 1 with eps = 1e-300 (NLL
+    690.8: its high words would overflow after 2^14.6 samples), c = 1 - 2^-53 (the low 16
+    bits of T(c) nearly all set: their field would overflow after 2^16 samples), c = 1 and
+    wrong -- and compare with the weighted path, which adds 128-bit terms directly: equal bit
+    for bit."""
+    n = 3 * 2**16
     c = np.zeros(n)
     c[n // 2 :] = 1.0
-    c[::5] = np.nextafter(1.0, 0.0)  # every low bit of T(c) set
+    c[::2] = np.nextafter(1.0, 0.0)
     y = c < 0.5
     ones = np.ones(n)
     logcal.set_num_threads(1)
     try:
-        if light:
+        if light:  # ECE alone; the other half random so that the ECE is not saturated at 1
+            rng = np.random.default_rng(3)
+            c[1::2] = rng.uniform(size=n // 2)
+            y = rng.uniform(size=n) < c
+            y[::2] = True
             fast, exact = logcal.ece(c, y), logcal.ece(c, y, weights=ones)
-            assert fast == exact
+            assert fast == exact and 0 < fast < 1
             return
         fast = logcal.calibration_stats(c, y, eps=1e-300)
         exact = logcal.calibration_stats(c, y, eps=1e-300, weights=ones)
@@ -344,6 +350,36 @@ def test_binary_cells_fold_before_a_word_fills(light):
     p_outcome = np.maximum(np.where(y, c, 1.0 - c), 1e-300)
     assert fast.nll() == pytest.approx(-np.mean(np.log(p_outcome)), rel=1e-14)
     assert exact.nll() == pytest.approx(R.calibration_stats(c, y, eps=1e-300).nll(), rel=RTOL)
+
+
+@pytest.mark.parametrize("n_bins", [65, 1000, 100_000])
+def test_many_bins_fold_cells_one_by_one(n_bins):
+    """Past 64 bins the 0/1 path folds a cell when it fills and visits only touched cells:
+    the same bits as the weighted path, which keeps 128-bit sums, with one cell far past a
+    fill and the rest spread out. The full cell's value has its low 16 fixed-point bits
+    nearly all set, so that its low-part field would overflow without the folds."""
+    rng = np.random.default_rng(n_bins)
+    c = np.concatenate([np.full(5 * 2**14, np.nextafter(0.75, 0)), rng.uniform(size=40_000)])
+    rng.shuffle(c)
+    y = rng.uniform(size=c.size) < c
+    y[c == np.nextafter(0.75, 0)] = True  # one cell: 5 * 2^14 * (2^16 - 2^10) > 2^32
+    ones = np.ones(c.size)
+    logcal.set_num_threads(1)
+    try:
+        fast = logcal.calibration_stats(c, y, n_bins=n_bins)
+        exact = logcal.calibration_stats(c, y, n_bins=n_bins, weights=ones)
+        assert logcal.ece(c, y, n_bins=n_bins) == logcal.ece(c, y, n_bins=n_bins, weights=ones)
+        boot = logcal.calibration_stats(
+            c, y, n_bins=n_bins, n_bootstrap=5, seed=1, bootstrap_block=16
+        )
+    finally:
+        logcal.set_num_threads(0)
+    assert fast.to_dict()["sums"] == exact.to_dict()["sums"]
+    np.testing.assert_array_equal(fast.count, exact.count)
+    _assert_matches_reference(fast, R.calibration_stats(c, y, n_bins=n_bins))
+    r = R.calibration_stats(c, y, n_bins=n_bins, n_bootstrap=5, seed=1, bootstrap_block=16)
+    for m in ("ece", "brier", "nll"):
+        np.testing.assert_allclose(boot.bootstrap(m), r.bootstrap(m), rtol=1e-9)
 
 
 def test_top_label_and_classwise_ece():
