@@ -321,10 +321,9 @@ def test_binary_cells_fold_before_a_word_fills(light):
     """The 0/1 fast path packs each term's low bits and the count into shared 64-bit words
     and folds them into the 128-bit sums every few thousand samples. Drive the terms to their
     bounds in a few cells for many fold periods -- c = 0 and y = 1 with eps = 1e-300 (NLL
-    690.8: its high words would overflow after 2^14.6 samples), c = 1 - 2^-53 (the low 16
-    bits of T(c) nearly all set: their field would overflow after 2^16 samples), c = 1 and
-    wrong -- and compare with the weighted path, which adds 128-bit terms directly: equal bit
-    for bit."""
+    690.8), c = 1 - 2^-53 (the low 16 bits of T(c) nearly all set), c = 1 and wrong -- and
+    compare with the weighted path, which adds 128-bit terms directly: equal bit for bit.
+    Without the folds both variants fail (checked)."""
     n = 3 * 2**16
     c = np.zeros(n)
     c[n // 2 :] = 1.0
@@ -333,11 +332,14 @@ def test_binary_cells_fold_before_a_word_fills(light):
     ones = np.ones(n)
     logcal.set_num_threads(1)
     try:
-        if light:  # ECE alone; the other half random so that the ECE is not saturated at 1
+        if light:  # ECE alone: count and T(c)'s low bits share a word; fill one cell's four
+            # copies past 2^16 samples each (the rest random, so that the ECE is not 1)
             rng = np.random.default_rng(3)
-            c[1::2] = rng.uniform(size=n // 2)
-            y = rng.uniform(size=n) < c
-            y[::2] = True
+            c = rng.uniform(size=2**19)
+            c[: 3 * 2**17] = np.nextafter(1.0, 0.0)
+            y = rng.uniform(size=c.size) < c
+            y[: 3 * 2**17] = True
+            ones = np.ones(c.size)
             fast, exact = logcal.ece(c, y), logcal.ece(c, y, weights=ones)
             assert fast == exact and 0 < fast < 1
             return
