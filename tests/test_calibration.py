@@ -284,6 +284,20 @@ def test_explicit_edges():
     assert s.binning == "edges" and s.count.tolist() == [1, 3, 2]
 
 
+@given(st.integers(2, 3000), st.integers(0, 2**32 - 1))
+def test_many_explicit_edges_match_searchsorted(n_edges, seed):
+    """Irregular edges (no uniform hint), searched several samples in lockstep: bins
+    [e_j, e_j+1) as numpy.searchsorted(side="right") gives, samples on edges included."""
+    rng = np.random.default_rng(seed)
+    inner = np.unique(rng.uniform(size=n_edges) ** 3)
+    edges = np.concatenate([[0.0], inner, [1.0]])
+    c = np.concatenate([rng.uniform(size=500) ** 3, rng.choice(edges, 200)])
+    y = rng.uniform(size=c.size) < c
+    s = logcal.calibration_stats(c, y, binning=edges)
+    k = np.clip(np.searchsorted(edges, c, side="right") - 1, 0, edges.size - 2)
+    np.testing.assert_array_equal(s.count, np.bincount(k, minlength=edges.size - 1))
+
+
 def test_weights():
     c = np.array([0.2, 0.9, 0.6])
     y = np.array([0, 1, 1])
