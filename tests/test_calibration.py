@@ -474,17 +474,19 @@ _EXPECTED: dict = {}
 
 
 @pytest.mark.filterwarnings("ignore:the bootstrap resampled only")
+@pytest.mark.parametrize("kind", ["binary", "soft", "weighted"])
 @pytest.mark.parametrize("block", [1, 5, 64])
-def test_bootstrap_replicates_match_reference(block):
+def test_bootstrap_replicates_match_reference(block, kind):
     rng = np.random.default_rng(8)
     c = rng.uniform(size=1500)
     y = rng.uniform(size=1500) < c
-    s = logcal.calibration_stats(
-        c, y, n_bins=10, n_bootstrap=30, seed=11, bootstrap_block=block, bootstrap_offset=3
-    )
-    r = R.calibration_stats(
-        c, y, n_bins=10, n_bootstrap=30, seed=11, bootstrap_block=block, bootstrap_offset=3
-    )
+    kw = {"n_bins": 10, "n_bootstrap": 30, "seed": 11, "bootstrap_block": block}
+    if kind == "soft":
+        y = np.where(rng.uniform(size=y.size) < 0.1, 0.5, y.astype(np.float64))
+    elif kind == "weighted":
+        kw["weights"] = rng.uniform(0, 2, y.size)
+    s = logcal.calibration_stats(c, y, bootstrap_offset=3, **kw)
+    r = R.calibration_stats(c, y, bootstrap_offset=3, **kw)
     for m in ("ece", "mce", "rmsce", "brier", "nll"):
         np.testing.assert_allclose(s.bootstrap(m), r.bootstrap(m), rtol=1e-9, atol=1e-14)
     lo, hi = s.interval("ece", 0.9)

@@ -698,11 +698,17 @@ struct RangeRunner {
   const bool many_bins;  // see kFewBins
   const int copies;      // of the cells, used in turn
   Scratch s;
-  Vector<BinaryCell> bcells;    // [copies][2 * n_bins]
-  Vector<SoftCell> scells;      // [copies][n_bins], made on the first soft tile
-  Vector<int64_t> touched;      // many bins: binary cells touched since the last fold
-  Vector<BinState> block;       // the current bootstrap unit's part of this range
-  Vector<int64_t> nonempty;     // the bootstrap unit's non-empty bins
+  Vector<BinaryCell> bcells;  // [copies][2 * n_bins]
+  Vector<SoftCell> scells;    // [copies][n_bins], made on the first soft tile
+  Vector<int64_t> touched;    // many bins: binary cells touched since the last fold
+  Vector<BinState> block;     // the current bootstrap unit's part of this range
+  Vector<int64_t> nonempty;   // the bootstrap unit's non-empty bins
+  struct UnitPart {           // what a non-empty bin adds to a replicate, per unit of weight
+    int64_t offset;           // of the bin's fields in a replicate
+    uint64_t weight_hi, correct_hi;
+    U128 conf;
+  };
+  Vector<UnitPart> parts;
   BinState* fold_to = nullptr;  // where the binary cells go when they fill
   bool used_binary = false, used_soft = false;
   int64_t since_fold = 0;  // samples in the binary cells since they were last folded
@@ -720,7 +726,10 @@ struct RangeRunner {
         block(args.n_bootstrap > 0 ? size_t(args.n_bins) : 0) {
     std::memset(static_cast<void*>(bcells.data()), 0, bcells.size() * sizeof(BinaryCell));
     if (many_bins && !weighted) touched.reserve(size_t(2 * n_bins));
-    if (args.n_bootstrap > 0) nonempty.reserve(size_t(n_bins));
+    if (args.n_bootstrap > 0) {
+      nonempty.reserve(size_t(n_bins));
+      parts.reserve(size_t(n_bins));
+    }
   }
 
   bool tile_is_binary(int64_t len) const {
@@ -892,19 +901,38 @@ struct RangeRunner {
       nonempty.push_back(b);
     }
     if (nonempty.empty()) return;
+    // Unweighted 0/1 data (the common case): the bins' weights and label sums are whole numbers
+    // (their low words are 0), so a replicate adds w * count to the high word alone. The
+    // unit's parts are gathered into a compact list first.
+    bool whole = true;
+    parts.clear();
+    for (const int64_t b : nonempty) {
+      const BinState& st = block[size_t(b)];
+      whole &= (st.sum[kWeight].lo | st.sum[kCorrect].lo) == 0;
+      parts.push_back(
+          {b * kNumBootBinFields, st.sum[kWeight].hi, st.sum[kCorrect].hi, st.sum[kConf]});
+    }
     const uint64_t key = bootstrap_unit_key(a.seed, uint64_t(unit));
     for (int64_t r = 0; r < a.n_bootstrap; ++r) {
       const uint32_t w = bootstrap_weight(key, uint64_t(r));
       if (w == 0) continue;
       U128* rb = boot_bins + r * n_bins * kNumBootBinFields;
-      auto add_bin = [&](int64_t b) {
-        const BinState& st = block[size_t(b)];
-        U128* dst = rb + b * kNumBootBinFields;
-        add_mul_to(dst[kBootWeight], st.sum[kWeight], w);
-        add_mul_to(dst[kBootConf], st.sum[kConf], w);
-        add_mul_to(dst[kBootCorrect], st.sum[kCorrect], w);
-      };
-      for (const int64_t b : nonempty) add_bin(b);
+      if (whole) {
+        for (const UnitPart& part : parts) {
+          U128* dst = rb + part.offset;
+          dst[kBootWeight].hi += part.weight_hi * w;  // = add_mul_to with a zero low word
+          add_mul_to(dst[kBootConf], part.conf, w);
+          dst[kBootCorrect].hi += part.correct_hi * w;
+        }
+      } else {
+        for (const int64_t b : nonempty) {
+          const BinState& st = block[size_t(b)];
+          U128* dst = rb + b * kNumBootBinFields;
+          add_mul_to(dst[kBootWeight], st.sum[kWeight], w);
+          add_mul_to(dst[kBootConf], st.sum[kConf], w);
+          add_mul_to(dst[kBootCorrect], st.sum[kCorrect], w);
+        }
+      }
       U128* rt = boot_totals + r * kNumBootTotalFields;
       for (int f = 0; f < kNumBootTotalFields; ++f) add_mul_to(rt[f], totals[f], w);
     }
