@@ -92,8 +92,8 @@ SeqPartial reduce_block(const In* x, int64_t stride, const uint8_t* m, int64_t m
   return p;
 }
 
-// Contiguous float32 / float64 blocks go to the vectorised kernels of the active instruction-set
-// level (sequence_blocks.h), which add in the order of reduce_block and give its bits.
+// Contiguous blocks go to the vectorised kernels of the active instruction-set level
+// (sequence_blocks.h), which add in the order of reduce_block and give its bits. n <= kBlock.
 template <class In>
 SeqPartial contiguous_block(const SequenceBlocks& k, const In* x, const uint8_t* m, int64_t n) {
   if constexpr (std::is_same_v<In, float>) {
@@ -101,8 +101,15 @@ SeqPartial contiguous_block(const SequenceBlocks& k, const In* x, const uint8_t*
   } else if constexpr (std::is_same_v<In, double>) {
     return m ? k.f64_masked(x, m, n) : k.f64(x, n);
   } else {
-    return m ? reduce_block<In, true, true>(x, 1, m, 1, n)
-             : reduce_block<In, false, true>(x, 1, nullptr, 1, n);
+    // 16-bit floats: widened to float32 (exactly) a block at a time, then the float32 kernel.
+    // The generic loop computes them in float32 too, so the bits are the same.
+    static_assert(std::is_same_v<typename Scalar<In>::Compute, float>, "a 16-bit float");
+    float wide[kBlock];
+    if constexpr (std::is_same_v<In, Float16>)
+      k.widen_f16(x, wide, n);
+    else
+      k.widen_bf16(x, wide, n);
+    return m ? k.f32_masked(wide, m, n) : k.f32(wide, n);
   }
 }
 

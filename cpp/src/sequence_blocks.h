@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "logcal/half.h"
 #include "logcal/sequence.h"
 
 namespace logcal {
@@ -19,6 +20,9 @@ struct SequenceBlocks {
   SeqPartial (*f64)(const double* x, int64_t n);
   SeqPartial (*f32_masked)(const float* x, const uint8_t* mask, int64_t n);
   SeqPartial (*f64_masked)(const double* x, const uint8_t* mask, int64_t n);
+  // 16-bit floats to float32 (exact), so that they take the float32 kernels.
+  void (*widen_f16)(const Float16* x, float* out, int64_t n);
+  void (*widen_bf16)(const BFloat16* x, float* out, int64_t n);
 };
 
 // The block kernels of the active instruction-set level.

@@ -20,6 +20,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "logcal/half.h"
 #include "sequence_blocks.h"
 
 namespace logcal {
@@ -361,10 +362,20 @@ SeqPartial f64_masked(const double* x, const uint8_t* m, int64_t n) {
   return block_f64<true>(x, m, n);
 }
 
+// 16-bit floats widened to float32, exactly (the conversions are branch-free: these loops
+// vectorise at the level's width; with F16C GCC uses vcvtph2ps).
+void widen_f16(const Float16* x, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = fp16_to_float(x[i].bits);
+}
+void widen_bf16(const BFloat16* x, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_float(x[i].bits);
+}
+
 }  // namespace
 
 extern const SequenceBlocks kSequenceBlocks;
-const SequenceBlocks kSequenceBlocks = {&f32, &f64, &f32_masked, &f64_masked};
+const SequenceBlocks kSequenceBlocks = {&f32,        &f64,       &f32_masked,
+                                        &f64_masked, &widen_f16, &widen_bf16};
 
 }  // namespace LOGCAL_ISA_NAMESPACE
 }  // namespace cpu
