@@ -476,14 +476,15 @@ struct Job {
   // Uniform bins of a vector of confidences, floor(c * n) of the rounded product; `rounded_onto`
   // collects the lanes where that product is an integer k > 0 (then the real c * n may be just
   // below k: see calib::uniform_bin; the caller decides those exactly).
-  VD uniform_bins(VD c, VI& rounded_onto) const {
+  static VD uniform_bins(VD c, VD nd, VI& rounded_onto) {
     const VD p = c * nd;
     const VD r = floor_nonneg(p);
     rounded_onto |= (r == p) & (p > 0.0);
     return r;
   }
 
-  // Bins from explicit edges, one sample at a time (step 3 is scalar anyway).
+  // Bin of one sample among explicit edges: from the scale hint when there is one, else by a
+  // branch-free binary search (search_edges runs several of them side by side).
   int64_t edge_bin(double c) const {
     const double* e = a.edges;
     const int64_t m = a.n_edges;
@@ -542,7 +543,7 @@ struct Job {
     if (uniform) {
       VI rounded_onto = {};
       for (int64_t v = 0; v < n_vec; ++v) {
-        VD r = uniform_bins(simd::load(s.c.data() + v * W), rounded_onto);
+        VD r = uniform_bins(simd::load(s.c.data() + v * W), nd, rounded_onto);
         r = r > nm1 ? nm1 : r;
         const VU idx = to_index(r);
         std::memcpy(s.bin.data() + v * W, &idx, sizeof idx);
@@ -603,9 +604,7 @@ struct Job {
       src.load(v, c, y, bad);
       VI bin;
       if constexpr (kBins) {
-        const VD p = c * n;
-        const VD r = floor_nonneg(p);
-        rounded_onto |= (r == p) & (p > 0.0);  // see uniform_bins
+        const VD r = uniform_bins(c, n, rounded_onto);
         bin = VI(to_index(r > last_bin ? last_bin : r));
       } else {
         std::memcpy(&bin, cell_out + at, sizeof bin);
