@@ -172,8 +172,49 @@ def _chat_entry(entry: Any, path: str, top: bool) -> tuple:
     return lp, text, tid, raw, False, tops
 
 
+def _plain_entry(entry: Any) -> tuple | None:
+    """(logprob, token) of an alternative in the common form -- an object with a string token
+    (not vLLM's token_id:N), a float log-probability in (SENTINEL, 0] and null, absent or valid
+    bytes -- else None, and the caller takes the checked path, which names any problem."""
+    if type(entry) is not dict:
+        return None
+    token, lp, raw = entry.get("token"), entry.get("logprob"), entry.get("bytes")
+    if type(token) is not str or type(lp) is not float or not SENTINEL < lp <= 0.0:
+        return None
+    if token.startswith("token_id:"):
+        return None
+    if raw is not None:
+        if type(raw) is not list:
+            return None
+        try:
+            bytes(raw)
+        except (TypeError, ValueError):
+            return None
+    return lp, token
+
+
 def _chat_tokens(content: list, path: str) -> list:
-    return [_chat_entry(entry, f"{path}[{i}]", False) for i, entry in enumerate(content)]
+    """The token entries of a choice. The common well-formed entry takes a fast path that
+    builds no field paths; anything else goes through _chat_entry, which checks every field
+    and names the first bad one (the results are the same either way)."""
+    out = []
+    for i, entry in enumerate(content):
+        tops_in = entry.get("top_logprobs") if type(entry) is dict else None
+        head = _plain_entry(entry)
+        if head is None or not (tops_in is None or type(tops_in) is list):
+            out.append(_chat_entry(entry, f"{path}[{i}]", False))
+            continue
+        tops = []
+        for j, t in enumerate(tops_in or ()):
+            plain = _plain_entry(t)
+            if plain is None:
+                tops.append(_chat_entry(t, f"{path}[{i}].top_logprobs[{j}]", True))
+            else:
+                tops.append((plain[0], plain[1], None))
+        raw = entry.get("bytes")
+        raw = None if raw is None else bytes(raw)
+        out.append((head[0], head[1], None, raw, False, _sort(tops)))
+    return out
 
 
 def _choices(rec: dict, base: str) -> list:
