@@ -368,6 +368,31 @@ def test_binary_cells_fold_before_a_word_fills(light):
     assert exact.nll() == pytest.approx(R.calibration_stats(c, y, eps=1e-300).nll(), rel=RTOL)
 
 
+@given(
+    confidences(max_size=3000),
+    st.sampled_from(["bool", "int32", "int64", "float64"]),
+    st.sampled_from([np.float32, np.float64]),
+    st.integers(1, 300),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+)
+def test_binary_path_equals_the_128_bit_path(cn, y_kind, c_dtype, n_bins, strided, seed):
+    """The 0/1 path (inputs read in place or from the scratch, few or many bins, tails of
+    tiles and vectors) against the weighted path, which adds 128-bit terms: the same bits."""
+    c = cn[0].astype(c_dtype)
+    rng = np.random.default_rng(seed)
+    y = (rng.uniform(size=c.size) < c).astype(y_kind)
+    if strided:  # every other element of a wider array: the scratch path
+        c2, y2 = np.repeat(c, 2), np.repeat(y, 2)
+        c, y = c2[::2], y2[::2]
+    ones = np.ones(c.size)
+    fast = logcal.calibration_stats(c, y, n_bins=n_bins)
+    exact = logcal.calibration_stats(c, y, n_bins=n_bins, weights=ones)
+    assert fast.to_dict()["sums"] == exact.to_dict()["sums"]
+    np.testing.assert_array_equal(fast.count, exact.count)
+    assert logcal.ece(c, y, n_bins=n_bins) == logcal.ece(c, y, n_bins=n_bins, weights=ones)
+
+
 @pytest.mark.parametrize("n_bins", [65, 1000, 100_000])
 def test_many_bins_fold_cells_one_by_one(n_bins):
     """Past 64 bins the 0/1 path folds a cell when it fills and visits only touched cells:
