@@ -423,6 +423,28 @@ def test_many_bins_fold_cells_one_by_one(n_bins):
         np.testing.assert_allclose(boot.bootstrap(m), r.bootstrap(m), rtol=1e-9)
 
 
+@given(
+    st.integers(1, 300),
+    st.integers(1, 300),
+    st.sampled_from([np.float32, np.float64]),
+    st.sampled_from(["c", "f", "reversed", "every-other-class"]),
+    st.integers(0, 2**32 - 1),
+)
+def test_top_label_matches_numpy(n, k, dtype, layout, seed):
+    """One pass per row (lowest class among ties, values checked on the way) against numpy's
+    argmax, for any layout of the probabilities."""
+    rng = np.random.default_rng(seed)
+    kk = 2 * k if layout == "every-other-class" else k
+    p = np.round(rng.dirichlet(np.ones(kk), size=n), 1).astype(dtype)  # rounding makes ties
+    p = {"c": p, "f": np.asfortranarray(p), "reversed": p[::-1, ::-1]}.get(layout, p[:, ::2])
+    lab = rng.integers(0, k, n)
+    conf, ok = logcal.top_label(p, lab)
+    arg = np.argmax(p, axis=-1)
+    np.testing.assert_array_equal(conf, p[np.arange(n), arg])
+    np.testing.assert_array_equal(ok, arg == lab)
+    assert conf.dtype == dtype and ok.dtype == bool
+
+
 def test_top_label_and_classwise_ece():
     probs = np.array([[0.2, 0.5, 0.3], [0.4, 0.4, 0.2], [0.1, 0.1, 0.8]])
     labels = np.array([1, 1, 0])
@@ -752,6 +774,18 @@ def test_bad_labels_and_probs():
         logcal.top_label,
         p2,
         np.array([0, 1, 1]),
+    )
+    # the first bad probability in row-major order wins, past a thread's first row too
+    big = np.full((300_000, 3), 1 / 3)
+    big[250_000, 2] = 1.5
+    big[260_000, 0] = -1.0
+    lab = np.zeros(300_000, np.int64)
+    lab[10] = 3
+    _raises(ValueError, "probs[250000, 2] = 1.5 is outside [0, 1]", logcal.top_label, big, lab)
+    _raises(ValueError, "labels[10] = 3 is outside [0, 3)", logcal.top_label, big[:100], lab[:100])
+    huge = np.array([0, 2**64 - 1, 1], np.uint64)
+    _raises(
+        ValueError, "labels[1] = 18446744073709551615 is outside [0, 2)", logcal.top_label, p, huge
     )
     _raises(
         ValueError,

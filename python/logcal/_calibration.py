@@ -1258,7 +1258,7 @@ def nll(confidence: Any, correct: Any, *, eps: float = DEFAULT_EPS, weights: Any
     return calibration_stats(confidence, correct, n_bins=1, eps=eps, weights=weights).nll()
 
 
-def _probs_labels(probs: Any, labels: Any, func: str) -> tuple:
+def _probs_labels(probs: Any, labels: Any, func: str, check_values: bool = True) -> tuple:
     family = as_host_array(probs, "probs", func).family
     p, _ = _as_float_probs(probs, "probs", func)
     if p.ndim < 1 or p.shape[-1] == 0:
@@ -1272,23 +1272,28 @@ def _probs_labels(probs: Any, labels: Any, func: str) -> tuple:
         raise ValueError(
             f"labels must have the leading shape of probs {p.shape[:-1]}, got shape {lab.shape}"
         )
-    k = p.shape[-1]
-    ok = (p >= 0) & (p <= 1)
-    if not ok.all():
-        flat = int(np.argmin(ok.reshape(-1)))
-        v = float(p.reshape(-1)[flat])
-        where = format_index(p.shape, flat)
-        if math.isnan(v):
-            raise ValueError(f"probs{where} = nan is not a probability in [0, 1]")
-        raise ValueError(f"probs{where} = {v!r} is outside [0, 1]")
-    ok = (lab >= 0) & (lab < k)
-    if not ok.all():
-        flat = int(np.argmin(ok.reshape(-1)))
-        raise ValueError(
-            f"labels{format_index(lab.shape, flat)} = {int(lab.reshape(-1)[flat])} "
-            f"is outside [0, {k})"
-        )
+    if check_values:
+        ok = (p >= 0) & (p <= 1)
+        if not ok.all():
+            _bad_prob(p, int(np.argmin(ok.reshape(-1))))
+        ok = (lab >= 0) & (lab < p.shape[-1])
+        if not ok.all():
+            _bad_label(lab, int(np.argmin(ok.reshape(-1))), p.shape[-1])
     return p, lab, family
+
+
+def _bad_prob(p: np.ndarray, flat: int) -> None:
+    v = float(p.reshape(-1)[flat])
+    where = format_index(p.shape, flat)
+    if math.isnan(v):
+        raise ValueError(f"probs{where} = nan is not a probability in [0, 1]")
+    raise ValueError(f"probs{where} = {v!r} is outside [0, 1]")
+
+
+def _bad_label(lab: np.ndarray, flat: int, k: int) -> None:
+    raise ValueError(
+        f"labels{format_index(lab.shape, flat)} = {int(lab.reshape(-1)[flat])} is outside [0, {k})"
+    )
 
 
 def top_label(probs: Any, labels: Any) -> tuple:
@@ -1296,6 +1301,7 @@ def top_label(probs: Any, labels: Any) -> tuple:
 
     ``confidence`` is the largest probability of each row, ``correct`` whether its class (the
     lowest index among ties) is the label. Output family follows the input (numpy or torch).
+    One pass over the probabilities, which are checked on the way.
 
     Examples
     --------
@@ -1304,11 +1310,24 @@ def top_label(probs: Any, labels: Any) -> tuple:
     >>> conf, ok
     (array([0.8, 0.6]), array([ True, False]))
     """
-    p, lab, family = _probs_labels(probs, labels, "top_label")
-    pred = np.argmax(p, axis=-1)
-    conf = np.take_along_axis(p, pred[..., None], axis=-1)[..., 0]
-    correct = pred == lab
-    return wrap(np.ascontiguousarray(conf), conf.dtype.name, family), wrap(correct, "bool", family)
+    p, lab, family = _probs_labels(probs, labels, "top_label", check_values=False)
+    k = p.shape[-1]
+    rows = p.reshape(-1, k)  # a view unless the leading axes cannot be merged
+    # uint64 labels of 2^63 and more wrap to negative int64s, which the kernel rejects
+    lab64 = np.ascontiguousarray(lab.reshape(-1)).astype(np.int64, copy=False)
+    conf = np.empty(rows.shape[0], dtype=p.dtype)
+    correct = np.empty(rows.shape[0], dtype=bool)
+    bad_prob, bad_label = _native.cpu.top_label(
+        rows, 0 if p.dtype == np.float32 else 1, lab64, conf, correct
+    )
+    if bad_prob >= 0:
+        _bad_prob(p, bad_prob)
+    if bad_label >= 0:
+        _bad_label(lab, bad_label, k)
+    shape = p.shape[:-1]
+    return wrap(conf.reshape(shape), conf.dtype.name, family), wrap(
+        correct.reshape(shape), "bool", family
+    )
 
 
 def classwise_ece(

@@ -59,10 +59,10 @@ struct CalibrationArgs {
   int64_t block = 1;
   int64_t offset = 0;
 
-  int64_t* count = nullptr;         // [n_bins]
-  uint64_t* sums = nullptr;         // [n_bins][calib::kNumFields][2]
-  uint64_t* boot_bins = nullptr;    // [n_bootstrap][n_bins][calib::kNumBootBinFields][2]
-  uint64_t* boot_totals = nullptr;  // [n_bootstrap][calib::kNumBootTotalFields][2]
+  int64_t* count = nullptr;          // [n_bins]
+  uint64_t* sums = nullptr;          // [n_bins][calib::kNumFields][2]
+  uint64_t* boot_bins = nullptr;     // [n_bootstrap][n_bins][calib::kNumBootBinFields][2]
+  uint64_t* boot_totals = nullptr;   // [n_bootstrap][calib::kNumBootTotalFields][2]
   int64_t* first_invalid = nullptr;  // out: position of the first invalid sample, or -1
 };
 
@@ -95,6 +95,26 @@ struct SequentialSumsArgs {
 };
 
 Status binned_sums_sequential(const SequentialSumsArgs& args);
+
+// top_label: for each of n rows of k class probabilities, the largest (the confidence) and
+// whether its class -- the lowest index among ties -- is the row's label. Probabilities are
+// checked to be in [0, 1] (NaN is not) and labels to be in [0, k), in the same pass; the first
+// invalid probability in row-major order (row * k + class) and the first invalid label (row) are
+// reported, -1 if none, and the outputs are then unspecified.
+struct TopLabelArgs {
+  int64_t n = 0, k = 0;
+  const void* probs = nullptr;
+  ConfType probs_type = ConfType::kFloat64;
+  int64_t row_stride = 0, class_stride = 1;  // in elements
+  const int64_t* labels = nullptr;
+  int64_t label_stride = 1;
+  void* confidence = nullptr;  // [n], the probabilities' type
+  uint8_t* correct = nullptr;  // [n], 0 or 1
+  int64_t* first_bad_prob = nullptr;
+  int64_t* first_bad_label = nullptr;
+};
+
+Status top_label(const TopLabelArgs& args);
 
 }  // namespace cpu
 }  // namespace logcal

@@ -132,6 +132,42 @@ int64_t binned_sums_sequential(const py::array& confidence, int conf_type,
   return first_invalid;
 }
 
+// Top-label pairs of the rows of a 2-D (n, k) probability array with any strides, into the
+// dense outputs; returns (first invalid probability as row * k + class, first invalid label
+// row), -1 where none.
+py::tuple top_label(const py::array& probs, int probs_type, const py::array& labels,
+                    const py::array& confidence, const py::array& correct) {
+  logcal::cpu::TopLabelArgs args;
+  if (probs.ndim() != 2) throw std::invalid_argument("probs: expected a 2-D array");
+  const py::ssize_t item = probs_type == 0 ? 4 : 8;
+  if (probs.itemsize() != item || confidence.itemsize() != item)
+    throw std::invalid_argument("top_label: element sizes do not match the type");
+  if (probs.strides(0) % item != 0 || probs.strides(1) % item != 0)
+    throw std::invalid_argument("probs: strides are not multiples of the element size");
+  args.n = probs.shape(0);
+  args.k = probs.shape(1);
+  args.probs = probs.data();
+  args.probs_type = logcal::cpu::ConfType(probs_type);
+  args.row_stride = probs.strides(0) / item;
+  args.class_stride = probs.strides(1) / item;
+  if (labels.itemsize() != 8 || labels.shape(0) != args.n)
+    throw std::invalid_argument("labels: expected n int64 values");
+  args.labels = static_cast<const int64_t*>(labels.data());
+  args.label_stride = stride_of(labels, "labels");
+  for (const py::array* o : {&confidence, &correct})
+    if (o->ndim() != 1 || o->shape(0) != args.n || !(o->flags() & py::array::c_style) ||
+        !o->writeable())
+      throw std::invalid_argument("top_label: outputs must be writeable, dense, n long");
+  if (correct.itemsize() != 1) throw std::invalid_argument("correct: expected bytes");
+  args.confidence = const_cast<void*>(confidence.data());
+  args.correct = static_cast<uint8_t*>(const_cast<void*>(correct.data()));
+  int64_t bad_prob = -1, bad_label = -1;
+  args.first_bad_prob = &bad_prob;
+  args.first_bad_label = &bad_label;
+  run_without_gil(logcal::cpu::top_label, args, "top_label");
+  return py::make_tuple(bad_prob, bad_label);
+}
+
 // The scalar core, exposed for tests: the exact bin index, the deterministic log, the fixed-point
 // value and the bootstrap weight must agree with their Python references value for value.
 int64_t uniform_bin(double c, int64_t n) { return logcal::calib::uniform_bin(c, n); }
@@ -149,6 +185,7 @@ uint32_t bootstrap_weight(uint64_t seed, uint64_t unit, uint64_t replicate) {
 void bind_calibration(py::module_& m) {
   m.def("calibration_stats", &calibration_stats);
   m.def("binned_sums_sequential", &binned_sums_sequential);
+  m.def("top_label", &top_label);
   m.def("calib_uniform_bin", &uniform_bin);
   m.def("calib_log_det", &log_det);
   m.def("calib_to_fixed", &to_fixed);
