@@ -622,7 +622,9 @@ struct Job {
         simd::store(x_out + at, clip(y != 0.0 ? c : 1.0 - c, lo, hi));
       }
     }
-    if (kBins && simd::any(rounded_onto)) {  // rare: redo the cells with the exact scalar rule
+    // Rare: redo the cells with the exact scalar rule -- unless an input is invalid, which
+    // discards the tile (and uniform_bin must not see a NaN or an infinity).
+    if (kBins && simd::any(rounded_onto) && !simd::any(bad)) {
       for (int64_t i = 0; i < len; ++i)
         cell_out[i] = 2 * calib::uniform_bin(src.conf(i), a.n_bins) + (src.correct(i) ? 1 : 0);
     }
@@ -723,7 +725,8 @@ struct RangeRunner {
         s(args.weights != nullptr),
         bcells(weighted ? 0 : size_t(copies * 2 * args.n_bins)),
         block(args.n_bootstrap > 0 ? size_t(args.n_bins) : 0) {
-    std::memset(static_cast<void*>(bcells.data()), 0, bcells.size() * sizeof(BinaryCell));
+    if (!bcells.empty())
+      std::memset(static_cast<void*>(bcells.data()), 0, bcells.size() * sizeof(BinaryCell));
     if (many_bins && !weighted) touched.reserve(size_t(2 * n_bins));
     if (args.n_bootstrap > 0) {
       nonempty.reserve(size_t(n_bins));
