@@ -169,6 +169,11 @@ template <class T>
 inline VD load_conf(const T* p) {
   if constexpr (std::is_same_v<T, double>) {
     return simd::load(p);
+#if defined(__AVX512F__)
+  } else if constexpr (std::is_same_v<T, float> && W == 8) {
+    // One vcvtps2pd from memory (GCC splits the generic conversion into two halves).
+    return VD(_mm512_cvtps_pd(_mm256_loadu_ps(p)));
+#endif
   } else {
     typedef T VT __attribute__((vector_size(sizeof(T) * W)));
     VT v;
