@@ -228,13 +228,8 @@ cudaError_t SequenceStats(const SequenceStatsArgs& args, cudaStream_t stream) {
   if (args.n_seq < 0 || (!args.offsets && args.length < 0)) return cudaErrorInvalidValue;
   if (args.offsets && args.mask) return cudaErrorInvalidValue;
   if (args.n_seq == 0) return cudaSuccess;
-  switch (args.dtype) {
-    case DType::kFloat16: return launch<Float16>(args, stream);
-    case DType::kBFloat16: return launch<BFloat16>(args, stream);
-    case DType::kFloat32: return launch<float>(args, stream);
-    case DType::kFloat64: return launch<double>(args, stream);
-  }
-  return cudaErrorInvalidValue;
+  return visit_dtype(args.dtype, cudaErrorInvalidValue,
+                     [&](auto tag) { return launch<decltype(tag)>(args, stream); });
 }
 
 cudaError_t FirstBadOffset(const int64_t* d_offsets, int64_t n, int64_t n_tokens,

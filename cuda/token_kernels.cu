@@ -566,20 +566,6 @@ __global__ void __launch_bounds__(kThreads, 2) TopKPassKernel(TokenStatsArgs a, 
   }
 }
 
-template <class F>
-cudaError_t dispatch_in(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::kFloat16:
-      return f(Float16{});
-    case DType::kBFloat16:
-      return f(BFloat16{});
-    case DType::kFloat32:
-      return f(float{});
-    case DType::kFloat64:
-      return f(double{});
-  }
-  return cudaErrorInvalidValue;
-}
 
 template <class K>
 int grid_for(K kernel, int64_t items, int sm_count) {
@@ -765,7 +751,7 @@ cudaError_t TokenStats(const TokenStatsArgs& args, void* d_workspace, size_t wor
     return cudaErrorInvalidValue;  // further passes read what the first one wrote
   const TokenPlan plan = plan_token(args, sm_count);
   if (workspace_bytes < TokenStatsWorkspace(args, sm_count)) return cudaErrorInvalidValue;
-  return dispatch_in(args.logits.dtype, [&](auto tag) -> cudaError_t {
+  return visit_dtype(args.logits.dtype, cudaErrorInvalidValue, [&](auto tag) -> cudaError_t {
     using In = decltype(tag);
     if (args.targets != nullptr) {
       auto k = TokenStatsKernel<In, true>;
@@ -806,8 +792,8 @@ cudaError_t LogSoftmax(const LogSoftmaxArgs& args, void* d_workspace, size_t wor
     return cudaErrorInvalidValue;
   const SoftmaxPlan plan = plan_softmax(args, sm_count);
   if (workspace_bytes < LogSoftmaxWorkspace(args, sm_count)) return cudaErrorInvalidValue;
-  return dispatch_in(args.logits.dtype, [&](auto in_tag) -> cudaError_t {
-    return dispatch_in(args.out.dtype, [&](auto out_tag) -> cudaError_t {
+  return visit_dtype(args.logits.dtype, cudaErrorInvalidValue, [&](auto in_tag) -> cudaError_t {
+    return visit_dtype(args.out.dtype, cudaErrorInvalidValue, [&](auto out_tag) -> cudaError_t {
       using In = decltype(in_tag);
       using Out = decltype(out_tag);
       if (plan.splits == 1) {

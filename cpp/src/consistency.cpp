@@ -272,17 +272,8 @@ Status consistency_typed(const ConsistencyArgs& a) {
 Status sample_consistency(const ConsistencyArgs& args) {
   if (args.n_q < 0 || args.k < 0 || !args.answers) return Status::kInvalidArgument;
   if (args.semantic_entropy && !args.seq_logprobs) return Status::kInvalidArgument;
-  switch (args.lp_dtype) {
-    case DType::kFloat16:
-      return consistency_typed<Float16>(args);
-    case DType::kBFloat16:
-      return consistency_typed<BFloat16>(args);
-    case DType::kFloat32:
-      return consistency_typed<float>(args);
-    case DType::kFloat64:
-      return consistency_typed<double>(args);
-  }
-  return Status::kInvalidArgument;
+  return visit_dtype(args.lp_dtype, Status::kInvalidArgument,
+                     [&](auto tag) { return consistency_typed<decltype(tag)>(args); });
 }
 
 }  // namespace cpu

@@ -299,38 +299,20 @@ const SequenceBlocks& sequence_blocks() { return *LOGCAL_ACTIVE_LEVEL(kSequenceB
 Status sequence_stats(const SequenceStatsArgs& args) {
   if (args.n_seq < 0 || (!args.offsets && args.length < 0)) return Status::kInvalidArgument;
   try {  // the long-sequence bookkeeping allocates
-    switch (args.dtype) {
-      case DType::kFloat16:
-        return sequence_stats_typed<Float16>(args);
-      case DType::kBFloat16:
-        return sequence_stats_typed<BFloat16>(args);
-      case DType::kFloat32:
-        return sequence_stats_typed<float>(args);
-      case DType::kFloat64:
-        return sequence_stats_typed<double>(args);
-    }
+    return visit_dtype(args.dtype, Status::kInvalidArgument,
+                       [&](auto tag) { return sequence_stats_typed<decltype(tag)>(args); });
   } catch (const std::bad_alloc&) {
     return Status::kOutOfMemory;
   } catch (...) {
     return Status::kInternal;
   }
-  return Status::kInvalidArgument;
 }
 
 Status choice_confidence(const ChoiceArgs& args) {
   if (args.n_q < 0 || args.n_c < 0 || (args.correct && !args.labels))
     return Status::kInvalidArgument;
-  switch (args.dtype) {
-    case DType::kFloat16:
-      return choice_typed<Float16>(args);
-    case DType::kBFloat16:
-      return choice_typed<BFloat16>(args);
-    case DType::kFloat32:
-      return choice_typed<float>(args);
-    case DType::kFloat64:
-      return choice_typed<double>(args);
-  }
-  return Status::kInvalidArgument;
+  return visit_dtype(args.dtype, Status::kInvalidArgument,
+                     [&](auto tag) { return choice_typed<decltype(tag)>(args); });
 }
 
 }  // namespace cpu

@@ -488,33 +488,18 @@ struct LogSoftmaxJob {
   }
 };
 
-template <class F>
-Status dispatch_dtype(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::kFloat16:
-      return f(Float16{});
-    case DType::kBFloat16:
-      return f(BFloat16{});
-    case DType::kFloat32:
-      return f(float{});
-    case DType::kFloat64:
-      return f(double{});
-  }
-  return Status::kInvalidArgument;
-}
-
 }  // namespace
 
 Status token_stats(const TokenStatsArgs& args) {
-  return dispatch_dtype(args.logits.dtype, [&](auto in_tag) {
+  return visit_dtype(args.logits.dtype, Status::kInvalidArgument, [&](auto in_tag) {
     using In = decltype(in_tag);
     return TokenStatsJob<In>(args).run();
   });
 }
 
 Status log_softmax(const LogSoftmaxArgs& args) {
-  return dispatch_dtype(args.logits.dtype, [&](auto in_tag) {
-    return dispatch_dtype(args.out.dtype, [&](auto out_tag) {
+  return visit_dtype(args.logits.dtype, Status::kInvalidArgument, [&](auto in_tag) {
+    return visit_dtype(args.out.dtype, Status::kInvalidArgument, [&](auto out_tag) {
       using In = decltype(in_tag);
       using Out = decltype(out_tag);
       return LogSoftmaxJob<In, Out>(args).run();

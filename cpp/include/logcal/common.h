@@ -37,4 +37,21 @@ struct BFloat16 {
   uint16_t bits;
 };
 
+// The one dispatch over DType (host side): f(T{}) with T the element type of `dtype` (Float16,
+// BFloat16, float or double); `invalid` for an unknown code.
+template <class R, class F>
+R visit_dtype(DType dtype, R invalid, F&& f) {
+  switch (dtype) {
+    case DType::kFloat16:
+      return f(Float16{});
+    case DType::kBFloat16:
+      return f(BFloat16{});
+    case DType::kFloat32:
+      return f(float{});
+    case DType::kFloat64:
+      return f(double{});
+  }
+  return invalid;
+}
+
 }  // namespace logcal
