@@ -252,6 +252,26 @@ class Builder:
             self.bcode = _Grow(np.int32, -1, cap=self.lp.arr.shape[0])
             self.bcode.n = self.lp.n
 
+    def _token_buffers(self) -> list:
+        """The per-token buffers in use (ids and bytes appear with their first value)."""
+        bufs = (self.lp, self.code, self.prompt, self.top_lp, self.top_code,
+                self.ids, self.top_ids, self.bcode)  # fmt: skip
+        return [buf for buf in bufs if buf is not None]
+
+    def _grow_tokens(self, n: int, width: int) -> None:
+        """Room for n more tokens, and top lists `width` wide."""
+        for buf in self._token_buffers():
+            if buf.arr.ndim == 2:
+                buf.widen(width)
+            buf.reserve(n)
+
+    def _add_sequences(self, lengths: Any, records: Any, choices: Any) -> None:
+        for buf, values in ((self.lengths, lengths), (self.record, records),
+                            (self.choice, choices)):  # fmt: skip
+            buf.reserve(len(values))
+            buf.arr[buf.n : buf.n + len(values)] = values
+            buf.n += len(values)
+
     def _flush(self) -> None:
         pending, self._pending, self._pending_tokens = self._pending, [], 0
         if not pending:
@@ -302,13 +322,7 @@ class Builder:
         if any_bytes:
             self._ensure_bytes()
         width = max(width, self.top_lp.arr.shape[1])
-        for buf in (self.lp, self.code, self.prompt, self.top_lp, self.top_code,
-                    self.ids, self.top_ids, self.bcode):  # fmt: skip
-            if buf is None:
-                continue
-            if buf.arr.ndim == 2:
-                buf.widen(width)
-            buf.reserve(n)
+        self._grow_tokens(n, width)
         stop = start + n
         self.lp.arr[start:stop] = lps
         self.code.arr[start:stop] = codes
@@ -324,15 +338,9 @@ class Builder:
             self.top_code.arr[r, c] = t_codes
             if self.top_ids is not None:
                 self.top_ids.arr[r, c] = t_ids
-        for buf in (self.lp, self.code, self.prompt, self.top_lp, self.top_code,
-                    self.ids, self.top_ids, self.bcode):  # fmt: skip
-            if buf is not None:
-                buf.n = stop
-        for buf, values in ((self.lengths, seq_len), (self.record, seq_rec),
-                            (self.choice, seq_choice)):  # fmt: skip
-            buf.reserve(len(values))
-            buf.arr[buf.n : buf.n + len(values)] = values
-            buf.n += len(values)
+        for buf in self._token_buffers():
+            buf.n = stop
+        self._add_sequences(seq_len, seq_rec, seq_choice)
         self.n_tokens = stop
 
     def add_arrays(
@@ -351,29 +359,16 @@ class Builder:
         n = len(logprob)
         start, stop = self.lp.n, self.lp.n + n
         width = max(top_logprobs.shape[1], self.top_lp.arr.shape[1])
-        for buf in (self.lp, self.code, self.prompt, self.top_lp, self.top_code,
-                    self.ids, self.top_ids, self.bcode):  # fmt: skip
-            if buf is None:
-                continue
-            if buf.arr.ndim == 2:
-                buf.widen(width)
-            buf.reserve(n)
+        self._grow_tokens(n, width)
         k = top_logprobs.shape[1]
         self.lp.arr[start:stop] = logprob
         self.ids.arr[start:stop] = ids
         self.top_lp.arr[start:stop, :k] = top_logprobs
         self.top_ids.arr[start:stop, :k] = top_ids
         # The slots of text codes, bytes and the prompt flag keep their fill values.
-        for buf in (self.lp, self.code, self.prompt, self.top_lp, self.top_code,
-                    self.ids, self.top_ids, self.bcode):  # fmt: skip
-            if buf is not None:
-                buf.n = stop
-        s = len(lengths)
-        for buf, values in ((self.lengths, lengths), (self.record, np.full(s, record)),
-                            (self.choice, choices)):  # fmt: skip
-            buf.reserve(s)
-            buf.arr[buf.n : buf.n + s] = values
-            buf.n += s
+        for buf in self._token_buffers():
+            buf.n = stop
+        self._add_sequences(lengths, np.full(len(lengths), record), choices)
         self.n_tokens = stop
 
     # -- output --------------------------------------------------------------------------
