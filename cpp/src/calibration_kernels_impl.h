@@ -157,6 +157,9 @@ LOGCAL_HD void split_fixed(VD v, VU& hi, VU& lo) {
   lo = to_index(floor_nonneg((t - hf) * double(uint64_t(1) << kLoBits)));
 }
 
+// Lanes of a confidence vector outside [0, 1] (NaN included): all ones.
+LOGCAL_HD VI outside_unit(VD c) { return ~((c >= 0.0) & (c <= 1.0)); }
+
 LOGCAL_HD VD clip(VD c, VD eps, VD one_minus_eps) {
   const VD lo = c < eps ? eps : c;
   return lo > one_minus_eps ? one_minus_eps : lo;
@@ -257,6 +260,28 @@ int64_t first_bad(const CalibrationArgs& a, int64_t begin, int64_t len) {
   return -1;
 }
 
+// W (confidence, correctness) pairs of contiguous inputs, read and checked in place: for
+// load_tile, and for the 0/1 path, which reads them straight into its terms.
+template <class CT, class YT>
+struct InputSource {
+  const CT* c;
+  const YT* y;
+  int64_t len;
+  LOGCAL_HD void load(int64_t v, VD& cv, VD& yv, VI& bad) const {
+    const int64_t at = v * W;
+    if (at + W <= len) {
+      cv = load_conf(c + at);
+      yv = load_correct(y + at, bad);
+    } else {  // the tail, padded with (0.5, 0)
+      cv = load_conf(c + at, 1, len - at);
+      yv = load_correct(y + at, 1, len - at, bad);
+    }
+    bad |= outside_unit(cv);
+  }
+  double conf(int64_t i) const { return static_cast<double>(c[i]); }
+  bool correct(int64_t i) const { return y[i] != YT(0); }
+};
+
 // Loads [begin, begin + len) as doubles into cbuf / ybuf / wbuf; returns the offset of the first
 // invalid sample in the tile, or -1. Positions past len are padded with harmless values.
 // Validity is checked on the widened values: an integer converts to 0.0 or 1.0 only from 0 or 1.
@@ -266,29 +291,29 @@ int64_t load_tile(const CalibrationArgs& a, int64_t begin, int64_t len, double* 
   const CT* c = static_cast<const CT*>(a.confidence) + begin * a.conf_stride;
   const YT* y = static_cast<const YT*>(a.correct) + begin * a.correct_stride;
   VI bad = {};
-  const VD zero = {}, one = VD{} + 1.0;
-  const int64_t full = len / W * W;
   if (a.conf_stride == 1 && a.correct_stride == 1) {
-    for (int64_t i = 0; i < full; i += W) {
-      const VD cv = load_conf(c + i);
-      bad |= ~((cv >= zero) & (cv <= one));
-      simd::store(cbuf + i, cv);
-      simd::store(ybuf + i, load_correct(y + i, bad));
+    const InputSource<CT, YT> src{c, y, len};
+    for (int64_t v = 0; v * W < len; ++v) {  // the tail is padded with (0.5, 0)
+      VD cv, yv;
+      src.load(v, cv, yv, bad);
+      simd::store(cbuf + v * W, cv);
+      simd::store(ybuf + v * W, yv);
     }
   } else {
+    const int64_t full = len / W * W;
     for (int64_t i = 0; i < full; i += W) {
       const VD cv = load_conf(c + i * a.conf_stride, a.conf_stride, W);
-      bad |= ~((cv >= zero) & (cv <= one));
+      bad |= outside_unit(cv);
       simd::store(cbuf + i, cv);
       simd::store(ybuf + i, load_correct(y + i * a.correct_stride, a.correct_stride, W, bad));
     }
-  }
-  if (full < len) {  // the tail, padded with (0.5, 0)
-    const VD cv = load_conf(c + full * a.conf_stride, a.conf_stride, len - full);
-    bad |= ~((cv >= zero) & (cv <= one));
-    simd::store(cbuf + full, cv);
-    simd::store(ybuf + full,
-                load_correct(y + full * a.correct_stride, a.correct_stride, len - full, bad));
+    if (full < len) {  // the tail, padded with (0.5, 0)
+      const VD cv = load_conf(c + full * a.conf_stride, a.conf_stride, len - full);
+      bad |= outside_unit(cv);
+      simd::store(cbuf + full, cv);
+      simd::store(ybuf + full,
+                  load_correct(y + full * a.correct_stride, a.correct_stride, len - full, bad));
+    }
   }
   if (wbuf != nullptr) {
     const double* w = a.weights + begin * a.weight_stride;
@@ -427,9 +452,9 @@ struct Scratch {
   uint64_t* hi(int f) { return t.data() + (2 * f + 1) * (kTile + W); }
 };
 
-// Where step 2 of the 0/1 path reads a tile's (confidence, correctness) vectors: vector v, and
-// sample i for the rare exact re-binning.
-struct ScratchSource {  // what load_tile left in the scratch
+// The other source of the 0/1 path's (confidence, correctness) vectors, beside InputSource: what
+// load_tile left in the scratch. Vector v, and sample i for the rare exact re-binning.
+struct ScratchSource {
   const Scratch& s;
   LOGCAL_HD void load(int64_t v, VD& c, VD& y, VI&) const {
     c = simd::load(s.c.data() + v * W);
@@ -437,26 +462,6 @@ struct ScratchSource {  // what load_tile left in the scratch
   }
   double conf(int64_t i) const { return s.c[size_t(i)]; }
   bool correct(int64_t i) const { return s.y[size_t(i)] != 0.0; }
-};
-
-template <class CT, class YT>
-struct InputSource {  // contiguous inputs with integer correctness, read and checked in place
-  const CT* c;
-  const YT* y;
-  int64_t len;
-  LOGCAL_HD void load(int64_t v, VD& cv, VD& yv, VI& bad) const {
-    const int64_t at = v * W;
-    if (at + W <= len) {
-      cv = load_conf(c + at);
-      yv = load_correct(y + at, bad);
-    } else {  // the tail, padded with (0.5, 0)
-      cv = load_conf(c + at, 1, len - at);
-      yv = load_correct(y + at, 1, len - at, bad);
-    }
-    bad |= ~((cv >= 0.0) & (cv <= 1.0));
-  }
-  double conf(int64_t i) const { return static_cast<double>(c[i]); }
-  bool correct(int64_t i) const { return y[i] != YT(0); }
 };
 
 struct Job {
@@ -679,13 +684,11 @@ struct Job {
       for (int f = kWeighted ? 0 : 1; f < calib::kNumFields; ++f) {
         VU lo, hi;
         to_fixed(val[f], lo, hi);
-        store_u(s.lo(f) + v * W, lo);
-        store_u(s.hi(f) + v * W, hi);
+        store_lanes(s.lo(f) + v * W, lo);
+        store_lanes(s.hi(f) + v * W, hi);
       }
     }
   }
-
-  static void store_u(uint64_t* p, VU v) { std::memcpy(p, &v, sizeof v); }
 };
 
 inline u128 join(const uint64_t* lo, const uint64_t* hi, int64_t i) {
