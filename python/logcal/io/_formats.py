@@ -173,9 +173,10 @@ def _chat_entry(entry: Any, path: str, top: bool) -> tuple:
 
 
 def _plain_entry(entry: Any) -> tuple | None:
-    """(logprob, token) of an alternative in the common form -- an object with a string token
-    (not vLLM's token_id:N), a float log-probability in (SENTINEL, 0] and null, absent or valid
-    bytes -- else None, and the caller takes the checked path, which names any problem."""
+    """(logprob, token, bytes or None) of an entry in the common form -- an object with a
+    string token (not vLLM's token_id:N), a float log-probability in (SENTINEL, 0] and null,
+    absent or valid bytes -- else None, and the caller takes the checked path, which names any
+    problem."""
     if type(entry) is not dict:
         return None
     token, lp, raw = entry.get("token"), entry.get("logprob"), entry.get("bytes")
@@ -187,10 +188,10 @@ def _plain_entry(entry: Any) -> tuple | None:
         if type(raw) is not list:
             return None
         try:
-            bytes(raw)
+            raw = bytes(raw)
         except (TypeError, ValueError):
             return None
-    return lp, token
+    return lp, token, raw
 
 
 def _chat_tokens(content: list, path: str) -> list:
@@ -211,9 +212,8 @@ def _chat_tokens(content: list, path: str) -> list:
                 tops.append(_chat_entry(t, f"{path}[{i}].top_logprobs[{j}]", True))
             else:
                 tops.append((plain[0], plain[1], None))
-        raw = entry.get("bytes")
-        raw = None if raw is None else bytes(raw)
-        out.append((head[0], head[1], None, raw, False, _sort(tops)))
+        lp, token, raw = head
+        out.append((lp, token, None, raw, False, _sort(tops)))
     return out
 
 
