@@ -43,7 +43,8 @@ RangeReport top_label_rows(const TopLabelArgs& a, int64_t r0, int64_t r1) {
     const bool label_ok = label >= 0 && label < k;
     if (!valid && report.bad_prob < 0) {  // rare: find the column
       int64_t j = 0;
-      while (row[j * cs] >= T(0) && row[j * cs] <= T(1)) ++j;
+      // Bounded: another thread may have mended the value since it was read.
+      while (j < k - 1 && row[j * cs] >= T(0) && row[j * cs] <= T(1)) ++j;
       report.bad_prob = r * k + j;
     }
     if (!label_ok && report.bad_label < 0) report.bad_label = r;

@@ -1532,7 +1532,7 @@ class CalibrationAccumulator:
         the range check of CUDA ``targets`` (one 8-byte read). The state is bitwise what
         :meth:`update` builds on the CPU from the same confidences, which are computed from
         the stored ``max_logprob`` by an exponential with the same bits on every device."""
-        from ._token import _targets, _temperature, token_stats
+        from ._token import _temperature, token_stats
 
         func = "CalibrationAccumulator.update_from_logits"
         if targets is None:
@@ -1581,12 +1581,13 @@ class CalibrationAccumulator:
                 logits_source=src,
             )
             return self
-        st = token_stats(logits, targets, temperature=temperature, ignore_index=ignore_index)
+        # One read of the targets: a private copy, checked by the token kernel as it reads it,
+        # then compared with the argmax.
+        t = np.array(as_host_array(targets, "targets", func).data)
+        st = token_stats(logits, t, temperature=temperature, ignore_index=ignore_index)
         lp = np.ascontiguousarray(np.asarray(st.max_logprob).reshape(-1))
         am = np.asarray(st.argmax).reshape(-1)
-        t = _targets(
-            targets, tuple(np.shape(st.argmax)), int(np.shape(logits)[-1]), ignore_index, func
-        )
+        t = t.reshape(-1)
         keep = ~np.isnan(lp) & (am >= 0) & (t != ignore_index)
         conf = _native.cpu.calib_confidence_from_max_logprob(lp)
         return self.update(conf[keep], (am == t)[keep])

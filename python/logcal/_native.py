@@ -18,6 +18,7 @@ __all__ = [
 ]
 
 cpu = _core_cpu
+cuda = _core_cuda  # None in a build without the CUDA module
 
 
 def cuda_compiled() -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import _native
-from ._arrays import FLOAT_CODES, as_host_array, wrap
+from ._arrays import host_only, view, wrap
 from ._record import Record
 from ._sequence import _first
 
@@ -46,7 +46,7 @@ class SelectiveStats(Record):
 
 
 def _correct(correct: Any, n: int, func: str) -> np.ndarray:
-    arr = as_host_array(correct, "correct", func).data
+    arr = host_only(view(correct, "correct"), "correct", func)
     if arr.shape != (n,):
         raise ValueError(f"correct must have the shape of confidence ({n},), got shape {arr.shape}")
     if arr.dtype == np.bool_:
@@ -138,8 +138,8 @@ def selective(
     array([1. , 0.6])
     """
     func = "selective"
-    host = as_host_array(confidence, "confidence", func)
-    conf = host.data
+    host = view(confidence, "confidence")
+    conf = host_only(host, "confidence", func)
     if host.dtype == "bfloat16":
         conf = (conf.astype(np.uint32) << 16).view(np.float32)
     elif host.dtype == "float16":
@@ -163,14 +163,13 @@ def selective(
     risk = np.empty(n, dtype=np.float64)
     accuracy = np.empty(cov.size, dtype=np.float64)
     auroc, aurc, n_groups = _native.cpu.selective(
-        conf,
-        FLOAT_CODES[th_dtype],
-        corr,
-        cov,
-        threshold,
-        coverage,
-        risk,
-        accuracy,
+        confidence=view(conf, "confidence"),
+        correct=view(corr, "correct"),
+        coverages=view(cov, "coverages"),
+        threshold=view(threshold, "threshold"),
+        coverage=view(coverage, "coverage"),
+        risk=view(risk, "risk"),
+        accuracy=view(accuracy, "accuracy"),
     )
 
     def trim(a: np.ndarray) -> np.ndarray:

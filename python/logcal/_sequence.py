@@ -11,8 +11,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import _device, _native
-from ._arrays import FLOAT_CODES, HostArray, as_host_array, empty, format_index
+from . import _native
+from ._arrays import (
+    FLOAT_NAMES,
+    INT_NAMES,
+    ArrayView,
+    empty,
+    format_index,
+    host_only,
+    kernels,
+    numpy_of,
+    same_device,
+    view,
+)
 from ._record import Record
 
 __all__ = [
@@ -72,20 +83,26 @@ class Consistency(Record):
 # --- validation helpers: messages name the argument and the first offending position --------
 
 
-def _float_array(x: Any, name: str, func: str) -> HostArray:
-    arr = as_host_array(x, name, func)
-    if arr.dtype not in FLOAT_CODES:
+def _require_float(v: ArrayView, name: str) -> None:
+    if v.dtype not in FLOAT_NAMES:
         raise TypeError(
             f"{name} must be a floating-point array (float16, bfloat16, float32 or float64), "
-            f"got dtype {arr.dtype}"
+            f"got dtype {v.dtype}"
         )
-    return arr
+
+
+def _float_array(x: Any, name: str, func: str) -> ArrayView:
+    v = view(x, name)
+    _require_float(v, name)
+    host_only(v, name, func)
+    return v
 
 
 def _int_array(x: Any, name: str, func: str) -> np.ndarray:
-    arr = as_host_array(x, name, func).data
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"{name} must be an array of integers, got dtype {arr.dtype}")
+    v = view(x, name)
+    arr = host_only(v, name, func)
+    if v.dtype not in INT_NAMES:
+        raise TypeError(f"{name} must be an array of integers, got dtype {v.dtype}")
     return arr
 
 
@@ -106,54 +123,34 @@ def _as_int64(arr: np.ndarray, name: str) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
-def _nan_mask(arr: HostArray) -> np.ndarray:
-    """Where a float array (bfloat16 as its bits) holds NaN."""
-    if arr.dtype == "bfloat16":
-        return (arr.data & 0x7FFF) > 0x7F80
-    return np.isnan(arr.data)
+def _nan_mask(v: ArrayView) -> np.ndarray:
+    """Where a host float array (bfloat16 as its bits) holds NaN."""
+    a = numpy_of(v)
+    if v.dtype == "bfloat16":
+        return (a & 0x7FFF) > 0x7F80
+    return np.isnan(a)
 
 
-def _float_out(arr: HostArray) -> str:
-    return "float64" if arr.dtype == "float64" else "float32"
+def _float_out(v: ArrayView) -> str:
+    return "float64" if v.dtype == "float64" else "float32"
 
 
 # --- sequence_stats ---------------------------------------------------------------------------
 
 
-def _offsets(offsets: Any, n_tokens: int, func: str) -> np.ndarray:
-    off = _int_array(offsets, "offsets", func)
-    if off.ndim != 1:
+def _offsets(offsets: Any, x: ArrayView) -> ArrayView:
+    """The offsets' view; their values are checked by the kernel that reads them."""
+    off = view(offsets, "offsets")
+    if off.dtype not in INT_NAMES:
+        raise TypeError(f"offsets must be an array of integers, got dtype {off.dtype}")
+    if len(off.shape) != 1:
         raise ValueError(f"offsets must be 1-D [S+1], got shape {off.shape}")
-    if off.size < 2:
+    if off.shape[0] < 2:
         raise ValueError(
-            f"offsets must have at least 2 entries (S+1 for S >= 1 sequences), got {off.size}"
+            f"offsets must have at least 2 entries (S+1 for S >= 1 sequences), got {off.shape[0]}"
         )
-    outside = off > n_tokens if off.dtype.kind == "u" else (off < 0) | (off > n_tokens)
-    if outside.any():
-        i = _first(outside)
-        raise ValueError(
-            f"offsets[{i}] = {int(off[i])} is outside [0, {n_tokens}]: token_logprobs has "
-            f"{n_tokens} tokens"
-        )
-    off = off.astype(np.int64, copy=False)
-    if off[0] != 0:
-        raise ValueError(
-            f"offsets[0] = {int(off[0])} must be 0: sequence s is "
-            f"token_logprobs[offsets[s]:offsets[s+1]], and every token belongs to a sequence"
-        )
-    decreasing = off[1:] < off[:-1]
-    if decreasing.any():
-        i = _first(decreasing) + 1
-        raise ValueError(
-            f"offsets must be non-decreasing: offsets[{i}] = {int(off[i])} is less than "
-            f"offsets[{i - 1}] = {int(off[i - 1])}"
-        )
-    if off[-1] != n_tokens:
-        raise ValueError(
-            f"offsets[{off.size - 1}] = {int(off[-1])} must equal the number of tokens "
-            f"({n_tokens}): the last offset ends the last sequence"
-        )
-    return np.ascontiguousarray(off)
+    same_device(x, off, "offsets", "token_logprobs")
+    return off
 
 
 def sequence_stats(token_logprobs: Any, offsets: Any = None, *, mask: Any = None) -> SequenceStats:
@@ -203,60 +200,59 @@ def sequence_stats(token_logprobs: Any, offsets: Any = None, *, mask: Any = None
     >>> np.round(s.perplexity, 4)
     array([2.8284,    nan, 1.5811], dtype=float32)
     """
-    func = "sequence_stats"
-    if _device.is_cuda_array(token_logprobs):
-        from . import _cuda_ops
-
-        return SequenceStats(**_cuda_ops.sequence_stats(token_logprobs, offsets, mask, _offsets))
-    arr = _float_array(token_logprobs, "token_logprobs", func)
-    data = arr.data
+    x = view(token_logprobs, "token_logprobs", func="sequence_stats")
+    _require_float(x, "token_logprobs")
+    off = m = None
     if offsets is not None:
-        if data.ndim != 1:
+        if len(x.shape) != 1:
             raise ValueError(
-                f"token_logprobs must be flat [T] when offsets are given, got shape {data.shape}"
+                f"token_logprobs must be flat [T] when offsets are given, got shape {x.shape}"
             )
         if mask is not None:
             raise ValueError(
                 "mask is for the padded [B, L] layout; with offsets every token of "
                 "token_logprobs is counted"
             )
-        off = _offsets(offsets, data.shape[0], func)
-        out_shape = (off.size - 1,)
+        off = _offsets(offsets, x)
+        out_shape = (off.shape[0] - 1,)
     else:
-        if data.ndim < 2:
+        if len(x.shape) < 2:
             raise ValueError(
-                f"token_logprobs of shape {data.shape} needs offsets: pass offsets [S+1] for "
+                f"token_logprobs of shape {x.shape} needs offsets: pass offsets [S+1] for "
                 f"the flat layout, or a padded [B, L] array (with mask)"
             )
-        out_shape = data.shape[:-1]
+        out_shape = x.shape[:-1]
         n_rows = int(np.prod(out_shape))
         if n_rows == 0:
-            raise ValueError(
-                f"token_logprobs must hold at least one sequence, got shape {data.shape}"
-            )
-        m = None
+            raise ValueError(f"token_logprobs must hold at least one sequence, got shape {x.shape}")
         if mask is not None:
-            m = as_host_array(mask, "mask", func).data
-            if m.dtype != np.bool_:
+            m = view(mask, "mask")
+            if m.dtype != "bool":
                 raise TypeError(f"mask must be a boolean array, got dtype {m.dtype}")
-            if m.shape != data.shape:
+            if m.shape != x.shape:
                 raise ValueError(
-                    f"mask must have the shape of token_logprobs {data.shape}, got shape {m.shape}"
+                    f"mask must have the shape of token_logprobs {x.shape}, got shape {m.shape}"
                 )
-            m = m.reshape(n_rows, data.shape[-1]).view(np.uint8)
-        data = data.reshape(n_rows, data.shape[-1])
+            same_device(x, m, "mask", "token_logprobs")
+            m = _rows(m, n_rows)
+        x = _rows(x, n_rows)
 
-    float_out = _float_out(arr)
-    results, views = {}, {}
+    float_out = _float_out(x)
+    results, outs = {}, {}
     for field in ("sum", "mean", "min", "perplexity"):
-        results[field], views[field] = empty(out_shape, float_out, arr.family)
-    results["count"], views["count"] = empty(out_shape, "int64", arr.family)
-    outs = [views[f] for f in ("sum", "mean", "min", "perplexity", "count")]
-    if offsets is not None:
-        _native.cpu.sequence_stats_flat(data, FLOAT_CODES[arr.dtype], off, *outs)
-    else:
-        _native.cpu.sequence_stats_padded(data, FLOAT_CODES[arr.dtype], m, *outs)
-    return SequenceStats(**results)
+        results[field], outs[field] = empty((int(np.prod(out_shape)),), float_out, x)
+    results["count"], outs["count"] = empty((int(np.prod(out_shape)),), "int64", x)
+    kernels(x, "sequence_stats").sequence_stats(token_logprobs=x, offsets=off, mask=m, **outs)
+    return SequenceStats(**{k: v.reshape(out_shape) for k, v in results.items()})
+
+
+def _rows(v: ArrayView, n_rows: int) -> ArrayView:
+    """A padded [..., L] view as [n_rows, L]: the framework's own reshape, a view whenever the
+    leading axes fold (always for contiguous input), else a copy."""
+    if len(v.shape) == 2:
+        return v
+    folded = view(v.obj.reshape(n_rows, v.shape[-1]), "token_logprobs")
+    return folded._replace(dtype=v.dtype, family=v.family, readonly=v.readonly)
 
 
 # --- choice_confidence ------------------------------------------------------------------------
@@ -306,7 +302,7 @@ def choice_confidence(
     """
     func = "choice_confidence"
     arr = _float_array(choice_logprobs, "choice_logprobs", func)
-    data = arr.data
+    data = numpy_of(arr)
     if data.ndim != 2:
         raise ValueError(f"choice_logprobs must be 2-D [Q, C], got shape {data.shape}")
     if data.size == 0:
@@ -316,7 +312,7 @@ def choice_confidence(
 
     len_arr = None
     if lengths is not None:
-        la = as_host_array(lengths, "lengths", func).data
+        la = host_only(view(lengths, "lengths"), "lengths", func)
         if la.dtype.kind not in "iuf":
             raise TypeError(f"lengths must be an array of numbers, got dtype {la.dtype}")
         if la.shape != data.shape:
@@ -343,7 +339,7 @@ def choice_confidence(
         if out_of_range.any():
             i = _first(out_of_range)
             raise ValueError(f"labels[{i}] = {int(lab[i])} is outside [0, {n_c})")
-        lab = np.ascontiguousarray(lab, dtype=np.int64)
+        lab = np.array(lab, dtype=np.int64)  # private: checked here, then read by the kernel
         gold_absent = absent[np.arange(n_q), lab]
         if gold_absent.any():
             i = _first(gold_absent)
@@ -353,22 +349,17 @@ def choice_confidence(
             )
 
     float_out = _float_out(arr)
-    results, views = {}, {}
-    results["probs"], views["probs"] = empty((n_q, n_c), float_out, arr.family)
-    results["pred"], views["pred"] = empty((n_q,), "int64", arr.family)
-    results["confidence"], views["confidence"] = empty((n_q,), float_out, arr.family)
+    results, outs = {}, {}
+    results["probs"], outs["probs"] = empty((n_q, n_c), float_out, arr)
+    results["pred"], outs["pred"] = empty((n_q,), "int64", arr)
+    results["confidence"], outs["confidence"] = empty((n_q,), float_out, arr)
     if lab is not None:
-        results["correct"], views["correct"] = empty((n_q,), "bool", arr.family)
-    correct_view = views["correct"].view(np.uint8) if lab is not None else None
+        results["correct"], outs["correct"] = empty((n_q,), "bool", arr)
     _native.cpu.choice_confidence(
-        data,
-        FLOAT_CODES[arr.dtype],
-        len_arr,
-        lab,
-        views["probs"],
-        views["pred"],
-        views["confidence"],
-        correct_view,
+        choice_logprobs=arr,
+        lengths=None if len_arr is None else view(len_arr, "lengths"),
+        labels=None if lab is None else view(lab, "labels"),
+        **outs,
     )
     return ChoiceConfidence(**results)
 
@@ -424,29 +415,26 @@ def sample_consistency(answers: Any, *, seq_logprobs: Any = None) -> Consistency
     array([2, 3])
     """
     func = "sample_consistency"
-    host = as_host_array(answers, "answers", func)
-    a = host.data
-    if a.dtype.kind not in "iu":
+    host = view(answers, "answers")
+    a = host_only(host, "answers", func)
+    if host.dtype not in INT_NAMES:
         raise TypeError(f"answers must be an array of integer cluster ids, got dtype {a.dtype}")
     if a.ndim != 2:
         raise ValueError(f"answers must be 2-D [Q, K], got shape {a.shape}")
     if a.size == 0:
         raise ValueError(f"answers must not be empty, got shape {a.shape}")
-    if a.dtype != np.int64:
-        a = _as_int64(a, "answers")
+    answers_view = host if a.dtype == np.int64 else view(_as_int64(a, "answers"), "answers")
     n_q = a.shape[0]
 
-    lp, lp_code, se_dtype = None, FLOAT_CODES["float32"], None
+    lp = None
     if seq_logprobs is not None:
-        lp_arr = _float_array(seq_logprobs, "seq_logprobs", func)
-        if lp_arr.data.shape != a.shape:
+        lp = _float_array(seq_logprobs, "seq_logprobs", func)
+        if lp.shape != a.shape:
             raise ValueError(
-                f"seq_logprobs must have the shape of answers {a.shape}, got shape "
-                f"{lp_arr.data.shape}"
+                f"seq_logprobs must have the shape of answers {a.shape}, got shape {lp.shape}"
             )
-        lp, lp_code, se_dtype = lp_arr.data, FLOAT_CODES[lp_arr.dtype], _float_out(lp_arr)
 
-    results, views = {}, {}
+    results, outs = {}, {}
     for field, dtype in (
         ("mode", "int64"),
         ("agreement", "float64"),
@@ -455,21 +443,8 @@ def sample_consistency(answers: Any, *, seq_logprobs: Any = None) -> Consistency
         ("fsd", "float64"),
         ("n_unique", "int64"),
     ):
-        results[field], views[field] = empty((n_q,), dtype, host.family)
+        results[field], outs[field] = empty((n_q,), dtype, host)
     if lp is not None:
-        results["semantic_entropy"], views["semantic_entropy"] = empty(
-            (n_q,), se_dtype, host.family
-        )
-    _native.cpu.sample_consistency(
-        a,
-        lp,
-        lp_code,
-        views["mode"],
-        views["agreement"],
-        views["entropy"],
-        views["entropy_consistency"],
-        views["fsd"],
-        views["n_unique"],
-        views.get("semantic_entropy"),
-    )
+        results["semantic_entropy"], outs["semantic_entropy"] = empty((n_q,), _float_out(lp), host)
+    _native.cpu.sample_consistency(answers=answers_view, seq_logprobs=lp, **outs)
     return Consistency(**results)

@@ -6,20 +6,22 @@ import math
 import numbers
 from typing import Any, ClassVar
 
-import numpy as np
-
-from . import _device, _native
 from ._arrays import (
-    FLOAT_CODES,
     FLOAT_NAMES,
-    HostArray,
-    as_host_array,
+    INT_NAMES,
+    ArrayView,
     dtype_name,
     empty,
-    format_index,
     int_arg,
+    kernels,
+    same_device,
+    view,
 )
 from ._record import Record
+
+_MAX_GPU_VOCAB = 1 << 31
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 _ALWAYS = ("logsumexp", "max_logprob", "argmax", "entropy")
 _TARGET_FIELDS = ("target_logprob", "target_rank")
@@ -48,26 +50,29 @@ class TokenStats(Record):
     }
 
 
-# --- validation: once, here, with messages that name the argument ---------------------------
+# --- checks of what can be seen without reading data: once, here, naming the argument --------
 
 
-def _logits(logits: Any, func: str) -> HostArray:
-    arr = as_host_array(logits, "logits", func)
-    if arr.dtype not in FLOAT_CODES:
+def _logits(logits: Any, func: str) -> ArrayView:
+    x = view(logits, "logits", func=func)
+    if x.dtype not in FLOAT_NAMES:
         raise TypeError(
             f"logits must be a floating-point array (float16, bfloat16, float32 or float64), "
-            f"got {arr.dtype}"
+            f"got {x.dtype}"
         )
-    shape = arr.data.shape
-    if len(shape) == 0:
+    if len(x.shape) == 0:
         raise ValueError(
             "logits must have at least one dimension (the vocabulary axis), got a 0-d array"
         )
-    if shape[-1] == 0:
-        raise ValueError(f"logits must have a non-empty last (vocabulary) axis, got shape {shape}")
-    if arr.data.size == 0:
-        raise ValueError(f"logits must not be empty, got shape {shape}")
-    return arr
+    if x.shape[-1] == 0:
+        raise ValueError(
+            f"logits must have a non-empty last (vocabulary) axis, got shape {x.shape}"
+        )
+    if x.size == 0:
+        raise ValueError(f"logits must not be empty, got shape {x.shape}")
+    if x.on_gpu and x.shape[-1] >= _MAX_GPU_VOCAB:
+        raise ValueError(f"logits on a GPU must have V < 2**31, got V = {x.shape[-1]}")
+    return x
 
 
 def _temperature(temperature: Any) -> float:
@@ -79,27 +84,22 @@ def _temperature(temperature: Any) -> float:
     return t
 
 
-def _targets(
-    targets: Any, lead_shape: tuple, vocab: int, ignore_index: int, func: str
-) -> np.ndarray:
-    arr = as_host_array(targets, "targets", func).data
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"targets must be an array of integers, got dtype {arr.dtype}")
-    if arr.shape != lead_shape:
+def _targets(targets: Any, x: ArrayView) -> ArrayView:
+    """The targets' view; their values are checked by the kernel that reads them."""
+    t = view(targets, "targets")
+    if t.dtype not in INT_NAMES:
+        raise TypeError(f"targets must be an array of integers, got dtype {t.dtype}")
+    lead = x.shape[:-1]
+    if t.shape != lead:
         raise ValueError(
-            f"targets must have the leading shape of logits {lead_shape}, got shape {arr.shape}"
+            f"targets must have the leading shape of logits {lead}, got shape {t.shape}"
         )
-    ok = (arr >= 0) & (arr < vocab)
-    if ignore_index is not None:
-        ok |= arr == ignore_index
-    if not ok.all():
-        flat = int(np.argmin(ok.reshape(-1)))
-        bad = arr.reshape(-1)[flat]
-        raise ValueError(
-            f"targets{format_index(lead_shape, flat)} = {int(bad)} is outside [0, {vocab}) "
-            f"and is not ignore_index ({ignore_index})"
-        )
-    return np.ascontiguousarray(arr.reshape(-1), dtype=np.int64)
+    same_device(x, t, "targets", "logits")
+    return t
+
+
+def _float_out(x: ArrayView) -> str:
+    return "float64" if x.dtype == "float64" else "float32"
 
 
 # --- the public functions --------------------------------------------------------------------
@@ -155,55 +155,38 @@ def token_stats(
     >>> s.topk_ids
     array([[0, 1]])
     """
-    func = "token_stats"
-    if _device.is_cuda_array(logits):
-        from . import _cuda_ops
-
-        return TokenStats(
-            **_cuda_ops.token_stats(
-                logits,
-                targets,
-                int_arg(top_k, "top_k"),
-                _temperature(temperature),
-                int_arg(ignore_index, "ignore_index"),
-                _targets,
-            )
-        )
-    arr = _logits(logits, func)
+    x = _logits(logits, "token_stats")
     temperature = _temperature(temperature)
     top_k = int_arg(top_k, "top_k")
     ignore_index = int_arg(ignore_index, "ignore_index")
-    lead, vocab = arr.data.shape[:-1], arr.data.shape[-1]
+    lead, vocab = x.shape[:-1], x.shape[-1]
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0, got {top_k}")
     if top_k > vocab:
         raise ValueError(f"top_k = {top_k} is larger than the vocabulary size V = {vocab}")
-    flat_targets = None if targets is None else _targets(targets, lead, vocab, ignore_index, func)
+    if not _INT64_MIN <= ignore_index <= _INT64_MAX:
+        raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
+    t = None if targets is None else _targets(targets, x)
 
-    float_out = "float64" if arr.dtype == "float64" else "float32"
-    results, views = {}, {}
-
-    def alloc(field: str, shape: tuple, dtype: str) -> None:
-        results[field], views[field] = empty(shape, dtype, arr.family)
-
-    for field in ("logsumexp", "max_logprob", "entropy"):
-        alloc(field, lead, float_out)
-    alloc("argmax", lead, "int64")
-    if flat_targets is not None:
-        alloc("target_logprob", lead, float_out)
-        alloc("target_rank", lead, "int64")
+    float_out = _float_out(x)
+    shapes = {f: (lead, float_out) for f in ("logsumexp", "max_logprob", "entropy")}
+    shapes["argmax"] = (lead, "int64")
+    if t is not None:
+        shapes["target_logprob"] = (lead, float_out)
+        shapes["target_rank"] = (lead, "int64")
     if top_k > 0:
-        alloc("topk_ids", (*lead, top_k), "int64")
-        alloc("topk_logprobs", (*lead, top_k), float_out)
-
-    _native.cpu.token_stats(
-        arr.data,
-        FLOAT_CODES[arr.dtype],
-        flat_targets,
-        ignore_index,
-        top_k,
-        temperature,
-        *(views.get(f) for f in _FIELDS),
+        shapes["topk_ids"] = ((*lead, top_k), "int64")
+        shapes["topk_logprobs"] = ((*lead, top_k), float_out)
+    results, outs = {}, {}
+    for field, (shape, dtype) in shapes.items():
+        results[field], outs[field] = empty(shape, dtype, x)
+    kernels(x, "token_stats").token_stats(
+        logits=x,
+        targets=t,
+        top_k=top_k,
+        temperature=temperature,
+        ignore_index=ignore_index,
+        **outs,
     )
     return TokenStats(**results)
 
@@ -241,46 +224,59 @@ def log_softmax(
     >>> np.round(logcal.log_softmax(np.array([0.0, 0.0], dtype=np.float32)), 4)
     array([-0.6931, -0.6931], dtype=float32)
     """
-    func = "log_softmax"
-    if _device.is_cuda_array(logits):
-        from . import _cuda_ops
-
-        return _cuda_ops.log_softmax(
-            logits, _temperature(temperature), None if dtype is None else dtype_name(dtype), out
-        )
-    arr = _logits(logits, func)
+    x = _logits(logits, "log_softmax")
     temperature = _temperature(temperature)
     if dtype is None:
-        out_dtype = "float32" if arr.dtype in ("float16", "bfloat16") else arr.dtype
+        out_dtype = "float32" if x.dtype in ("float16", "bfloat16") else x.dtype
     else:
         out_dtype = dtype_name(dtype)
-        if out_dtype not in FLOAT_CODES:
+        if out_dtype not in FLOAT_NAMES:
             raise TypeError(f"dtype must be one of {', '.join(FLOAT_NAMES)}, got {out_dtype}")
     if out is None:
-        result, view = empty(arr.data.shape, out_dtype, arr.family)
+        result, o = empty(x.shape, out_dtype, x)
     else:
-        view = _out_array(out, arr.data.shape, out_dtype, arr.data)
-        result = out
-    _native.cpu.log_softmax(
-        arr.data, FLOAT_CODES[arr.dtype], view, FLOAT_CODES[out_dtype], temperature, out is None
+        result, o = out, _out_array(out, x, out_dtype)
+    kernels(x, "log_softmax").log_softmax(
+        logits=x, out=o, temperature=temperature, out_is_new=out is None
     )
     return result
 
 
-def _out_array(out: Any, shape: tuple, dtype: str, source: np.ndarray) -> np.ndarray:
-    view = as_host_array(out, "out", "log_softmax")
-    if view.data.shape != shape:
-        raise ValueError(f"out must have the shape of logits {shape}, got {view.data.shape}")
-    if view.dtype != dtype:
-        raise TypeError(f"out must have dtype {dtype}, got {view.dtype}")
-    if not view.data.flags.writeable:
-        raise ValueError("out must be writeable")
-    if np.may_share_memory(view.data, source) and not (
-        view.data.__array_interface__["data"][0] == source.__array_interface__["data"][0]
-        and view.data.strides == source.strides
-    ):
+def _out_array(out: Any, x: ArrayView, dtype: str) -> ArrayView:
+    o = view(out, "out", writable=True)
+    if o.on_gpu != x.on_gpu:
+        raise ValueError(
+            "out must be on the GPU, like the logits"
+            if x.on_gpu
+            else "out must be in host memory, like the logits"
+        )
+    same_device(x, o, "out", "logits")
+    if o.shape != x.shape:
+        raise ValueError(f"out must have the shape of logits {x.shape}, got {o.shape}")
+    if o.dtype != dtype:
+        raise TypeError(f"out must have dtype {dtype}, got {o.dtype}")
+    if _overlap(x, o) and not (x.ptr == o.ptr and x.strides == o.strides and x.dtype == o.dtype):
         raise ValueError("out overlaps logits in a different layout; pass a separate array")
-    return view.data
+    return o
+
+
+def _span(v: ArrayView) -> tuple[int, int]:
+    """The [lo, hi) byte range a view's elements occupy."""
+    item = _ITEMSIZE[v.dtype]
+    lo = hi = v.ptr
+    for n, s in zip(v.shape, v.strides):
+        if n == 0:
+            return v.ptr, v.ptr
+        if s > 0:
+            hi += (n - 1) * s * item
+        else:
+            lo += (n - 1) * s * item
+    return lo, hi + item
+
+
+def _overlap(a: ArrayView, b: ArrayView) -> bool:
+    (alo, ahi), (blo, bhi) = _span(a), _span(b)
+    return alo < bhi and blo < ahi
 
 
 __all__ = ["TokenStats", "log_softmax", "token_stats"]

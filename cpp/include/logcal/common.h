@@ -25,6 +25,7 @@ enum class Status : int {
   kInvalidArgument = 1,  // a precondition the caller should have validated
   kOutOfMemory = 2,
   kInternal = 3,
+  kBadIndex = 4,  // an index value outside its range: see logcal/core/indices.h
 };
 
 // Element types of logits and outputs. 16-bit floats travel as their raw bits.

@@ -1,11 +1,11 @@
-// Thin pybind11 layer over the CPU kernels: unpack arrays into kernel arguments, release the
-// GIL, call, and turn a status into an exception. Validation with user-facing messages happens
-// once, in Python (logcal/_token.py); the checks here only guard the kernel's preconditions.
+// The CPU token kernels: arguments checked in ops.h, targets copied and checked as they are
+// read, then the kernel runs with the GIL released.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "binding_util.h"
 #include "logcal/cpu.h"
@@ -16,45 +16,39 @@ using namespace logcal_bindings;
 
 namespace {
 
-void token_stats(const py::array& logits, int dtype_code, const py::object& targets,
-                 int64_t ignore_index, int64_t top_k, double temperature,
-                 const py::object& logsumexp, const py::object& max_logprob,
-                 const py::object& argmax, const py::object& entropy,
-                 const py::object& target_logprob, const py::object& target_rank,
-                 const py::object& topk_ids, const py::object& topk_logprobs) {
-  logcal::TokenStatsArgs args;
-  args.logits =
-      rows_of<logcal::ConstRows>(logits, const_cast<void*>(logits.data()), dtype_code, "logits");
-  if (!targets.is_none()) {
-    auto t = py::cast<py::array_t<int64_t, py::array::c_style>>(targets);
-    if (t.size() != args.logits.n_rows) throw std::invalid_argument("targets: wrong length");
-    args.targets = t.data();
+constexpr int kHost = -1;
+
+void token_stats(const py::object& logits, const py::object& targets, int64_t top_k,
+                 double temperature, int64_t ignore_index, const py::object& logsumexp,
+                 const py::object& max_logprob, const py::object& argmax,
+                 const py::object& entropy, const py::object& target_logprob,
+                 const py::object& target_rank, const py::object& topk_ids,
+                 const py::object& topk_logprobs) {
+  auto call = token_stats_call(logits, targets, top_k, temperature, ignore_index, logsumexp,
+                               max_logprob, argmax, entropy, target_logprob, target_rank,
+                               topk_ids, topk_logprobs, kHost);
+  // The targets as read, once: the kernel reads only this private copy.
+  std::vector<int64_t> checked(call.targets ? size_t(call.args.logits.n_rows) : 0);
+  const logcal::IntArray raw = call.targets ? int_array(*call.targets) : logcal::IntArray{};
+  logcal::IndexError bad;
+  Status s = Status::kOk;
+  {
+    py::gil_scoped_release release;
+    if (call.targets) {
+      s = logcal::copy_indices(raw, call.target_rule, checked.data(), &bad);
+      call.args.targets = checked.data();
+    }
+    if (s == Status::kOk) s = logcal::cpu::token_stats(call.args);
   }
-  args.ignore_index = ignore_index;
-  args.top_k = top_k;
-  args.temperature = temperature;
-  args.logsumexp = out_ptr(logsumexp);
-  args.max_logprob = out_ptr(max_logprob);
-  args.argmax = static_cast<int64_t*>(out_ptr(argmax));
-  args.entropy = out_ptr(entropy);
-  args.target_logprob = out_ptr(target_logprob);
-  args.target_rank = static_cast<int64_t*>(out_ptr(target_rank));
-  args.topk_ids = static_cast<int64_t*>(out_ptr(topk_ids));
-  args.topk_logprobs = out_ptr(topk_logprobs);
-  run_without_gil(logcal::cpu::token_stats, args, "token_stats");
+  if (s == Status::kBadIndex)
+    raise_bad_target(*call.targets, bad, call.args.logits.vocab, ignore_index);
+  check_status(s, "token_stats");
 }
 
-void log_softmax(const py::array& logits, int dtype_code, py::array& out, int out_dtype_code,
-                 double temperature, bool out_is_new) {
-  logcal::LogSoftmaxArgs args;
-  args.logits =
-      rows_of<logcal::ConstRows>(logits, const_cast<void*>(logits.data()), dtype_code, "logits");
-  args.out = rows_of<logcal::MutableRows>(out, out.mutable_data(), out_dtype_code, "out");
-  if (args.out.n_rows != args.logits.n_rows || args.out.vocab != args.logits.vocab)
-    throw std::invalid_argument("out: shape differs from logits");
-  args.temperature = temperature;
-  args.out_is_new = out_is_new;
-  run_without_gil(logcal::cpu::log_softmax, args, "log_softmax");
+void log_softmax(const py::object& logits, const py::object& out, double temperature,
+                 bool out_is_new) {
+  run_without_gil(logcal::cpu::log_softmax,
+                  log_softmax_args(logits, out, temperature, out_is_new, kHost), "log_softmax");
 }
 
 // Element-wise 16-bit conversions of the shared core, exposed for exhaustive tests.
@@ -79,6 +73,6 @@ void bind_token(py::module_& m) {
   m.def("_float32_to_bf16_bits", [](py::array_t<float, py::array::c_style> a) {
     return convert<float, uint16_t>(a, logcal::float_to_bf16);
   });
-  m.def("token_stats", &token_stats);
-  m.def("log_softmax", &log_softmax);
+  def_token_stats(m, &token_stats);
+  def_log_softmax(m, &log_softmax);
 }
