@@ -17,7 +17,6 @@ from ._binning import (
     n_bins_arg,
     offset_arg,
 )
-from ._fixed import FixedSums
 from ._inputs import bad_label, bad_prob, pairs, probs_labels
 from ._kernel import add_pairs_checked, gpu_stats, gpu_unsupported, is_cuda, top_label_rows
 from ._state import CalibrationState
@@ -93,7 +92,39 @@ def calibration_stats(
     >>> round(s.ece(), 6), round(s.nll(), 6)
     (0.29, 0.424553)
     """
-    func = "calibration_stats"
+    return _statistics(
+        confidence,
+        correct,
+        func="calibration_stats",
+        light=False,
+        n_bins=n_bins,
+        binning=binning,
+        weights=weights,
+        eps=eps,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        bootstrap_block=bootstrap_block,
+        bootstrap_offset=bootstrap_offset,
+    )
+
+
+def _statistics(
+    confidence: Any,
+    correct: Any,
+    *,
+    func: str,
+    light: bool,
+    n_bins: Any,
+    binning: Any,
+    weights: Any,
+    eps: Any = DEFAULT_EPS,
+    n_bootstrap: Any = 0,
+    seed: Any = 0,
+    bootstrap_block: Any = None,
+    bootstrap_offset: Any = 0,
+) -> CalibrationStats:
+    """:func:`calibration_stats` for ``func``; ``light``: only the binned sums (no squared
+    error, no NLL), for the ECE family."""
     n_bins = n_bins_arg(n_bins)
     eps = eps_arg(eps)
     if is_cuda(confidence):
@@ -107,32 +138,32 @@ def calibration_stats(
             binning=binning,
             weights=weights,
             eps=eps,
-            light=False,
+            light=light,
             func=func,
         )
-        return _stats(sums, name, edges, eps=eps, position=offset + int(sums.count.sum()))
-    p = pairs(confidence, correct, weights, func)
-    boot, offset = bootstrap_args(
-        n_bootstrap, seed, bootstrap_block, bootstrap_offset, p.conf.size, None
-    )
-    name, edges, _ = binning_plan(binning, n_bins, p.conf)
+        boot, weighted, n = None, False, int(sums.count.sum())
+    else:
+        p = pairs(confidence, correct, weights, func)
+        boot, offset = bootstrap_args(
+            n_bootstrap, seed, bootstrap_block, bootstrap_offset, p.conf.size, None
+        )
+        name, edges, _ = binning_plan(binning, n_bins, p.conf)
+        sums, weighted, n = None, p.weights is not None, p.conf.size
     state = CalibrationState(
         binning=name,
         n_bins=edges.size - 1,
         edges=edges,
         eps=eps,
         bootstrap=boot,
-        weighted=p.weights is not None,
-        position=offset + p.conf.size,
+        weighted=weighted,
+        position=offset + n,
     )
-    add_pairs_checked(p, state, inner_edges=state.inner_edges, eps=eps, boot=boot, offset=offset)
-    return CalibrationStats(state)
-
-
-def _stats(sums: FixedSums, name: str, edges: np.ndarray, **settings: Any) -> CalibrationStats:
-    """Statistics of sums computed without bootstrap."""
-    state = CalibrationState(binning=name, n_bins=edges.size - 1, edges=edges, **settings)
-    state.add(sums)
+    if sums is None:
+        add_pairs_checked(
+            p, state, inner_edges=state.inner_edges, eps=eps, boot=boot, offset=offset, light=light
+        )
+    else:
+        state.add(sums)
     return CalibrationStats(state)
 
 
@@ -140,24 +171,9 @@ def _binned(
     confidence: Any, correct: Any, n_bins: Any, binning: Any, weights: Any, func: str
 ) -> CalibrationStats:
     """Statistics with only the binned sums (no squared error, no NLL): for the ECE family."""
-    n_bins = n_bins_arg(n_bins)
-    if is_cuda(confidence):
-        name, edges, sums = gpu_stats(
-            confidence,
-            correct,
-            n_bins=n_bins,
-            binning=binning,
-            weights=weights,
-            eps=DEFAULT_EPS,
-            light=True,
-            func=func,
-        )
-        return _stats(sums, name, edges, eps=DEFAULT_EPS)
-    p = pairs(confidence, correct, weights, func)
-    name, edges, inner = binning_plan(binning, n_bins, p.conf)
-    sums = FixedSums(edges.size - 1)
-    add_pairs_checked(p, sums, inner_edges=inner, light=True)
-    return _stats(sums, name, edges, eps=DEFAULT_EPS, weighted=p.weights is not None)
+    return _statistics(
+        confidence, correct, func=func, light=True, n_bins=n_bins, binning=binning, weights=weights
+    )
 
 
 def ece(

@@ -31,7 +31,8 @@ ACCUMULATOR_FORMAT = "logcal.CalibrationAccumulator"
 _FORMATS = (STATS_FORMAT, ACCUMULATOR_FORMAT)
 DICT_VERSION = 2
 
-# The binary form, all little-endian: the header, then edges f8[n_edges], the non-empty bins
+# The binary form, all little-endian: the header, then edges f8[n_edges] (none where the settings
+# name them: uniform bins, an accumulator's fine grid), the non-empty bins
 # i8[n_filled], their count i8[n_filled] and sums u8[n_filled, 7, 2], the replicates' bin sums
 # u8[n_bootstrap, n_filled, 3, 2] and totals u8[n_bootstrap, 2, 2] (128-bit sums as (lo, hi)
 # words), and last a BLAKE2b digest of everything before it.
@@ -106,6 +107,14 @@ class CalibrationState(FixedSums):
         self.bootstrap = bootstrap
         self.weighted = bool(weighted)
         self.position = int(position)
+
+    def _stored_edges(self, fmt: str) -> np.ndarray:
+        """The edges an encoding stores: none where the settings name them."""
+        return (
+            self.edges[:0]
+            if _named_edges(fmt, self.binning, self.n_bins) is not None
+            else self.edges
+        )
 
     @property
     def inner_edges(self) -> np.ndarray | None:
@@ -199,16 +208,19 @@ class CalibrationState(FixedSums):
         if binning not in BINNINGS:
             raise ValueError(f"binning must be one of {BINNINGS}, got {binning!r}")
         n_bins = n_bins_arg(settings["n_bins"])
-        edges = edges_arg(settings["edges"])
-        if binning == "uniform" and not np.array_equal(edges, uniform_edges(n_bins)):
-            raise ValueError(f"edges are not the {n_bins} uniform bins that binning names")
-        if not (fmt == ACCUMULATOR_FORMAT and binning == "quantile") and n_bins != edges.size - 1:
-            raise ValueError(f"n_bins = {n_bins} does not match the {edges.size - 1} bins of edges")
-        if fmt == ACCUMULATOR_FORMAT and binning == "quantile":
-            if not np.array_equal(edges, FINE_EDGES):
-                raise ValueError("an accumulator's equal-mass bins must be its fine grid")
-            if settings["bootstrap"] is not None:
-                raise ValueError("an accumulator with binning='quantile' has no bootstrap")
+        named = _named_edges(fmt, binning, n_bins)
+        if named is not None:
+            if settings["edges"] is not None and len(settings["edges"]):
+                raise ValueError(f"edges are stored for binning {binning!r}, which names them")
+            edges = named
+        else:
+            edges = edges_arg(settings["edges"])
+            if n_bins != edges.size - 1:
+                raise ValueError(
+                    f"n_bins = {n_bins} does not match the {edges.size - 1} bins of edges"
+                )
+        if named is FINE_EDGES and settings["bootstrap"] is not None:
+            raise ValueError("an accumulator with binning='quantile' has no bootstrap")
         boot = settings["bootstrap"]
         if boot is not None and not (boot.n >= 1 and 0 <= boot.seed < 2**64 and boot.block >= 1):
             raise ValueError(f"bootstrap settings {boot} are out of range")
@@ -240,14 +252,15 @@ class CalibrationState(FixedSums):
     # -- the dict --
 
     def to_dict(self, fmt: str) -> dict:
-        """A JSON-ready dict (Python ints for the fixed-point sums), ``fmt`` its "format"."""
+        """A JSON-ready dict (Python ints for the fixed-point sums), ``fmt`` its "format". The
+        bins listed are the non-empty ones; "edges" is None where the settings name them."""
         bins, count, sums, boot_bins, boot_totals = self._filled()
         d = {
             "format": fmt,
             "version": DICT_VERSION,
             "binning": self.binning,
             "n_bins": self.n_bins,
-            "edges": [float(e) for e in self.edges],
+            "edges": [float(e) for e in self._stored_edges(fmt)] or None,
             "eps": self.eps,
             "weighted": self.weighted,
             "position": self.position,
@@ -297,7 +310,7 @@ class CalibrationState(FixedSums):
         body = b"".join(
             np.ascontiguousarray(a, dtype=t).tobytes()
             for a, t in (
-                (self.edges, "<f8"),
+                (self._stored_edges(fmt), "<f8"),
                 (bins, "<i8"),
                 (count, "<i8"),
                 (sums, "<u8"),
@@ -313,7 +326,7 @@ class CalibrationState(FixedSums):
             (_WEIGHTED if self.weighted else 0) | (_BOOTSTRAP if self.bootstrap else 0),
             _HEADER.size + len(body) + _DIGEST,
             self.n_bins,
-            self.edges.size,
+            self._stored_edges(fmt).size,
             bins.size,
             boot.n,
             boot.seed,
@@ -390,6 +403,15 @@ class CalibrationState(FixedSums):
             return cls._from_parts(fmt, settings, bins, count, sums, boot_bins, totals)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{func}: {exc}") from None
+
+
+def _named_edges(fmt: str, binning: str, n_bins: int) -> np.ndarray | None:
+    """The edges that ``binning`` and ``n_bins`` determine (then encodings leave them out)."""
+    if binning == "uniform":
+        return uniform_edges(n_bins)
+    if binning == "quantile" and fmt == ACCUMULATOR_FORMAT:
+        return FINE_EDGES  # equal-mass bins are chosen from the fine grid when computed
+    return None
 
 
 def _digest(data: bytes) -> bytes:

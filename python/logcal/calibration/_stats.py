@@ -22,6 +22,21 @@ def norm_arg(norm: Any) -> str:
     return norm
 
 
+def _setting(name: str, doc: str) -> property:
+    """A read-only attribute of the statistics' state."""
+    return property(lambda self: getattr(self._state, name), doc=doc)
+
+
+def _bootstrap_setting(name: str, doc: str) -> property:
+    """A bootstrap setting of the statistics' state, None without bootstrap."""
+    return property(
+        lambda self: (
+            None if self._state.bootstrap is None else getattr(self._state.bootstrap, name)
+        ),
+        doc=doc,
+    )
+
+
 class ReliabilityBin(NamedTuple):
     """One row of :meth:`CalibrationStats.reliability`."""
 
@@ -105,24 +120,23 @@ class CalibrationStats:
 
     # -- fields --
 
-    @property
-    def edges(self) -> np.ndarray:
-        """Bin edges ``[n_bins + 1]`` (float64)."""
-        return self._state.edges
-
-    @property
-    def binning(self) -> str:
-        """``"uniform"``, ``"quantile"`` or ``"edges"`` (given by the caller)."""
-        return self._state.binning
+    edges = _setting("edges", "Bin edges ``[n_bins + 1]`` (float64).")
+    binning = _setting(
+        "binning", """``"uniform"``, ``"quantile"`` or ``"edges"`` (given by the caller)."""
+    )
+    count = _setting("count", "Samples per bin (int64).")
+    eps = _setting("eps", "The NLL clip: outcome probabilities are taken in ``[eps, 1 - eps]``.")
+    weighted = _setting(
+        "weighted", "Whether per-sample weights were given (to any part, for merged statistics)."
+    )
+    seed = _bootstrap_setting("seed", "The bootstrap's seed (None without bootstrap).")
+    bootstrap_block = _bootstrap_setting(
+        "block", "Samples per bootstrap unit (1: the classic per-sample bootstrap)."
+    )
 
     @property
     def n_bins(self) -> int:
         return int(self._state.count.shape[0])
-
-    @property
-    def count(self) -> np.ndarray:
-        """Samples per bin (int64)."""
-        return self._state.count
 
     @property
     def n(self) -> int:
@@ -130,27 +144,8 @@ class CalibrationStats:
         return int(self._state.count.sum())
 
     @property
-    def eps(self) -> float:
-        """The NLL clip: outcome probabilities are taken in ``[eps, 1 - eps]``."""
-        return self._state.eps
-
-    @property
-    def weighted(self) -> bool:
-        """Whether per-sample weights were given (to any part, for merged statistics)."""
-        return self._state.weighted
-
-    @property
     def n_bootstrap(self) -> int:
         return 0 if self._state.bootstrap is None else self._state.bootstrap.n
-
-    @property
-    def seed(self) -> int | None:
-        return None if self._state.bootstrap is None else self._state.bootstrap.seed
-
-    @property
-    def bootstrap_block(self) -> int | None:
-        """Samples per bootstrap unit (1: the classic per-sample bootstrap)."""
-        return None if self._state.bootstrap is None else self._state.bootstrap.block
 
     def fixed_sums(self, field: str) -> list:
         """The exact sums of ``field`` per bin, as integers in units of 2**-64.
