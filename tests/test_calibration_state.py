@@ -278,7 +278,7 @@ def test_foreign_bytes_and_other_versions():
     )
     with pytest.raises(
         TypeError,
-        match=r"^CalibrationAccumulator.from_bytes needs bytes \\(or a buffer\\), got str$",
+        match=r"^CalibrationAccumulator.from_bytes needs bytes \(or a buffer\), got str$",
     ):
         logcal.CalibrationAccumulator.from_bytes("logcalCS")
 
