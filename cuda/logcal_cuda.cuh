@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "logcal/core/indices.h"
 #include "logcal/sequence.h"
 #include "logcal/token_args.h"
 
@@ -26,8 +27,8 @@ int DeviceCount();
 constexpr int64_t kMaxTopKPerPass = 64;
 
 // token_stats (semantics: cpu token_kernels_impl.h and API.md). `targets`, when given, are dense
-// int64 [n_rows] already validated (in [0, V) or ignore_index); the kernels still never read
-// outside the row for any target value. `sm_count`: multiprocessors of the current device.
+// int64 [n_rows] already checked (CopyIndices); the kernels still never read outside the row for
+// any target value. `sm_count`: multiprocessors of the current device.
 size_t TokenStatsWorkspace(const TokenStatsArgs& args, int sm_count);
 cudaError_t TokenStats(const TokenStatsArgs& args, void* d_workspace, size_t workspace_bytes,
                        int sm_count, cudaStream_t stream);
@@ -38,18 +39,21 @@ size_t LogSoftmaxWorkspace(const LogSoftmaxArgs& args, int sm_count);
 cudaError_t LogSoftmax(const LogSoftmaxArgs& args, void* d_workspace, size_t workspace_bytes,
                        int sm_count, cudaStream_t stream);
 
-// Sets *d_first (uint64, caller-initialised to UINT64_MAX) to the smallest i with targets[i]
-// neither in [0, vocab) nor equal to ignore_index; leaves it alone if there is none.
-cudaError_t FirstBadTarget(const int64_t* d_targets, int64_t n, int64_t vocab,
-                           int64_t ignore_index, unsigned long long* d_first, cudaStream_t stream);
+// Copies index values (device memory, any integer type, shape and strides) into d_dst[size] as
+// int64, checked against `rule` as they are read; *d_first_bad (set here) receives the smallest
+// bad position, or UINT64_MAX. The caller reads it (one synchronisation) before any kernel
+// reads d_dst.
+cudaError_t CopyIndices(const IntArray& values, const IndexRule& rule, int64_t* d_dst,
+                        unsigned long long* d_first_bad, cudaStream_t stream);
+
+// The same for CSR offsets [S+1]: inside [0, n_tokens], starting at 0, non-decreasing, ending
+// at n_tokens. *d_first_bad is the smallest position where any rule fails; the caller judges
+// which one from the copy (logcal::copy_offsets on the host), so the message is the CPU's.
+cudaError_t CopyOffsets(const IntArray& offsets, int64_t n_tokens, int64_t* d_dst,
+                        unsigned long long* d_first_bad, cudaStream_t stream);
 
 // sequence_stats, bitwise equal to the CPU back end (same blocks, lanes and order of additions).
 cudaError_t SequenceStats(const SequenceStatsArgs& args, cudaStream_t stream);
-
-// Sets *d_first (caller-initialised to UINT64_MAX) to the smallest i in [1, n] with
-// offsets[i] < offsets[i - 1], or 0 if offsets[0] != 0, or n if offsets[n] != n_tokens.
-cudaError_t FirstBadOffset(const int64_t* d_offsets, int64_t n, int64_t n_tokens,
-                           unsigned long long* d_first, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace logcal

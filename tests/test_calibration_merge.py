@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import logcal
-from logcal import _calibration as C
+from logcal.calibration import _binning as C
 
 
 def _data(seed: int, n: int, soft: bool = False, dtype=np.float64):
@@ -132,7 +132,7 @@ def test_json_round_trip_is_exact():
 
 
 def test_fine_grid_is_exact_and_increasing():
-    e = C._FINE_INNER
+    e = C.FINE_INNER
     assert e.size + 1 == C.FINE_BINS == 1858
     assert np.all(np.diff(e) > 0) and e[0] == 2.0**-30 and e[-1] == 1 - 2.0**-30
     from fractions import Fraction
@@ -161,7 +161,7 @@ def test_quantile_accumulator_is_chunking_invariant(data):
     e = logcal.calibration_stats(c, y, binning=s.edges)
     assert np.array_equal(e.count, s.count) and e.to_dict()["sums"] == s.to_dict()["sums"]
     # edges are fine-grid edges, and equal values are never split
-    assert set(s.edges[1:-1]).issubset(set(C._FINE_INNER))
+    assert set(s.edges[1:-1]).issubset(set(C.FINE_INNER))
     k = np.searchsorted(s.edges[1:-1], c, side="right")
     for v in np.unique(c):
         assert np.unique(k[c == v]).size == 1

@@ -162,3 +162,25 @@ def test_private_sequence_stats_checks_offsets_itself():
         off = view(np.array(offsets, np.int64), "offsets")
         with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
             _native.cpu.sequence_stats(token_logprobs=lp, offsets=off, **outs)
+
+
+@pytest.mark.gpu
+def test_cuda_token_stats_and_sequence_stats_check_indices_on_the_device():
+    torch = pytest.importorskip("torch")
+    logits = torch.zeros((3, 4096), device="cuda")
+    targets = torch.tensor([0, 4096, 1], device="cuda")
+    with pytest.raises(
+        ValueError,
+        match=re.escape("targets[1] = 4096 is outside [0, 4096) and is not ignore_index (-100)"),
+    ):
+        _native.cuda.token_stats(logits=view(logits, "logits"), targets=view(targets, "targets"))
+    lp = view(torch.zeros(10, device="cuda"), "token_logprobs")
+    count = view(torch.empty(2, dtype=torch.int64, device="cuda"), "count")
+    off = view(torch.tensor([0, 5, 4], device="cuda"), "offsets")
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "offsets must be non-decreasing: offsets[2] = 4 is less than offsets[1] = 5"
+        ),
+    ):
+        _native.cuda.sequence_stats(token_logprobs=lp, offsets=off, count=count)

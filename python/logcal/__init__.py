@@ -21,7 +21,18 @@ array([-0.4076, -1.0986], dtype=float32)
 from __future__ import annotations
 
 from . import io, reference
-from ._calibration import (
+from ._native import cuda_available, cuda_compiled, get_num_threads, set_num_threads
+from ._selective import SelectiveStats, selective
+from ._sequence import (
+    ChoiceConfidence,
+    Consistency,
+    SequenceStats,
+    choice_confidence,
+    sample_consistency,
+    sequence_stats,
+)
+from ._token import TokenStats, log_softmax, token_stats
+from .calibration import (
     CalibrationAccumulator,
     CalibrationStats,
     ReliabilityBin,
@@ -34,17 +45,6 @@ from ._calibration import (
     rmsce,
     top_label,
 )
-from ._native import cuda_available, cuda_compiled, get_num_threads, set_num_threads
-from ._selective import SelectiveStats, selective
-from ._sequence import (
-    ChoiceConfidence,
-    Consistency,
-    SequenceStats,
-    choice_confidence,
-    sample_consistency,
-    sequence_stats,
-)
-from ._token import TokenStats, log_softmax, token_stats
 
 __version__ = "0.1.0"
 

@@ -207,6 +207,19 @@ def _foreign_device(x: Any) -> int | None:
     return None
 
 
+def on_gpu(x: Any) -> bool:
+    """Whether ``x`` is an array in CUDA memory (without importing any framework)."""
+    torch = _torch()
+    if torch is not None and isinstance(x, torch.Tensor):
+        return x.device.type == "cuda"
+    if isinstance(x, np.ndarray):
+        return False
+    cupy = _cupy()
+    if cupy is not None and isinstance(x, cupy.ndarray):
+        return True
+    return _foreign_device(x) == _DLPACK_CUDA
+
+
 # --- the one entry point -----------------------------------------------------------------------
 
 
@@ -364,18 +377,80 @@ def wrap(a: np.ndarray, dtype: str, family: str) -> Any:
     return a.view(ml_dtypes.bfloat16)
 
 
-class HostArray(NamedTuple):
-    """A host array as numpy (``data``: uint16 bits for bfloat16), its dtype and family."""
-
-    data: np.ndarray
-    dtype: str
-    family: str
+# --- framework operations on a view (the caller's framework does them: no copies of ours) -------
 
 
-def as_host_array(x: Any, name: str, func: str) -> HostArray:
-    """``x`` in host memory as numpy, or the error of a function that runs on the CPU only."""
-    v = view(x, name)
-    return HostArray(host_only(v, name, func), v.dtype, v.family)
+def _review(obj: Any, like: ArrayView, dtype: str | None = None) -> ArrayView:
+    """The view of ``obj``, an array made from ``like``'s by its own framework."""
+    v = view(obj, "array")
+    return v._replace(dtype=dtype or like.dtype, family=like.family)
+
+
+def reshaped(v: ArrayView, shape: tuple) -> ArrayView:
+    """``v`` reshaped by its framework: a view when the strides allow it, else a copy."""
+    return _review(v.obj.reshape(shape), v)
+
+
+def converted(v: ArrayView, dtype: str) -> ArrayView:
+    """A new array of ``dtype`` with ``v``'s values, in ``v``'s framework and device."""
+    if v.family == "torch" and v.on_gpu:
+        return _review(v.obj.to(getattr(_torch(), dtype), copy=True), v, dtype)
+    if v.family == "cupy":
+        with _cupy().cuda.Device(v.device):
+            return _review(v.obj.astype(dtype, copy=True), v, dtype)
+    a = numpy_of(v)
+    if v.dtype == "bfloat16":
+        a = (a.astype(np.uint32) << 16).view(np.float32)  # exact
+    return _review(a.astype(dtype), v, dtype)
+
+
+def copied(v: ArrayView) -> ArrayView:
+    """A private, C-contiguous copy of ``v`` (same dtype, framework and device)."""
+    if v.family == "torch" and v.on_gpu:
+        return _review(v.obj.clone(memory_format=_torch().contiguous_format), v)
+    if v.family == "cupy":
+        with _cupy().cuda.Device(v.device):
+            return _review(_cupy().array(v.obj, order="C", copy=True), v)
+    return _review(np.array(v.obj, order="C", copy=True), v)
+
+
+def zeros(shape: tuple, dtype: str, like: ArrayView) -> tuple[Any, ArrayView]:
+    """Like :func:`empty`, filled with zeros (on ``like``'s stream for torch and cupy)."""
+    if like.family == "torch" and like.on_gpu:
+        t = _torch().zeros(shape, dtype=getattr(_torch(), dtype), device=f"cuda:{like.device}")
+        return t, _torch_view(t, "out", True)
+    if like.family == "cupy":
+        with _cupy().cuda.Device(like.device):
+            a = _cupy().zeros(shape, dtype=dtype)
+        return a, _cupy_view(a, "out")
+    result, v = empty(shape, dtype, like)
+    numpy_of(v)[...] = 0
+    return result, v
+
+
+def to_host(v: ArrayView) -> np.ndarray:
+    """A numpy copy of ``v``'s values (waits for the framework's current stream)."""
+    if not v.on_gpu:
+        return np.array(numpy_of(v))
+    if v.family == "cupy":
+        return _cupy().asnumpy(v.obj)
+    t = v.obj.detach()
+    return (
+        t.view(_torch().int16).cpu().numpy().view(np.uint16)
+        if v.dtype == "bfloat16"
+        else (t.cpu().numpy())
+    )
+
+
+def from_host(a: np.ndarray, like: ArrayView) -> ArrayView:
+    """A copy of a host array on ``like``'s device, in its framework."""
+    a = np.ascontiguousarray(a)
+    if like.family == "torch" and like.on_gpu:
+        return _torch_view(_torch().from_numpy(a).to(f"cuda:{like.device}"), "array", False)
+    if like.family == "cupy":
+        with _cupy().cuda.Device(like.device):
+            return _cupy_view(_cupy().asarray(a), "array")
+    return view(a, "array")
 
 
 # --- small arguments ---------------------------------------------------------------------------

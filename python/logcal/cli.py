@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from ._calibration import calibration_stats
 from ._native import cpu, cuda_available, cuda_compiled, get_num_threads, set_num_threads
 from ._selective import selective
 from ._sequence import sequence_stats
 from ._token import token_stats
+from .calibration import calibration_stats
 
 _METRIC_ROWS = [
     ("ece", "ECE (expected calibration error)"),

@@ -1,7 +1,6 @@
-// Thin pybind11 layer over the CPU calibration kernel: unpack 1-D strided arrays, release the
-// GIL, call, and turn a status into an exception. User-facing validation (with messages that
-// name the argument and position) is in python/logcal/_calibration.py; the checks here only
-// guard the kernel's preconditions.
+// The CPU calibration kernels on array views. User-facing validation (messages that name the
+// argument and position) is in python/logcal/calibration/; the checks here guard what the
+// kernels rely on, so that no call can make them leave an array.
 #include "logcal/cpu_calibration.h"
 
 #include <pybind11/numpy.h>
@@ -17,58 +16,54 @@ using namespace logcal_bindings;
 
 namespace {
 
-int64_t stride_of(const py::array& a, const char* name) {
-  if (a.ndim() != 1) throw std::invalid_argument(std::string(name) + ": expected a 1-D array");
-  if (a.strides(0) % a.itemsize() != 0)
-    throw std::invalid_argument(std::string(name) +
-                                ": stride is not a multiple of the element size");
-  return a.strides(0) / a.itemsize();
-}
+constexpr int kHost = -1;
 
-template <class T>
-T* dense_out(const py::object& o, py::ssize_t size, const char* name) {
-  auto a = py::cast<py::array_t<T, py::array::c_style>>(o);
-  if (a.size() != size) throw std::invalid_argument(std::string(name) + ": wrong size");
-  if (!a.writeable()) throw std::invalid_argument(std::string(name) + ": not writeable");
-  return a.mutable_data();
+// A 1-D host input of n elements (any stride).
+Array host_vector(const py::object& v, const char* name, int64_t n) {
+  Array a = array_arg(v, name);
+  check_device(a, kHost);
+  if (a.ndim() != 1 || a.shape[0] != n)
+    throw std::invalid_argument(a.name + ": expected a 1-D array of " + std::to_string(n));
+  return a;
 }
 
 // Adds the statistics of (confidence, correct[, weights]) to the state arrays; returns the
-// position of the first invalid sample, or -1.
-int64_t calibration_stats(const py::array& confidence, int conf_type, const py::array& correct,
-                          int correct_type, const py::object& weights, int64_t n_bins,
-                          const py::object& edges, bool right_closed, double edges_scale,
-                          double eps, bool light, int64_t n_bootstrap, uint64_t seed, int64_t block,
-                          int64_t offset, const py::object& count, const py::object& sums,
+// position of the first invalid sample, or -1 (the state is then unspecified).
+int64_t calibration_stats(const py::object& confidence, const py::object& correct,
+                          const py::object& weights, int64_t n_bins, const py::object& edges,
+                          bool right_closed, double edges_scale, double eps, bool light,
+                          int64_t n_bootstrap, uint64_t seed, int64_t block, int64_t offset,
+                          const py::object& count, const py::object& sums,
                           const py::object& boot_bins, const py::object& boot_totals) {
   namespace calib = logcal::calib;
   logcal::cpu::CalibrationArgs args;
-  args.n = confidence.shape(0);
-  args.confidence = confidence.data();
-  args.conf_type = logcal::cpu::ConfType(conf_type);
-  if (confidence.itemsize() != (conf_type == 0 ? 4 : 8))
-    throw std::invalid_argument("confidence: element size does not match its type");
-  args.conf_stride = stride_of(confidence, "confidence");
-  if (correct.shape(0) != args.n) throw std::invalid_argument("correct: wrong length");
-  static const int kCorrectSize[] = {1, 4, 8, 4, 8};
-  if (correct_type < 0 || correct_type > 4 || correct.itemsize() != kCorrectSize[correct_type])
-    throw std::invalid_argument("correct: element size does not match its type");
-  args.correct = correct.data();
-  args.correct_type = logcal::cpu::CorrectType(correct_type);
-  args.correct_stride = stride_of(correct, "correct");
-  py::array_t<double> w;
+  const Array c = array_arg(confidence, "confidence");
+  check_device(c, kHost);
+  if (c.ndim() != 1) throw std::invalid_argument("confidence: expected a 1-D array");
+  args.n = c.shape[0];
+  args.confidence = c.data<const void>();
+  args.conf_type = conf_type(c);
+  args.conf_stride = c.strides[0];
+  const Array y = host_vector(correct, "correct", args.n);
+  args.correct = y.data<const void>();
+  args.correct_type = correct_type(y);
+  args.correct_stride = y.strides[0];
   if (!weights.is_none()) {
-    w = py::cast<py::array_t<double>>(weights);
-    if (w.ndim() != 1 || w.shape(0) != args.n) throw std::invalid_argument("weights: wrong length");
-    args.weights = w.data();
-    args.weight_stride = stride_of(w, "weights");
+    const Array w = host_vector(weights, "weights", args.n);
+    if (w.dtype != "float64") throw py::type_error("weights: expected float64");
+    args.weights = w.data<const double>();
+    args.weight_stride = w.strides[0];
   }
+  if (n_bins < 1 || block < 1 || n_bootstrap < 0 || offset < 0)
+    throw std::invalid_argument("calibration_stats: n_bins, block >= 1; n_bootstrap, offset >= 0");
   args.n_bins = n_bins;
-  py::array_t<double, py::array::c_style> e;
   if (!edges.is_none()) {
-    e = py::cast<py::array_t<double, py::array::c_style>>(edges);
-    args.edges = e.data();
-    args.n_edges = e.size();
+    const Array e = array_arg(edges, "edges");
+    check_device(e, kHost);
+    if (e.dtype != "float64" || e.ndim() != 1 || !e.dense() || e.shape[0] != n_bins - 1)
+      throw std::invalid_argument("edges: expected n_bins - 1 dense float64 inner edges");
+    args.edges = e.data<const double>();
+    args.n_edges = e.shape[0];
   }
   args.right_closed = right_closed;
   args.edges_scale = edges_scale;
@@ -78,13 +73,18 @@ int64_t calibration_stats(const py::array& confidence, int conf_type, const py::
   args.seed = seed;
   args.block = block;
   args.offset = offset;
-  args.count = dense_out<int64_t>(count, n_bins, "count");
-  args.sums = dense_out<uint64_t>(sums, n_bins * calib::kNumFields * 2, "sums");
+  args.count = output<int64_t>(count, "count", {n_bins}, "int64", kHost);
+  args.sums = output<uint64_t>(sums, "sums", {n_bins, calib::kNumFields, 2}, "uint64", kHost);
+  if (!args.count || !args.sums) throw std::invalid_argument("count and sums are required");
   if (n_bootstrap > 0) {
-    args.boot_bins = dense_out<uint64_t>(
-        boot_bins, n_bootstrap * n_bins * calib::kNumBootBinFields * 2, "boot_bins");
-    args.boot_totals = dense_out<uint64_t>(
-        boot_totals, n_bootstrap * calib::kNumBootTotalFields * 2, "boot_totals");
+    args.boot_bins = output<uint64_t>(boot_bins, "boot_bins",
+                                      {n_bootstrap, n_bins, calib::kNumBootBinFields, 2},
+                                      "uint64", kHost);
+    args.boot_totals = output<uint64_t>(boot_totals, "boot_totals",
+                                        {n_bootstrap, calib::kNumBootTotalFields, 2}, "uint64",
+                                        kHost);
+    if (!args.boot_bins || !args.boot_totals)
+      throw std::invalid_argument("boot_bins and boot_totals are required with n_bootstrap");
   }
   int64_t first_invalid = -1;
   args.first_invalid = &first_invalid;
@@ -94,38 +94,37 @@ int64_t calibration_stats(const py::array& confidence, int conf_type, const py::
 
 // Sequential per-bin sums in the confidence's type (torchmetrics' order); returns the first
 // invalid position or -1.
-int64_t binned_sums_sequential(const py::array& confidence, int conf_type,
-                               const py::array& accuracy, int acc_type, const py::array& edges,
-                               double edges_scale, bool check_accuracy, const py::array& count,
-                               const py::array& conf_sum, const py::array& acc_sum) {
+int64_t binned_sums_sequential(const py::object& confidence, const py::object& accuracy,
+                               const py::object& edges, double edges_scale, bool check_accuracy,
+                               const py::object& count, const py::object& conf_sum,
+                               const py::object& acc_sum) {
   logcal::cpu::SequentialSumsArgs args;
-  const py::ssize_t item = conf_type == 0 ? 4 : 8;
-  static const int kAccSize[] = {1, 4, 8, 4, 8};
-  if (confidence.itemsize() != item || edges.itemsize() != item || count.itemsize() != item ||
-      conf_sum.itemsize() != item || acc_sum.itemsize() != item)
-    throw std::invalid_argument("binned_sums_sequential: element sizes do not match the type");
-  if (acc_type < 0 || acc_type > 4 || accuracy.itemsize() != kAccSize[acc_type])
-    throw std::invalid_argument("accuracy: element size does not match its type");
-  args.n = confidence.shape(0);
-  if (accuracy.shape(0) != args.n) throw std::invalid_argument("accuracy: wrong length");
-  args.confidence = confidence.data();
-  args.conf_type = logcal::cpu::ConfType(conf_type);
-  args.conf_stride = stride_of(confidence, "confidence");
-  args.accuracy = accuracy.data();
-  args.accuracy_type = logcal::cpu::CorrectType(acc_type);
-  args.accuracy_stride = stride_of(accuracy, "accuracy");
-  if (!(edges.flags() & py::array::c_style)) throw std::invalid_argument("edges: not contiguous");
-  args.edges = edges.data();
-  args.n_edges = edges.size();
+  const Array c = array_arg(confidence, "confidence");
+  check_device(c, kHost);
+  if (c.ndim() != 1) throw std::invalid_argument("confidence: expected a 1-D array");
+  args.n = c.shape[0];
+  args.confidence = c.data<const void>();
+  args.conf_type = conf_type(c);
+  args.conf_stride = c.strides[0];
+  const Array a = host_vector(accuracy, "accuracy", args.n);
+  args.accuracy = a.data<const void>();
+  args.accuracy_type = correct_type(a);
+  args.accuracy_stride = a.strides[0];
+  const Array e = array_arg(edges, "edges");
+  check_device(e, kHost);
+  if (e.dtype != c.dtype || e.ndim() != 1 || !e.dense())
+    throw std::invalid_argument("edges: expected dense inner edges of the confidence's dtype");
+  args.edges = e.data<const void>();
+  args.n_edges = e.shape[0];
   args.edges_scale = edges_scale;
   args.check_accuracy = check_accuracy;
-  for (const py::array* o : {&count, &conf_sum, &acc_sum})
-    if (o->size() != args.n_edges + 1 || !(o->flags() & py::array::c_style) || !o->writeable())
-      throw std::invalid_argument(
-          "binned_sums_sequential: outputs must be writeable, dense, n_edges + 1 long");
-  args.count = const_cast<void*>(count.data());
-  args.conf_sum = const_cast<void*>(conf_sum.data());
-  args.acc_sum = const_cast<void*>(acc_sum.data());
+  const std::vector<int64_t> bins{args.n_edges + 1};
+  const char* t = c.dtype.c_str();
+  args.count = output<void>(count, "count", bins, t, kHost);
+  args.conf_sum = output<void>(conf_sum, "conf_sum", bins, t, kHost);
+  args.acc_sum = output<void>(acc_sum, "acc_sum", bins, t, kHost);
+  if (!args.count || !args.conf_sum || !args.acc_sum)
+    throw std::invalid_argument("count, conf_sum and acc_sum are required");
   int64_t first_invalid = -1;
   args.first_invalid = &first_invalid;
   run_without_gil(logcal::cpu::binned_sums_sequential, args, "binned_sums_sequential");
@@ -134,33 +133,28 @@ int64_t binned_sums_sequential(const py::array& confidence, int conf_type,
 
 // Top-label pairs of the rows of a 2-D (n, k) probability array with any strides, into the
 // dense outputs; returns (first invalid probability as row * k + class, first invalid label
-// row), -1 where none.
-py::tuple top_label(const py::array& probs, int probs_type, const py::array& labels,
-                    const py::array& confidence, const py::array& correct) {
+// row), -1 where none. Labels are compared, never used as addresses.
+py::tuple top_label(const py::object& probs, const py::object& labels,
+                    const py::object& confidence, const py::object& correct) {
   logcal::cpu::TopLabelArgs args;
-  if (probs.ndim() != 2) throw std::invalid_argument("probs: expected a 2-D array");
-  const py::ssize_t item = probs_type == 0 ? 4 : 8;
-  if (probs.itemsize() != item || confidence.itemsize() != item)
-    throw std::invalid_argument("top_label: element sizes do not match the type");
-  if (probs.strides(0) % item != 0 || probs.strides(1) % item != 0)
-    throw std::invalid_argument("probs: strides are not multiples of the element size");
-  args.n = probs.shape(0);
-  args.k = probs.shape(1);
-  args.probs = probs.data();
-  args.probs_type = logcal::cpu::ConfType(probs_type);
-  args.row_stride = probs.strides(0) / item;
-  args.class_stride = probs.strides(1) / item;
-  if (labels.itemsize() != 8 || labels.shape(0) != args.n)
-    throw std::invalid_argument("labels: expected n int64 values");
-  args.labels = static_cast<const int64_t*>(labels.data());
-  args.label_stride = stride_of(labels, "labels");
-  for (const py::array* o : {&confidence, &correct})
-    if (o->ndim() != 1 || o->shape(0) != args.n || !(o->flags() & py::array::c_style) ||
-        !o->writeable())
-      throw std::invalid_argument("top_label: outputs must be writeable, dense, n long");
-  if (correct.itemsize() != 1) throw std::invalid_argument("correct: expected bytes");
-  args.confidence = const_cast<void*>(confidence.data());
-  args.correct = static_cast<uint8_t*>(const_cast<void*>(correct.data()));
+  const Array p = array_arg(probs, "probs");
+  check_device(p, kHost);
+  if (p.ndim() != 2) throw std::invalid_argument("probs: expected a 2-D array");
+  args.n = p.shape[0];
+  args.k = p.shape[1];
+  args.probs = p.data<const void>();
+  args.probs_type = conf_type(p);
+  args.row_stride = p.strides[0];
+  args.class_stride = p.strides[1];
+  const Array lab = host_vector(labels, "labels", args.n);
+  if (lab.dtype != "int64") throw py::type_error("labels: expected int64");
+  args.labels = lab.data<const int64_t>();
+  args.label_stride = lab.strides[0];
+  const std::vector<int64_t> n{args.n};
+  args.confidence = output<void>(confidence, "confidence", n, p.dtype.c_str(), kHost);
+  args.correct = output<uint8_t>(correct, "correct", n, "bool", kHost);
+  if (!args.confidence || !args.correct)
+    throw std::invalid_argument("confidence and correct are required");
   int64_t bad_prob = -1, bad_label = -1;
   args.first_bad_prob = &bad_prob;
   args.first_bad_label = &bad_label;
@@ -183,9 +177,25 @@ uint32_t bootstrap_weight(uint64_t seed, uint64_t unit, uint64_t replicate) {
 }  // namespace
 
 void bind_calibration(py::module_& m) {
-  m.def("calibration_stats", &calibration_stats);
-  m.def("binned_sums_sequential", &binned_sums_sequential);
-  m.def("top_label", &top_label);
+  m.def("calibration_stats", &calibration_stats, py::kw_only(), py::arg("confidence"),
+        py::arg("correct"), py::arg("weights") = py::none(), py::arg("n_bins"),
+        py::arg("edges") = py::none(), py::arg("right_closed") = false,
+        py::arg("edges_scale") = 0.0, py::arg("eps"), py::arg("light") = false,
+        py::arg("n_bootstrap") = 0, py::arg("seed") = 0, py::arg("block") = 1,
+        py::arg("offset") = 0, py::arg("count"), py::arg("sums"),
+        py::arg("boot_bins") = py::none(), py::arg("boot_totals") = py::none(),
+        "Adds the exact binned sums of (confidence, correct[, weights]) into count [n_bins]\n"
+        "and sums [n_bins, 7, 2] (and the bootstrap replicates); returns the first invalid\n"
+        "sample's position, or -1.");
+  m.def("binned_sums_sequential", &binned_sums_sequential, py::kw_only(), py::arg("confidence"),
+        py::arg("accuracy"), py::arg("edges"), py::arg("edges_scale"),
+        py::arg("check_accuracy"), py::arg("count"), py::arg("conf_sum"), py::arg("acc_sum"),
+        "Per-bin count and sums in the confidence's float type, added in sample order\n"
+        "(torchmetrics' convention); returns the first invalid position, or -1.");
+  m.def("top_label", &top_label, py::kw_only(), py::arg("probs"), py::arg("labels"),
+        py::arg("confidence"), py::arg("correct"),
+        "Top-label (confidence, correct) of each row of probs [N, K]; returns (first bad\n"
+        "probability as row * K + class, first bad label row), -1 where none.");
   m.def("calib_uniform_bin", &uniform_bin);
   m.def("calib_log_det", &log_det);
   m.def("calib_to_fixed", &to_fixed);

@@ -1,13 +1,12 @@
-// Thin pybind11 layer over the CUDA back end: arrays arrive as raw device pointers (ints),
-// shapes and strides in elements, a device ordinal and a stream handle -- python/logcal/
-// _device.py extracts them from torch, cupy, DLPack or __cuda_array_interface__ arrays and
-// allocates every output and workspace with the caller's framework. Each function: check ->
-// select the device -> release the GIL -> launch -> raise on error. Nothing here synchronises
-// except read_u64, which Python calls only where it documents a synchronisation.
+// The CUDA kernels on array views: the same keyword signatures as the CPU module (ops.h), run
+// on the arrays' device and the caller's stream (ArrayView.stream). Scratch memory is taken in
+// stream order (cudaMallocAsync / cudaFreeAsync on that stream), so it is never reused while a
+// kernel of this call may still read it. Index values are copied and checked on the device
+// (CopyIndices / CopyOffsets); the one synchronisation of such a call reads that check's
+// result, so that a bad value raises here with the CPU's message. Nothing else synchronises,
+// except the functions documented to (calibration_stats reads its first invalid sample).
 #include <cuda_runtime.h>
-#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <stdexcept>
@@ -15,10 +14,10 @@
 #include <vector>
 
 #include "logcal_cuda.cuh"
-#include "probe.cuh"
+#include "ops.h"
 
 namespace py = pybind11;
-using logcal::DType;
+using namespace logcal_bindings;
 
 namespace {
 
@@ -37,40 +36,22 @@ class DeviceGuard {
     if (previous_ != device) check(cudaSetDevice(device), "cudaSetDevice");
   }
   ~DeviceGuard() { cudaSetDevice(previous_); }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
 
  private:
   int previous_ = 0;
 };
 
-template <class T>
-T* ptr(uint64_t p) {
-  return reinterpret_cast<T*>(static_cast<uintptr_t>(p));
+cudaStream_t stream_of(const Array& a) {
+  return reinterpret_cast<cudaStream_t>(static_cast<uintptr_t>(a.stream));
 }
 
-cudaStream_t stream_of(uint64_t s) {
-  return reinterpret_cast<cudaStream_t>(static_cast<uintptr_t>(s));
-}
-
-template <class Rows>
-Rows rows_of(uint64_t data, int dtype, const std::vector<int64_t>& shape,
-             const std::vector<int64_t>& strides, const char* name) {
-  if (shape.empty() || shape.size() != strides.size() ||
-      shape.size() - 1 > size_t(logcal::kMaxLeadingDims))
-    throw std::invalid_argument(std::string(name) + ": unsupported shape");
-  if (dtype < 0 || dtype > 3) throw std::invalid_argument(std::string(name) + ": bad dtype code");
-  Rows r;
-  r.data = ptr<void>(data);
-  r.dtype = DType(dtype);
-  r.ndim = int(shape.size() - 1);
-  r.vocab = shape.back();
-  r.col_stride = strides.back();
-  r.n_rows = 1;
-  for (int d = 0; d < r.ndim; ++d) {
-    r.shape[d] = shape[size_t(d)];
-    r.stride[d] = strides[size_t(d)];
-    r.n_rows *= shape[size_t(d)];
-  }
-  return r;
+// The device of the first input, which every other argument must share.
+int device_of(const py::object& first, const char* name) {
+  const Array a = array_arg(first, name);
+  if (a.device < 0) throw std::invalid_argument(a.name + ": must be in CUDA memory here");
+  return a.device;
 }
 
 int sm_count(int device) {
@@ -80,232 +61,279 @@ int sm_count(int device) {
   return n;
 }
 
-logcal::TokenStatsArgs token_args(uint64_t logits, int dtype, const std::vector<int64_t>& shape,
-                                  const std::vector<int64_t>& strides, uint64_t targets,
-                                  int64_t ignore_index, int64_t top_k, double temperature,
-                                  const std::vector<uint64_t>& outs) {
-  logcal::TokenStatsArgs a;
-  a.logits = rows_of<logcal::ConstRows>(logits, dtype, shape, strides, "logits");
-  a.targets = ptr<const int64_t>(targets);
-  a.ignore_index = ignore_index;
-  a.top_k = top_k;
-  a.temperature = temperature;
-  if (outs.size() != 8) throw std::invalid_argument("token_stats: expected 8 output pointers");
-  a.logsumexp = ptr<void>(outs[0]);
-  a.max_logprob = ptr<void>(outs[1]);
-  a.argmax = ptr<int64_t>(outs[2]);
-  a.entropy = ptr<void>(outs[3]);
-  a.target_logprob = ptr<void>(outs[4]);
-  a.target_rank = ptr<int64_t>(outs[5]);
-  a.topk_ids = ptr<int64_t>(outs[6]);
-  a.topk_logprobs = ptr<void>(outs[7]);
-  return a;
-}
+// Device memory for one call, allocated and freed in the order of `stream`.
+class Scratch {
+ public:
+  Scratch(size_t bytes, cudaStream_t stream) : stream_(stream) {
+    if (bytes) check(cudaMallocAsync(&ptr_, bytes, stream), "cudaMallocAsync");
+  }
+  ~Scratch() {
+    if (ptr_) cudaFreeAsync(ptr_, stream_);
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
 
-size_t token_stats_workspace(int device, int dtype, const std::vector<int64_t>& shape,
-                             const std::vector<int64_t>& strides, int64_t top_k) {
-  DeviceGuard g(device);
-  const auto a =
-      token_args(0, dtype, shape, strides, 0, -100, top_k, 1.0, std::vector<uint64_t>(8, 0));
-  return logcal::cuda::TokenStatsWorkspace(a, sm_count(device));
-}
+ private:
+  void* ptr_ = nullptr;
+  cudaStream_t stream_;
+};
 
-// outs: logsumexp, max_logprob, argmax, entropy, target_logprob, target_rank, topk_ids,
-// topk_logprobs (0 = not wanted), dense.
-void token_stats(int device, uint64_t stream, uint64_t logits, int dtype,
-                 const std::vector<int64_t>& shape, const std::vector<int64_t>& strides,
-                 uint64_t targets, int64_t ignore_index, int64_t top_k, double temperature,
-                 const std::vector<uint64_t>& outs, uint64_t workspace, size_t workspace_bytes) {
-  DeviceGuard g(device);
-  const auto a =
-      token_args(logits, dtype, shape, strides, targets, ignore_index, top_k, temperature, outs);
-  const int sms = sm_count(device);
+// Copies `n` values of device memory to the host once the work queued on `stream` is done.
+template <class T>
+std::vector<T> to_host(const T* d, size_t n, cudaStream_t stream) {
+  std::vector<T> h(n);
   cudaError_t err;
   {
     py::gil_scoped_release release;
-    err =
-        logcal::cuda::TokenStats(a, ptr<void>(workspace), workspace_bytes, sms, stream_of(stream));
+    err = cudaMemcpyAsync(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost, stream);
+    if (err == cudaSuccess) err = cudaStreamSynchronize(stream);
+  }
+  check(err, "cudaMemcpyAsync");
+  return h;
+}
+
+// The private copy of index values as the host sees it, for judging a bad one with the CPU's
+// rule code (so the message is the CPU's). uint64 sources keep their unsigned reading.
+logcal::IntArray host_copy_view(const std::vector<int64_t>& h, const logcal::IntArray& source) {
+  logcal::IntArray v;
+  v.data = h.data();
+  v.type = source.type == logcal::IntType::kUInt64 ? logcal::IntType::kUInt64
+                                                   : logcal::IntType::kInt64;
+  v.ndim = 1;
+  v.size = int64_t(h.size());
+  v.shape[0] = v.size;
+  v.stride[0] = 1;
+  return v;
+}
+
+constexpr unsigned long long kNoneBad = ~0ull;
+
+// --- token_stats, log_softmax ----------------------------------------------------------------
+
+void token_stats(const py::object& logits, const py::object& targets, int64_t top_k,
+                 double temperature, int64_t ignore_index, const py::object& logsumexp,
+                 const py::object& max_logprob, const py::object& argmax,
+                 const py::object& entropy, const py::object& target_logprob,
+                 const py::object& target_rank, const py::object& topk_ids,
+                 const py::object& topk_logprobs) {
+  const int device = device_of(logits, "logits");
+  auto call = token_stats_call(logits, targets, top_k, temperature, ignore_index, logsumexp,
+                               max_logprob, argmax, entropy, target_logprob, target_rank,
+                               topk_ids, topk_logprobs, device);
+  if (call.args.logits.vocab >= (int64_t(1) << 31))
+    throw std::invalid_argument("logits on a GPU must have V < 2**31");
+  DeviceGuard guard(device);
+  const cudaStream_t s = stream_of(array_arg(logits, "logits"));
+  const int64_t n_rows = call.args.logits.n_rows;
+  Scratch checked(call.targets ? size_t(n_rows + 1) * sizeof(int64_t) : 0, s);
+  if (call.targets) {
+    const logcal::IntArray raw = int_array(*call.targets);
+    auto* first_bad = reinterpret_cast<unsigned long long*>(checked.as<int64_t>() + n_rows);
+    check(logcal::cuda::CopyIndices(raw, call.target_rule, checked.as<int64_t>(), first_bad, s),
+          "token_stats");
+    if (to_host(first_bad, 1, s)[0] != kNoneBad) {
+      const auto h = to_host(checked.as<int64_t>(), size_t(n_rows), s);
+      std::vector<int64_t> scratch(h.size());
+      logcal::IndexError bad;
+      if (logcal::copy_indices(host_copy_view(h, raw), call.target_rule, scratch.data(), &bad) ==
+          logcal::Status::kBadIndex)
+        raise_bad_target(*call.targets, bad, call.args.logits.vocab, ignore_index);
+      throw std::runtime_error("token_stats: the device and host checks of targets disagree");
+    }
+    call.args.targets = checked.as<int64_t>();
+  }
+  const int sms = sm_count(device);
+  const size_t bytes = logcal::cuda::TokenStatsWorkspace(call.args, sms);
+  Scratch workspace(bytes, s);
+  cudaError_t err;
+  {
+    py::gil_scoped_release release;
+    err = logcal::cuda::TokenStats(call.args, workspace.as<void>(), bytes, sms, s);
   }
   check(err, "token_stats");
 }
 
-logcal::LogSoftmaxArgs softmax_args(uint64_t logits, int dtype, const std::vector<int64_t>& shape,
-                                    const std::vector<int64_t>& strides, uint64_t out,
-                                    int out_dtype, const std::vector<int64_t>& out_strides,
-                                    double temperature) {
-  logcal::LogSoftmaxArgs a;
-  a.logits = rows_of<logcal::ConstRows>(logits, dtype, shape, strides, "logits");
-  a.out = rows_of<logcal::MutableRows>(out, out_dtype, shape, out_strides, "out");
-  a.temperature = temperature;
-  return a;
-}
-
-size_t log_softmax_workspace(int device, int dtype, const std::vector<int64_t>& shape,
-                             const std::vector<int64_t>& strides) {
-  DeviceGuard g(device);
-  const auto a = softmax_args(0, dtype, shape, strides, 0, dtype, strides, 1.0);
-  return logcal::cuda::LogSoftmaxWorkspace(a, sm_count(device));
-}
-
-void log_softmax(int device, uint64_t stream, uint64_t logits, int dtype,
-                 const std::vector<int64_t>& shape, const std::vector<int64_t>& strides,
-                 uint64_t out, int out_dtype, const std::vector<int64_t>& out_strides,
-                 double temperature, uint64_t workspace, size_t workspace_bytes) {
-  DeviceGuard g(device);
-  const auto a =
-      softmax_args(logits, dtype, shape, strides, out, out_dtype, out_strides, temperature);
+void log_softmax(const py::object& logits, const py::object& out, double temperature,
+                 bool out_is_new) {
+  const int device = device_of(logits, "logits");
+  const auto args = log_softmax_args(logits, out, temperature, out_is_new, device);
+  if (args.logits.vocab >= (int64_t(1) << 31))
+    throw std::invalid_argument("logits on a GPU must have V < 2**31");
+  DeviceGuard guard(device);
+  const cudaStream_t s = stream_of(array_arg(logits, "logits"));
   const int sms = sm_count(device);
+  const size_t bytes = logcal::cuda::LogSoftmaxWorkspace(args, sms);
+  Scratch workspace(bytes, s);
   cudaError_t err;
   {
     py::gil_scoped_release release;
-    err =
-        logcal::cuda::LogSoftmax(a, ptr<void>(workspace), workspace_bytes, sms, stream_of(stream));
+    err = logcal::cuda::LogSoftmax(args, workspace.as<void>(), bytes, sms, s);
   }
   check(err, "log_softmax");
 }
 
-void first_bad_target(int device, uint64_t stream, uint64_t targets, int64_t n, int64_t vocab,
-                      int64_t ignore_index, uint64_t first) {
-  DeviceGuard g(device);
-  check(logcal::cuda::FirstBadTarget(ptr<const int64_t>(targets), n, vocab, ignore_index,
-                                     ptr<unsigned long long>(first), stream_of(stream)),
-        "first_bad_target");
-}
+// --- sequence_stats --------------------------------------------------------------------------
 
-// outs: sum, mean, min, perplexity, count (dense [n_seq]). Flat layout when offsets != 0.
-void sequence_stats(int device, uint64_t stream, uint64_t data, int dtype, int64_t n_seq,
-                    uint64_t offsets, int64_t stride, int64_t length, int64_t row_stride,
-                    int64_t col_stride, uint64_t mask, int64_t mask_row_stride,
-                    int64_t mask_col_stride, const std::vector<uint64_t>& outs) {
-  DeviceGuard g(device);
-  if (outs.size() != 5) throw std::invalid_argument("sequence_stats: expected 5 outputs");
-  if (dtype < 0 || dtype > 3) throw std::invalid_argument("sequence_stats: bad dtype code");
-  logcal::SequenceStatsArgs a;
-  a.data = ptr<const void>(data);
-  a.dtype = DType(dtype);
-  a.n_seq = n_seq;
-  a.offsets = ptr<const int64_t>(offsets);
-  a.stride = stride;
-  a.length = length;
-  a.row_stride = row_stride;
-  a.col_stride = col_stride;
-  a.mask = ptr<const uint8_t>(mask);
-  a.mask_row_stride = mask_row_stride;
-  a.mask_col_stride = mask_col_stride;
-  a.sum = ptr<void>(outs[0]);
-  a.mean = ptr<void>(outs[1]);
-  a.min = ptr<void>(outs[2]);
-  a.perplexity = ptr<void>(outs[3]);
-  a.count = ptr<int64_t>(outs[4]);
+void sequence_stats(const py::object& token_logprobs, const py::object& offsets,
+                    const py::object& mask, const py::object& sum, const py::object& mean,
+                    const py::object& min, const py::object& perplexity,
+                    const py::object& count) {
+  const int device = device_of(token_logprobs, "token_logprobs");
+  auto call = sequence_stats_call(token_logprobs, offsets, mask, sum, mean, min, perplexity,
+                                  count, device);
+  DeviceGuard guard(device);
+  const Array x = array_arg(token_logprobs, "token_logprobs");
+  const cudaStream_t s = stream_of(x);
+  const int64_t n_off = call.offsets ? call.args.n_seq + 1 : 0;
+  Scratch checked(call.offsets ? size_t(n_off + 1) * sizeof(int64_t) : 0, s);
+  if (call.offsets) {
+    const int64_t n_tokens = x.shape[0];
+    const logcal::IntArray raw = int_array(*call.offsets);
+    auto* first_bad = reinterpret_cast<unsigned long long*>(checked.as<int64_t>() + n_off);
+    check(logcal::cuda::CopyOffsets(raw, n_tokens, checked.as<int64_t>(), first_bad, s),
+          "sequence_stats");
+    if (to_host(first_bad, 1, s)[0] != kNoneBad) {
+      const auto h = to_host(checked.as<int64_t>(), size_t(n_off), s);
+      std::vector<int64_t> scratch(h.size());
+      logcal::IndexError bad;
+      if (logcal::copy_offsets(host_copy_view(h, raw), n_tokens, scratch.data(), &bad) ==
+          logcal::Status::kBadIndex)
+        raise_bad_offsets(bad, n_tokens);
+      throw std::runtime_error("sequence_stats: the device and host checks of offsets disagree");
+    }
+    call.args.offsets = checked.as<int64_t>();
+  }
   cudaError_t err;
   {
     py::gil_scoped_release release;
-    err = logcal::cuda::SequenceStats(a, stream_of(stream));
+    err = logcal::cuda::SequenceStats(call.args, s);
   }
   check(err, "sequence_stats");
 }
 
-void first_bad_offset(int device, uint64_t stream, uint64_t offsets, int64_t n_seq,
-                      int64_t n_tokens, uint64_t first) {
-  DeviceGuard g(device);
-  check(logcal::cuda::FirstBadOffset(ptr<const int64_t>(offsets), n_seq, n_tokens,
-                                     ptr<unsigned long long>(first), stream_of(stream)),
-        "first_bad_offset");
+// --- calibration -----------------------------------------------------------------------------
+
+// The state arrays of a device accumulator: count [n_bins] int64, sums [n_bins, 7, 2] (uint64
+// words, held as int64 by frameworks without uint64), on `device`.
+void state_arrays(const py::object& count, const py::object& sums, int64_t n_bins, int device,
+                  logcal::cuda::CalibDeviceArgs& a) {
+  a.n_bins = n_bins;
+  const Array c = array_arg(count, "count");
+  const Array w = array_arg(sums, "sums");
+  check_output(c, {n_bins}, "int64", device);
+  check_output(w, {n_bins, logcal::calib::kNumFields, 2}, w.dtype == "uint64" ? "uint64" : "int64",
+               device);
+  a.count = c.data<int64_t>();
+  a.sums = w.data<uint64_t>();
 }
 
-logcal::cuda::CalibDeviceArgs calib_args(const py::dict& d) {
+void inner_edges(const py::object& edges, int64_t n_bins, int device,
+                 logcal::cuda::CalibDeviceArgs& a) {
+  if (edges.is_none()) return;
+  const Array e = array_arg(edges, "edges");
+  check_device(e, device);
+  if (e.dtype != "float64" || e.ndim() != 1 || !e.dense() || e.shape[0] != n_bins - 1)
+    throw std::invalid_argument("edges: expected n_bins - 1 dense float64 inner edges");
+  a.edges = e.data<const double>();
+  a.n_edges = e.shape[0];
+}
+
+// Adds (confidence, correct) pairs into the state -- only if every sample is valid: they are
+// binned into private cells first, and the first invalid position is read back (one
+// synchronisation). Returns that position, or -1 (then the state has the samples).
+int64_t calibration_stats(const py::object& confidence, const py::object& correct,
+                          int64_t n_bins, const py::object& edges, double eps, bool light,
+                          const py::object& count, const py::object& sums) {
+  const int device = device_of(confidence, "confidence");
+  const Array c = array_arg(confidence, "confidence");
+  const Array y = array_arg(correct, "correct");
+  check_device(y, device);
+  if (c.ndim() != 1 || y.shape != c.shape)
+    throw std::invalid_argument("confidence and correct: 1-D arrays of one length");
+  if (n_bins < 1) throw std::invalid_argument("n_bins must be >= 1");
   logcal::cuda::CalibDeviceArgs a;
-  auto get_i = [&](const char* k, int64_t dflt) {
-    return d.contains(k) ? py::cast<int64_t>(d[k]) : dflt;
-  };
-  auto get_p = [&](const char* k) { return d.contains(k) ? py::cast<uint64_t>(d[k]) : 0; };
-  a.n = get_i("n", 0);
-  a.confidence = ptr<const void>(get_p("confidence"));
-  a.conf_type = int(get_i("conf_type", 1));
-  a.conf_stride = get_i("conf_stride", 1);
-  a.correct = ptr<const void>(get_p("correct"));
-  a.correct_type = int(get_i("correct_type", 0));
-  a.correct_stride = get_i("correct_stride", 1);
-  a.max_logprob = ptr<const void>(get_p("max_logprob"));
-  a.lp_type = int(get_i("lp_type", 0));
-  a.argmax = ptr<const int64_t>(get_p("argmax"));
-  a.targets = ptr<const int64_t>(get_p("targets"));
-  a.ignore_index = get_i("ignore_index", -100);
-  a.n_bins = get_i("n_bins", 15);
-  a.edges = ptr<const double>(get_p("edges"));
-  a.n_edges = get_i("n_edges", 0);
-  a.right_closed = d.contains("right_closed") && py::cast<bool>(d["right_closed"]);
-  a.eps = d.contains("eps") ? py::cast<double>(d["eps"]) : 1e-12;
-  a.light = d.contains("light") && py::cast<bool>(d["light"]);
-  a.count = ptr<int64_t>(get_p("count"));
-  a.sums = ptr<uint64_t>(get_p("sums"));
-  a.first_invalid = ptr<unsigned long long>(get_p("first_invalid"));
-  return a;
+  a.n = c.shape[0];
+  a.confidence = c.data<const void>();
+  a.conf_type = int(conf_type(c));
+  a.conf_stride = c.strides[0];
+  a.correct = y.data<const void>();
+  a.correct_type = int(correct_type(y));
+  a.correct_stride = y.strides[0];
+  a.eps = eps;
+  a.light = light;
+  logcal::cuda::CalibDeviceArgs target = a;
+  state_arrays(count, sums, n_bins, device, target);
+  inner_edges(edges, n_bins, device, a);
+  a.n_bins = n_bins;
+  if (a.n == 0) return -1;
+  DeviceGuard guard(device);
+  const cudaStream_t s = stream_of(c);
+  constexpr int64_t kWords = 1 + logcal::calib::kNumFields * 2;  // count + sums of a bin
+  Scratch cells(size_t(n_bins * kWords + 1) * sizeof(int64_t), s);
+  a.count = cells.as<int64_t>();
+  a.sums = reinterpret_cast<uint64_t*>(cells.as<int64_t>() + n_bins);
+  a.first_invalid = reinterpret_cast<unsigned long long*>(cells.as<int64_t>() + n_bins * kWords);
+  check(cudaMemsetAsync(cells.as<void>(), 0, size_t(n_bins * kWords) * sizeof(int64_t), s),
+        "cudaMemsetAsync");
+  check(cudaMemsetAsync(a.first_invalid, 0xff, sizeof(int64_t), s), "cudaMemsetAsync");
+  const size_t bytes = logcal::cuda::CalibrationWorkspace(a);
+  Scratch workspace(bytes, s);
+  check(logcal::cuda::CalibrationStats(a, workspace.as<void>(), bytes, s), "calibration_stats");
+  const unsigned long long first = to_host(a.first_invalid, 1, s)[0];
+  if (first != kNoneBad) return int64_t(first);
+  check(logcal::cuda::CalibrationAddState(target.count, target.sums, a.count, a.sums, n_bins, s),
+        "calibration_stats");
+  return -1;
 }
 
-size_t calibration_workspace(const py::dict& d) {
-  return logcal::cuda::CalibrationWorkspace(calib_args(d));
+// Adds the top-1 (confidence, correct) pairs of token statistics into the state:
+// confidence = exp(max_logprob), correct = (argmax == targets); rows with NaN statistics or an
+// ignored target are skipped. targets are compared, never used as addresses. No
+// synchronisation.
+void calibration_from_logits(const py::object& max_logprob, const py::object& argmax,
+                             const py::object& targets, int64_t ignore_index, int64_t n_bins,
+                             const py::object& edges, double eps, const py::object& count,
+                             const py::object& sums) {
+  const int device = device_of(max_logprob, "max_logprob");
+  const Array lp = array_arg(max_logprob, "max_logprob");
+  if (lp.ndim() != 1 || !lp.dense()) throw std::invalid_argument("max_logprob: dense 1-D");
+  const std::vector<int64_t> n{lp.shape[0]};
+  logcal::cuda::CalibDeviceArgs a;
+  a.n = lp.shape[0];
+  a.max_logprob = lp.data<const void>();
+  a.lp_type = lp.dtype == "float64" ? 1 : 0;
+  if (lp.dtype != "float32" && lp.dtype != "float64")
+    throw py::type_error("max_logprob: expected float32 or float64");
+  a.argmax = output<int64_t>(argmax, "argmax", n, "int64", device);
+  a.targets = output<int64_t>(targets, "targets", n, "int64", device);
+  if (!a.argmax || !a.targets) throw std::invalid_argument("argmax and targets are required");
+  a.ignore_index = ignore_index;
+  a.eps = eps;
+  state_arrays(count, sums, n_bins, device, a);
+  inner_edges(edges, n_bins, device, a);
+  if (a.n == 0) return;
+  DeviceGuard guard(device);
+  const cudaStream_t s = stream_of(lp);
+  const size_t bytes = logcal::cuda::CalibrationWorkspace(a);
+  Scratch workspace(bytes, s);
+  check(logcal::cuda::CalibrationStats(a, workspace.as<void>(), bytes, s),
+        "calibration_from_logits");
 }
 
-void calibration_stats(int device, uint64_t stream, const py::dict& d, uint64_t workspace,
-                       size_t workspace_bytes) {
-  DeviceGuard g(device);
-  const auto a = calib_args(d);
+// Waits for the work queued on `stream` of `device` (the accumulator's state is read, or
+// written from another stream, only after this).
+void synchronize(int device, uint64_t stream) {
+  DeviceGuard guard(device);
   cudaError_t err;
   {
     py::gil_scoped_release release;
-    err =
-        logcal::cuda::CalibrationStats(a, ptr<void>(workspace), workspace_bytes, stream_of(stream));
+    err = cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(static_cast<uintptr_t>(stream)));
   }
-  check(err, "calibration_stats");
-}
-
-void calibration_add_state(int device, uint64_t stream, uint64_t dst_count, uint64_t dst_sums,
-                           uint64_t src_count, uint64_t src_sums, int64_t n_bins) {
-  DeviceGuard g(device);
-  check(logcal::cuda::CalibrationAddState(ptr<int64_t>(dst_count), ptr<uint64_t>(dst_sums),
-                                          ptr<const int64_t>(src_count),
-                                          ptr<const uint64_t>(src_sums), n_bins, stream_of(stream)),
-        "calibration_add_state");
-}
-
-// Reads one 64-bit word written by earlier work on `stream`: waits for that stream (only).
-uint64_t read_u64(int device, uint64_t stream, uint64_t src) {
-  DeviceGuard g(device);
-  uint64_t value = 0;
-  cudaError_t err;
-  {
-    py::gil_scoped_release release;
-    err = cudaMemcpyAsync(&value, ptr<const void>(src), sizeof value, cudaMemcpyDeviceToHost,
-                          stream_of(stream));
-    if (err == cudaSuccess) err = cudaStreamSynchronize(stream_of(stream));
-  }
-  check(err, "read_u64");
-  return value;
-}
-
-// Copies a dense float32 [n, V] array to the device, runs RowLogSumExp, copies the result back.
-py::array_t<float> selftest_row_logsumexp(py::array_t<float, py::array::c_style> logits) {
-  if (logits.ndim() != 2) throw std::invalid_argument("logits must be 2-D");
-  const int64_t n = logits.shape(0), v = logits.shape(1);
-  py::array_t<float> out(n);
-  {
-    py::gil_scoped_release release;
-    float *d_in = nullptr, *d_out = nullptr;
-    cudaError_t err = cudaMalloc(reinterpret_cast<void**>(&d_in), sizeof(float) * size_t(n * v));
-    if (err == cudaSuccess)
-      err = cudaMalloc(reinterpret_cast<void**>(&d_out), sizeof(float) * size_t(n));
-    if (err == cudaSuccess)
-      err = cudaMemcpy(d_in, logits.data(), sizeof(float) * size_t(n * v), cudaMemcpyHostToDevice);
-    if (err == cudaSuccess) err = logcal::cuda::RowLogSumExp(d_in, n, v, d_out, nullptr);
-    if (err == cudaSuccess)
-      err =
-          cudaMemcpy(out.mutable_data(), d_out, sizeof(float) * size_t(n), cudaMemcpyDeviceToHost);
-    cudaFree(d_in);
-    cudaFree(d_out);
-    check(err, "selftest_row_logsumexp");
-  }
-  return out;
+  check(err, "synchronize");
 }
 
 }  // namespace
@@ -313,18 +341,23 @@ py::array_t<float> selftest_row_logsumexp(py::array_t<float, py::array::c_style>
 PYBIND11_MODULE(_core_cuda, m) {
   m.doc() = "logcal CUDA kernels (internal: use the functions of the logcal package)";
   m.attr("MAX_TOPK_PER_PASS") = logcal::cuda::kMaxTopKPerPass;
-  m.def("device_count", &logcal::cuda::DeviceCount);
-  m.def("sm_count", &sm_count);
-  m.def("token_stats_workspace", &token_stats_workspace);
-  m.def("token_stats", &token_stats);
-  m.def("log_softmax_workspace", &log_softmax_workspace);
-  m.def("log_softmax", &log_softmax);
-  m.def("first_bad_target", &first_bad_target);
-  m.def("sequence_stats", &sequence_stats);
-  m.def("first_bad_offset", &first_bad_offset);
-  m.def("calibration_workspace", &calibration_workspace);
-  m.def("calibration_stats", &calibration_stats);
-  m.def("calibration_add_state", &calibration_add_state);
-  m.def("read_u64", &read_u64);
-  m.def("selftest_row_logsumexp", &selftest_row_logsumexp);
+  m.def("device_count", &logcal::cuda::DeviceCount,
+        "Number of usable CUDA devices (0 without a driver or device).");
+  m.def("sm_count", &sm_count, py::arg("device"), "Multiprocessors of a device.");
+  def_token_stats(m, &token_stats);
+  def_log_softmax(m, &log_softmax);
+  def_sequence_stats(m, &sequence_stats);
+  m.def("calibration_stats", &calibration_stats, py::kw_only(), py::arg("confidence"),
+        py::arg("correct"), py::arg("n_bins"), py::arg("edges") = py::none(), py::arg("eps"),
+        py::arg("light") = false, py::arg("count"), py::arg("sums"),
+        "Adds (confidence, correct) pairs into a device state (count [n_bins], sums\n"
+        "[n_bins, 7, 2]) if every sample is valid; returns the first invalid position or -1\n"
+        "(synchronises once).");
+  m.def("calibration_from_logits", &calibration_from_logits, py::kw_only(),
+        py::arg("max_logprob"), py::arg("argmax"), py::arg("targets"), py::arg("ignore_index"),
+        py::arg("n_bins"), py::arg("edges") = py::none(), py::arg("eps"), py::arg("count"),
+        py::arg("sums"),
+        "Adds the top-1 pairs of token statistics into a device state (no synchronisation).");
+  m.def("synchronize", &synchronize, py::arg("device"), py::arg("stream"),
+        "Waits for the work queued on a stream.");
 }

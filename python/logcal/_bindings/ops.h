@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "array.h"
+#include "logcal/cpu_calibration.h"
 #include "logcal/sequence.h"
 #include "logcal/token_args.h"
 
@@ -68,6 +69,26 @@ T* output(const py::object& v, const char* name, const std::vector<int64_t>& sha
   const Array o = array_arg(v, name);
   check_output(o, shape, dtype, device);
   return o.data<T>();
+}
+
+// The element type of confidences (and of probabilities and edges): float32 or float64.
+inline logcal::cpu::ConfType conf_type(const Array& a) {
+  if (a.dtype == "float32") return logcal::cpu::ConfType::kFloat32;
+  if (a.dtype == "float64") return logcal::cpu::ConfType::kFloat64;
+  throw py::type_error(a.name + ": expected float32 or float64, got " + a.dtype);
+}
+
+// The element type of correctness: bool or uint8 (read as bytes), int32, int64, float32,
+// float64.
+inline logcal::cpu::CorrectType correct_type(const Array& a) {
+  using logcal::cpu::CorrectType;
+  if (a.dtype == "bool" || a.dtype == "uint8") return CorrectType::kUInt8;
+  if (a.dtype == "int32") return CorrectType::kInt32;
+  if (a.dtype == "int64") return CorrectType::kInt64;
+  if (a.dtype == "float32") return CorrectType::kFloat32;
+  if (a.dtype == "float64") return CorrectType::kFloat64;
+  throw py::type_error(a.name + ": expected bool, uint8, int32, int64, float32 or float64, got " +
+                       a.dtype);
 }
 
 // --- token_stats -----------------------------------------------------------------------------

@@ -29,7 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import _calibration as _cal
+from ..calibration._fixed import CONF, CORRECT, FIELDS, MAX_WEIGHT, FixedSums, to_ints
+from ..calibration._inputs import pairs
+from ..calibration._kernel import add_pairs
 from ..reference import calibration as _ref
 
 __all__ = ["brier_score_loss", "calibration_curve", "log_loss"]
@@ -83,24 +85,23 @@ def _weights_ok(w: Any, n: int) -> tuple[bool, np.ndarray | None]:
     if arr is None or arr.size != n or arr.dtype.kind not in "iuf":
         return False, None
     arr = arr.astype(np.float64)
-    ok = bool(np.all(np.isfinite(arr) & (arr >= 0) & (arr < _cal.MAX_WEIGHT)))
+    ok = bool(np.all(np.isfinite(arr) & (arr >= 0) & (arr < MAX_WEIGHT)))
     return ok, arr if ok else None
 
 
 def _run(
     y_prob: np.ndarray, y_true: np.ndarray, weights: np.ndarray | None, func: str, **kwargs: Any
-) -> _cal._State | None:
+) -> FixedSums | None:
     """The kernel over the pairs, or None when some sample is invalid (then: the slow path)."""
-    p = _cal._pairs(y_prob, y_true, weights, func)
-    n_bins = kwargs.pop("n_bins", 1)
-    state = _cal._State(n_bins)
-    if _cal._run(p, state, n_bins=n_bins, **kwargs) >= 0:
+    p = pairs(y_prob, y_true, weights, func)
+    sums = FixedSums(kwargs.pop("n_bins", 1))
+    if add_pairs(p, sums, **kwargs) >= 0:
         return None
-    return state
+    return sums
 
 
-def _totals(state: _cal._State) -> dict:
-    return {f: sum(_cal._ints(state.sums[:, i])) for i, f in enumerate(_cal.FIELDS)}
+def _totals(sums: FixedSums) -> dict:
+    return {f: sum(to_ints(sums.sums[:, i])) for i, f in enumerate(FIELDS)}
 
 
 def calibration_curve(
@@ -151,8 +152,8 @@ def calibration_curve(
         )
         if state is not None:
             count = state.count.tolist()
-            conf = _cal._ints(state.sums[:, _cal._C])
-            corr = _cal._ints(state.sums[:, _cal._Y])
+            conf = to_ints(state.sums[:, CONF])
+            corr = to_ints(state.sums[:, CORRECT])
             keep = [b for b in range(n) if count[b] > 0]
             prob_true = np.array([corr[b] / (count[b] << 64) for b in keep], dtype=np.float64)
             prob_pred = np.array([conf[b] / (count[b] << 64) for b in keep], dtype=np.float64)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from .. import _native
+from .._arrays import view
 
 __all__ = ["binary_calibration_error", "multiclass_calibration_error"]
 
@@ -170,14 +171,15 @@ def _torch_ce(
     return _finish(count, conf, acc, norm)
 
 
-_ACC_CODES = {
-    torch.bool: 0,
-    torch.uint8: 0,
-    torch.int32: 1,
-    torch.int64: 2,
-    torch.float32: 3,
-    torch.float64: 4,
-}
+# Accuracy dtypes the sequential kernel reads as they are; other integers go through int64.
+_KERNEL_ACC_DTYPES = (
+    torch.bool,
+    torch.uint8,
+    torch.int32,
+    torch.int64,
+    torch.float32,
+    torch.float64,
+)
 
 
 def _fast_ce(
@@ -201,28 +203,24 @@ def _fast_ce(
     ):
         return None
     acc = accuracies.detach()
-    if acc.dtype not in _ACC_CODES:
+    if acc.dtype not in _KERNEL_ACC_DTYPES:
         if acc.is_floating_point() or acc.is_complex():
             return None
         acc = acc.to(torch.int64)
-    c = np.from_dlpack(confidences.detach())
-    a = np.from_dlpack(acc.view(torch.uint8) if acc.dtype == torch.bool else acc)
-    np_dtype = c.dtype
+    np_dtype = np.float32 if dtype == torch.float32 else np.float64
     inner = torch.linspace(0, 1, n_bins + 1, dtype=dtype)[1:].numpy()
     count = np.zeros(n_bins + 1, dtype=np_dtype)
     conf_sum = np.zeros(n_bins + 1, dtype=np_dtype)
     acc_sum = np.zeros(n_bins + 1, dtype=np_dtype)
     bad = _native.cpu.binned_sums_sequential(
-        c,
-        0 if dtype == torch.float32 else 1,
-        a,
-        _ACC_CODES[acc.dtype],
-        np.ascontiguousarray(inner),
-        float(n_bins),
-        check_accuracy,
-        count,
-        conf_sum,
-        acc_sum,
+        confidence=view(confidences, "confidences"),
+        accuracy=view(acc, "accuracies"),
+        edges=view(np.ascontiguousarray(inner), "edges"),
+        edges_scale=float(n_bins),
+        check_accuracy=check_accuracy,
+        count=view(count, "count"),
+        conf_sum=view(conf_sum, "conf_sum"),
+        acc_sum=view(acc_sum, "acc_sum"),
     )
     if bad >= 0:
         return None

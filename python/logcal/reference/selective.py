@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .._arrays import as_host_array
+from .._arrays import host_only, to_float64, view
 from .._selective import DEFAULT_COVERAGES, SelectiveStats
 
 __all__ = ["selective"]
@@ -18,12 +18,8 @@ def selective(
     confidence: Any, correct: Any, *, coverages: Sequence[float] = DEFAULT_COVERAGES
 ) -> SelectiveStats:
     """The fields of :func:`logcal.selective`, in float64 numpy."""
-    arr = as_host_array(confidence, "confidence", "reference")
-    c = arr.data
-    if arr.dtype == "bfloat16":
-        c = (c.astype(np.uint32) << 16).view(np.float32)
-    c = np.asarray(c, dtype=np.float64)
-    y = np.asarray(as_host_array(correct, "correct", "reference").data) != 0
+    c = to_float64(confidence, "confidence")
+    y = np.asarray(host_only(view(correct, "correct"), "correct", "reference")) != 0
     n = c.size
     n_pos = int(y.sum())
     n_neg = n - n_pos

@@ -11,21 +11,18 @@ from typing import Any
 
 import numpy as np
 
-from .._arrays import as_host_array
+from .._arrays import host_only, to_float64, view
 from .._sequence import ChoiceConfidence, Consistency, SequenceStats
 
 __all__ = ["choice_confidence", "sample_consistency", "sequence_stats"]
 
 
 def _float64(x: Any, name: str) -> np.ndarray:
-    arr = as_host_array(x, name, "reference")
-    if arr.dtype == "bfloat16":
-        return (arr.data.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-    return np.asarray(arr.data, dtype=np.float64)
+    return to_float64(x, name)
 
 
 def _host(x: Any, name: str) -> np.ndarray:
-    return np.asarray(as_host_array(x, name, "reference").data)
+    return np.asarray(host_only(view(x, name), name, "reference"))
 
 
 def sequence_stats(token_logprobs: Any, offsets: Any = None, *, mask: Any = None) -> SequenceStats:

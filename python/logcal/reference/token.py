@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .._arrays import as_host_array
+from .._arrays import host_only, to_float64, view
 from .._token import TokenStats
 
 __all__ = ["log_softmax", "token_stats"]
@@ -14,10 +14,7 @@ __all__ = ["log_softmax", "token_stats"]
 
 def _float64(logits: Any) -> np.ndarray:
     """Logits as float64 numpy (bfloat16 bits widened exactly)."""
-    arr = as_host_array(logits, "logits", "reference")
-    if arr.dtype == "bfloat16":
-        return (arr.data.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-    return np.asarray(arr.data, dtype=np.float64)
+    return to_float64(logits, "logits")
 
 
 def _row_stats(x: np.ndarray, temperature: float):
@@ -67,7 +64,7 @@ def token_stats(
         "entropy": -plogp.sum(axis=-1),
     }
     if targets is not None:
-        t = np.asarray(as_host_array(targets, "targets", "reference").data, dtype=np.int64)
+        t = np.asarray(host_only(view(targets, "targets"), "targets", "reference"), np.int64)
         ignored = t == ignore_index
         safe = np.where(ignored, 0, t)[..., None]
         x_t = np.take_along_axis(x, safe, axis=-1)
