@@ -1,4 +1,5 @@
-"""The result records of logcal: immutable, attribute access, and read-only mappings."""
+"""The result records of logcal: immutable, attribute access, read-only mappings; they pickle
+and copy like any value (so ``multiprocessing`` can return them)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ __all__ = ["Record"]
 class Record(Mapping):
     """An immutable record of named results; also a read-only mapping of the fields it has.
 
-    Subclasses list their fields in ``_FIELDS`` and, for fields that exist only when an
-    argument is given, the hint ``_OPTIONAL[field]`` naming that argument.
+    Subclasses list their fields in ``_FIELDS`` (and annotate them, for editors and type
+    checkers) and, for fields that exist only when an argument is given, the hint
+    ``_OPTIONAL[field]`` naming that argument.
     """
 
     __slots__ = ("_fields",)
@@ -44,6 +46,26 @@ class Record(Mapping):
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
+    def __reduce__(self) -> tuple:
+        # Rebuilt through __init__ from its fields: the immutable __setattr__ is never asked.
+        return (_rebuild, (type(self), self._fields))
+
+    def __copy__(self) -> Record:
+        return self  # immutable: a copy may be the record itself
+
+    def __deepcopy__(self, memo: dict) -> Record:
+        from copy import deepcopy
+
+        return type(self)(**deepcopy(self._fields, memo))
+
+    def __eq__(self, other: object) -> bool:
+        # Same type and fields, arrays equal element by element (NaN equal to NaN).
+        if type(other) is not type(self) or self.keys() != other.keys():
+            return False
+        return all(_same(self[k], other[k]) for k in self)
+
+    __hash__ = None  # type: ignore[assignment] - holds arrays
+
     def __getitem__(self, key: str) -> Any:
         return self._fields[key]
 
@@ -61,3 +83,21 @@ class Record(Mapping):
             else:
                 parts.append(f"{k}: {v!r}")
         return f"{type(self).__name__}(" + ", ".join(parts) + ")"
+
+
+def _rebuild(cls: type, fields: dict) -> Record:
+    return cls(**fields)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if hasattr(a, "shape") and hasattr(a, "dtype"):
+        import numpy as np
+
+        def host(x: Any) -> Any:
+            return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+        x, y = host(a), host(b)
+        return x.shape == y.shape and bool(np.array_equal(x, y, equal_nan=x.dtype.kind == "f"))
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True  # NaN statistics (e.g. an AUROC with one class) are equal to themselves
+    return bool(a == b)

@@ -32,6 +32,15 @@ class SelectiveStats(Record):
     """
 
     __slots__ = ()
+    auroc: float
+    aurc: float
+    threshold: Any
+    coverage: Any
+    risk: Any
+    coverages: Any
+    accuracy: Any
+    n: int
+    n_correct: int
     _FIELDS = (
         "auroc",
         "aurc",

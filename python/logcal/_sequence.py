@@ -44,6 +44,11 @@ class SequenceStats(Record):
     """
 
     __slots__ = ()
+    sum: Any
+    mean: Any
+    min: Any
+    count: Any
+    perplexity: Any
     _FIELDS = ("sum", "mean", "min", "count", "perplexity")
 
 
@@ -55,6 +60,10 @@ class ChoiceConfidence(Record):
     """
 
     __slots__ = ()
+    probs: Any
+    pred: Any
+    confidence: Any
+    correct: Any
     _FIELDS = ("probs", "pred", "confidence", "correct")
     _OPTIONAL: ClassVar[dict] = {"correct": "pass labels= to choice_confidence"}
 
@@ -68,6 +77,13 @@ class Consistency(Record):
     """
 
     __slots__ = ()
+    mode: Any
+    agreement: Any
+    entropy: Any
+    entropy_consistency: Any
+    fsd: Any
+    n_unique: Any
+    semantic_entropy: Any
     _FIELDS = (
         "mode",
         "agreement",

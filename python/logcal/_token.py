@@ -43,6 +43,14 @@ class TokenStats(Record):
     """
 
     __slots__ = ()
+    logsumexp: Any
+    max_logprob: Any
+    argmax: Any
+    entropy: Any
+    target_logprob: Any
+    target_rank: Any
+    topk_ids: Any
+    topk_logprobs: Any
     _FIELDS = _FIELDS
     _OPTIONAL: ClassVar[dict] = {
         **dict.fromkeys(_TARGET_FIELDS, "pass targets= to token_stats"),
