@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 import logcal
-from logcal import _cuda_ops, _device, _native
+from logcal import _native
+from logcal._arrays import view
 
 SMALL = "--small" in sys.argv
 N, V, K = (256, 32000, 20) if SMALL else (8192, 128256, 20)
@@ -207,41 +208,27 @@ def run_timings() -> None:
         in_bytes,
         "targets check included",
     )
-    # the kernel alone (targets already validated): what the fused accumulator path pays
-    a = _device.describe(x)
-    core = _native._core_cuda
+    # the kernel alone (no targets, so no check and no synchronisation)
+    core = _native.cuda
+    lead = {"logsumexp": (N,), "max_logprob": (N,), "argmax": (N,), "entropy": (N,)}
     outs = {
-        f: torch.empty(
-            (N, K) if f.startswith("topk") else (N,),
-            dtype=torch.int64 if f in ("argmax", "target_rank", "topk_ids") else torch.float32,
-            device="cuda",
+        f: view(
+            torch.empty(
+                (N, K) if f.startswith("topk") else shape,
+                dtype=torch.int64 if f in ("argmax", "topk_ids") else torch.float32,
+                device="cuda",
+            ),
+            f,
         )
-        for f in _cuda_ops._FIELDS
+        for f, shape in {**lead, "topk_ids": (N, K), "topk_logprobs": (N, K)}.items()
     }
-    ws_bytes = core.token_stats_workspace(a.device, 1, list(a.shape), list(a.strides), K)
-    ws = torch.empty(max(ws_bytes, 1), dtype=torch.uint8, device="cuda")
-    s = _device.stream(a)
+    xv = view(x, "logits")
     record(
         job,
         "logcal token_stats kernel",
-        bench(
-            lambda: core.token_stats(
-                a.device,
-                s,
-                a.ptr,
-                1,
-                list(a.shape),
-                list(a.strides),
-                tgt.data_ptr(),
-                -100,
-                K,
-                1.0,
-                [outs[f].data_ptr() for f in _cuda_ops._FIELDS],
-                ws.data_ptr(),
-                ws_bytes,
-            )
-        ),
+        bench(lambda: core.token_stats(logits=xv, top_k=K, **outs)),
         in_bytes,
+        "no targets",
     )
     record(
         job, "torch eager composite", bench(lambda: composite(x, tgt), reps=REPS, warm=2), in_bytes
@@ -291,9 +278,9 @@ def run_timings() -> None:
     conf = torch.rand(M, device="cuda")
     corr = torch.rand(M, device="cuda") < conf
     job = f"calibration 15 bins, {M} pairs"
-    c, y, n = _cuda_ops.calib_pairs(conf, corr, "bench")
-    state = _cuda_ops.DeviceState(15, c)
-    first = _device.full_u64_max(c)
+    c, y = view(conf, "confidence"), view(corr, "correct")
+    count = view(torch.zeros(15, dtype=torch.int64, device="cuda"), "count")
+    sums = view(torch.zeros((15, 7, 2), dtype=torch.int64, device="cuda"), "sums")
     for light, name in (
         (True, "logcal kernel (binned sums: ECE)"),
         (False, "logcal kernel (all sums)"),
@@ -302,21 +289,18 @@ def run_timings() -> None:
             job,
             name,
             bench(
-                lambda light=light: _cuda_ops.calib_launch(
-                    core,
-                    state,
-                    _device.stream(c),
-                    n=n,
+                lambda light=light: core.calibration_stats(
+                    confidence=c,
+                    correct=y,
                     n_bins=15,
-                    edges=None,
                     eps=1e-12,
                     light=light,
-                    conf=c,
-                    corr=y,
-                    first=first,
+                    count=count,
+                    sums=sums,
                 )
             ),
             M * 5,
+            "validation read (one sync) included",
         )
     record(
         job,
@@ -368,32 +352,16 @@ def run_timings() -> None:
     lp_tok = -torch.rand(mt, device="cuda") * 5
     job = f"ragged sums, {mt} tokens / {SEQS} seqs"
     nbytes = mt * 4 + offsets.numel() * 8
-    outs5 = [torch.empty(SEQS, device="cuda") for _ in range(4)] + [
-        torch.empty(SEQS, dtype=torch.int64, device="cuda")
-    ]
+    outs5 = {f: view(torch.empty(SEQS, device="cuda"), f) for f in ("sum", "mean", "min")}
+    outs5["perplexity"] = view(torch.empty(SEQS, device="cuda"), "perplexity")
+    outs5["count"] = view(torch.empty(SEQS, dtype=torch.int64, device="cuda"), "count")
+    lp_view, off_view = view(lp_tok, "token_logprobs"), view(offsets, "offsets")
     record(
         job,
         "logcal sequence_stats kernel",
-        bench(
-            lambda: core.sequence_stats(
-                0 if lp_tok.device.index is None else lp_tok.device.index,
-                torch.cuda.current_stream().cuda_stream,
-                lp_tok.data_ptr(),
-                2,
-                SEQS,
-                offsets.data_ptr(),
-                1,
-                0,
-                0,
-                1,
-                0,
-                0,
-                1,
-                [o.data_ptr() for o in outs5],
-            )
-        ),
+        bench(lambda: core.sequence_stats(token_logprobs=lp_view, offsets=off_view, **outs5)),
         nbytes,
-        "sum, mean, min, count, perplexity",
+        "sum, mean, min, count, perplexity; offsets check (one sync) included",
     )
     record(
         job,
