@@ -196,8 +196,11 @@ void bind_calibration(py::module_& m) {
         py::arg("confidence"), py::arg("correct"),
         "Top-label (confidence, correct) of each row of probs [N, K]; returns (first bad\n"
         "probability as row * K + class, first bad label row), -1 where none.");
-  m.def("calib_uniform_bin", &uniform_bin);
-  m.def("calib_log_det", &log_det);
-  m.def("calib_to_fixed", &to_fixed);
-  m.def("calib_bootstrap_weight", &bootstrap_weight);
+  m.def("calib_uniform_bin", &uniform_bin, py::arg("c"), py::arg("n_bins"),
+        "The exact uniform bin of confidence c (floor(c * n_bins), n_bins - 1 for c = 1).");
+  m.def("calib_log_det", &log_det, py::arg("x"), "The deterministic log of the NLL terms.");
+  m.def("calib_to_fixed", &to_fixed, py::arg("value"),
+        "floor(value * 2**64) as (lo, hi) 64-bit words.");
+  m.def("calib_bootstrap_weight", &bootstrap_weight, py::arg("seed"), py::arg("unit"),
+        py::arg("replicate"), "The Poisson(1) weight of a bootstrap unit in a replicate.");
 }

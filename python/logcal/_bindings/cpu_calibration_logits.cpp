@@ -27,7 +27,10 @@ py::array_t<double> confidence_of(py::array_t<T, py::array::c_style> lp) {
 }  // namespace
 
 void bind_calibration_logits(py::module_& m) {
-  m.def("calib_confidence_from_max_logprob", &confidence_of<float>);
-  m.def("calib_confidence_from_max_logprob", &confidence_of<double>);
-  m.def("calib_exp_det", [](double x) { return logcal::calib::exp_det(x); });
+  m.def("calib_confidence_from_max_logprob", &confidence_of<float>, py::arg("max_logprob"),
+        "exp(max_logprob) with the same bits as the CUDA binning kernel computes.");
+  m.def("calib_confidence_from_max_logprob", &confidence_of<double>, py::arg("max_logprob"));
+  m.def(
+      "calib_exp_det", [](double x) { return logcal::calib::exp_det(x); }, py::arg("x"),
+      "The deterministic exponential of the calibration terms.");
 }

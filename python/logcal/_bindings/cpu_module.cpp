@@ -32,13 +32,21 @@ PYBIND11_MODULE(_core_cpu, m) {
   bind_sequence(m);
   bind_calibration(m);
   bind_calibration_logits(m);
-  m.def("set_num_threads", &logcal::cpu::set_num_threads);
-  m.def("get_num_threads", &logcal::cpu::get_num_threads);
-  m.def("isa", [] { return std::string(logcal::cpu::isa_name(logcal::cpu::active_isa())); });
-  m.def("best_isa", [] { return std::string(logcal::cpu::isa_name(logcal::cpu::best_isa())); });
-  m.def("set_isa", [](const std::string& name) {
-    if (!logcal::cpu::set_isa(isa_from_name(name)))
-      throw std::invalid_argument("instruction-set level '" + name +
-                                  "' is not supported by this CPU or build");
-  });
+  m.def("set_num_threads", &logcal::cpu::set_num_threads, py::arg("n"),
+        "Threads of the CPU kernels (n <= 0: the CPUs this process may run on).");
+  m.def("get_num_threads", &logcal::cpu::get_num_threads, "Threads of the CPU kernels.");
+  m.def(
+      "isa", [] { return std::string(logcal::cpu::isa_name(logcal::cpu::active_isa())); },
+      "The instruction-set level in use: baseline, avx2 or avx512.");
+  m.def(
+      "best_isa", [] { return std::string(logcal::cpu::isa_name(logcal::cpu::best_isa())); },
+      "The best level compiled in and supported by this CPU.");
+  m.def(
+      "set_isa",
+      [](const std::string& name) {
+        if (!logcal::cpu::set_isa(isa_from_name(name)))
+          throw std::invalid_argument("instruction-set level '" + name +
+                                      "' is not supported by this CPU or build");
+      },
+      py::arg("name"), "Forces a lower level (for tests and benchmarks).");
 }

@@ -64,15 +64,24 @@ py::array_t<To> convert(py::array_t<From, py::array::c_style | py::array::forcec
 }  // namespace
 
 void bind_token(py::module_& m) {
-  m.def("_fp16_bits_to_float32", [](py::array_t<uint16_t, py::array::c_style> a) {
-    return convert<uint16_t, float>(a, logcal::fp16_to_float);
-  });
-  m.def("_float32_to_fp16_bits", [](py::array_t<float, py::array::c_style> a) {
-    return convert<float, uint16_t>(a, logcal::float_to_fp16);
-  });
-  m.def("_float32_to_bf16_bits", [](py::array_t<float, py::array::c_style> a) {
-    return convert<float, uint16_t>(a, logcal::float_to_bf16);
-  });
+  m.def(
+      "_fp16_bits_to_float32",
+      [](py::array_t<uint16_t, py::array::c_style> a) {
+        return convert<uint16_t, float>(a, logcal::fp16_to_float);
+      },
+      py::arg("bits"));
+  m.def(
+      "_float32_to_fp16_bits",
+      [](py::array_t<float, py::array::c_style> a) {
+        return convert<float, uint16_t>(a, logcal::float_to_fp16);
+      },
+      py::arg("values"));
+  m.def(
+      "_float32_to_bf16_bits",
+      [](py::array_t<float, py::array::c_style> a) {
+        return convert<float, uint16_t>(a, logcal::float_to_bf16);
+      },
+      py::arg("values"));
   def_token_stats(m, &token_stats);
   def_log_softmax(m, &log_softmax);
 }
