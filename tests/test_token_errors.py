@@ -169,3 +169,71 @@ def test_cuda_arrays_without_a_usable_gpu_are_refused_clearly():
 def test_set_num_threads_type():
     with raises(TypeError, "n must be an int, got float"):
         logcal.set_num_threads(2.0)
+
+
+@pytest.mark.parametrize("func", [logcal.token_stats, logcal.log_softmax])
+def test_temperature_below_the_dtype_minimum_is_refused(func):
+    with raises(
+        ValueError,
+        "temperature = 1e-39 is below 1e-38, the smallest float32 logits allow "
+        "(1/temperature must be finite in float32)",
+    ):
+        func(X, temperature=1e-39)
+    with raises(
+        ValueError,
+        "temperature = 1e-310 is below 1e-307, the smallest float64 logits allow "
+        "(1/temperature must be finite in float64)",
+    ):
+        func(X.astype(np.float64), temperature=1e-310)
+
+
+def test_tiny_temperatures_give_the_limit():
+    """At the smallest temperatures allowed, the distribution is the one-hot argmax (within the
+    float32 tolerance), never an entropy above ln V or a NaN."""
+    x = np.array([[0.0, 1.0, 2.0]], np.float32)
+    s = logcal.token_stats(x, np.array([1]), temperature=1e-38)
+    assert abs(float(s.max_logprob[0])) < 1e-6 and 0 <= float(s.entropy[0]) < 1e-6
+    assert float(s.target_logprob[0]) == pytest.approx(-1e38, rel=1e-6)
+    lp = logcal.log_softmax(x, temperature=1e-38)
+    np.testing.assert_allclose(lp, [[-2e38, -1e38, 0.0]], rtol=1e-6, atol=1e-6)
+    s64 = logcal.token_stats(x.astype(np.float64), temperature=1e-307)
+    assert float(s64.max_logprob[0]) == 0.0 and float(s64.entropy[0]) < 1e-300
+
+
+def test_out_that_cannot_be_written_in_place_is_refused():
+    big_endian = np.zeros((2, 3, 5), dtype=">f4")
+    with raises(
+        ValueError,
+        "out must be in native byte order with strides that are a multiple of its element size, "
+        "so that results can be written into it",
+    ):
+        logcal.log_softmax(X, out=big_endian)
+    assert not big_endian.any()
+    torch = pytest.importorskip("torch")
+    negated = torch._neg_view(torch.zeros((2, 3, 5)))  # negation pending, applied on read
+    assert negated.is_neg()
+    with raises(
+        ValueError,
+        "out is a torch tensor with a pending conjugation or negation; pass a resolved "
+        "tensor so that results can be written into it",
+    ):
+        logcal.log_softmax(torch.from_numpy(X), out=negated)
+
+
+def test_integer_arguments_out_of_range_are_value_errors():
+    with raises(ValueError, f"ignore_index must fit in int64, got {2**70}"):
+        logcal.token_stats(X, np.zeros((2, 3), np.int64), ignore_index=2**70)
+    with raises(ValueError, f"n must be at most 1024 threads, got {2**31}"):
+        logcal.set_num_threads(2**31)
+    with raises(ValueError, "n must be at most 1024 threads, got 1000000000"):
+        logcal.set_num_threads(10**9)
+    assert logcal.get_num_threads() <= 1024
+
+
+def test_tensors_on_other_torch_devices_are_named():
+    torch = pytest.importorskip("torch")
+    with raises(
+        ValueError,
+        "logits is a torch tensor on device 'meta'; logcal reads tensors in CPU or CUDA memory",
+    ):
+        logcal.token_stats(torch.empty((2, 3), device="meta"))

@@ -45,10 +45,15 @@ def cuda_available() -> bool:
     return _core_cuda is not None and _core_cuda.device_count() > 0
 
 
+MAX_THREADS = 1024
+
+
 def set_num_threads(n: int) -> None:
     """Set the number of threads the CPU kernels use (``n <= 0`` restores the default).
 
-    The default is the number of CPUs this process may run on.
+    The default is the number of CPUs this process may run on. At most ``MAX_THREADS``
+    (1024): the pool's threads live as long as the process, and more than the machine's
+    CPUs only add overhead.
 
     Examples
     --------
@@ -60,7 +65,9 @@ def set_num_threads(n: int) -> None:
     """
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
-    _core_cpu.set_num_threads(n)
+    if n > MAX_THREADS:
+        raise ValueError(f"n must be at most {MAX_THREADS} threads, got {n}")
+    _core_cpu.set_num_threads(max(n, 0))
 
 
 def get_num_threads() -> int:

@@ -83,12 +83,24 @@ def _logits(logits: Any, func: str) -> ArrayView:
     return x
 
 
-def _temperature(temperature: Any) -> float:
+# The smallest temperature per compute type: 1/T and log2(e)/T must stay finite in the type the
+# logits are computed in (float32 for 16/32-bit logits, float64 for float64), or the scaled
+# differences turn into inf * 0 = NaN. Below it a result cannot be exact, so it is refused.
+MIN_TEMPERATURE = {"float32": 1e-38, "float64": 1e-307}
+
+
+def _temperature(temperature: Any, dtype: str = "float64") -> float:
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise TypeError(f"temperature must be a real number, got {type(temperature).__name__}")
     t = float(temperature)
     if not (math.isfinite(t) and t > 0.0):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    compute = "float64" if dtype == "float64" else "float32"
+    if t < MIN_TEMPERATURE[compute]:
+        raise ValueError(
+            f"temperature = {temperature!r} is below {MIN_TEMPERATURE[compute]:g}, the smallest "
+            f"{dtype} logits allow (1/temperature must be finite in {compute})"
+        )
     return t
 
 
@@ -164,7 +176,7 @@ def token_stats(
     array([[0, 1]])
     """
     x = _logits(logits, "token_stats")
-    temperature = _temperature(temperature)
+    temperature = _temperature(temperature, x.dtype)
     top_k = int_arg(top_k, "top_k")
     ignore_index = int_arg(ignore_index, "ignore_index")
     lead, vocab = x.shape[:-1], x.shape[-1]
@@ -233,7 +245,7 @@ def log_softmax(
     array([-0.6931, -0.6931], dtype=float32)
     """
     x = _logits(logits, "log_softmax")
-    temperature = _temperature(temperature)
+    temperature = _temperature(temperature, x.dtype)
     if dtype is None:
         out_dtype = "float32" if x.dtype in ("float16", "bfloat16") else x.dtype
     else:

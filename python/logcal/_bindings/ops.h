@@ -56,9 +56,14 @@ Rows rows_of(const Array& a, int device) {
   return rows;
 }
 
-inline double checked_temperature(double t) {
-  if (!(std::isfinite(t) && t > 0.0))
-    throw std::invalid_argument("temperature must be a finite number > 0");
+// A finite temperature > 0 whose inverse is finite in the compute type of `logits` (the
+// documented minimum of logcal._token.MIN_TEMPERATURE).
+inline double checked_temperature(double t, logcal::DType logits) {
+  const double min = logits == logcal::DType::kFloat64 ? 1e-307 : 1e-38;
+  if (!(std::isfinite(t) && t >= min))
+    throw std::invalid_argument("temperature must be a finite number >= " +
+                                std::string(logits == logcal::DType::kFloat64 ? "1e-307"
+                                                                               : "1e-38"));
   return t;
 }
 
@@ -115,7 +120,7 @@ inline TokenStatsCall token_stats_call(const py::object& logits, const py::objec
     throw std::invalid_argument("top_k = " + std::to_string(top_k) + " is outside [0, V = " +
                                 std::to_string(vocab) + "]");
   a.top_k = top_k;
-  a.temperature = checked_temperature(temperature);
+  a.temperature = checked_temperature(temperature, a.logits.dtype);
   a.ignore_index = ignore_index;
   const std::vector<int64_t> lead(x.shape.begin(), x.shape.end() - 1);
   std::vector<int64_t> lead_k = lead;
@@ -169,7 +174,7 @@ inline logcal::LogSoftmaxArgs log_softmax_args(const py::object& logits, const p
   a.out = rows_of<logcal::MutableRows>(o, device);
   if (o.readonly) throw std::invalid_argument("out: output is read-only");
   if (o.shape != x.shape) throw std::invalid_argument("out: shape differs from logits");
-  a.temperature = checked_temperature(temperature);
+  a.temperature = checked_temperature(temperature, a.logits.dtype);
   a.out_is_new = out_is_new;
   return a;
 }
