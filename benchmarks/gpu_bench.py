@@ -6,8 +6,8 @@ in the same run, the peers of design/PERFORMANCE.md and a device-to-device copy 
 Builds nothing (install logcal first). Prints PASS/FAIL per check, then one table: job,
 provider, median ms (CUDA events, after warm-up), GB/s of the fewest bytes the job must move,
 % of the copy's bandwidth measured in this run, and each peer's time over logcal's. Writes the
-numbers to $OUT/gpu_bench.json when OUT is set. About 3 minutes on an H200 (torch.compile of
-the composite takes most of it).
+numbers after every job to $RESULTS and $OUT/gpu_bench.json where set. About 3 minutes on an
+H200 (torch.compile of the composite takes most of it).
 """
 
 from __future__ import annotations
@@ -60,11 +60,39 @@ def record(job: str, provider: str, ms: float, nbytes: float, note: str = "") ->
     print(
         f"  {job:34s} {provider:34s} {ms:9.3f} ms  {nbytes / ms / 1e6:8.1f} GB/s {note}", flush=True
     )
+    save()  # after every job: a run cut short still leaves what it measured
+
+
+def save() -> None:
+    """The results so far, as JSON: to $RESULTS and $OUT/gpu_bench.json where set. Per job:
+    each provider's ms, GB/s and % of this run's device-to-device copy bandwidth."""
+    copy = next((r["GB_s"] for r in rows if r["job"].startswith("copy")), None)
+    jobs: dict = {}
+    for r in rows:
+        entry = {k: r[k] for k in ("ms", "GB_s", "note")}
+        if copy:
+            entry["pct_of_copy"] = 100 * r["GB_s"] / copy
+        jobs.setdefault(r["job"], {})[r["provider"]] = entry
+    doc = {
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "shapes": {"N": N, "V": V, "K": K, "M": M, "SEQS": SEQS},
+        "copy_GB_s": copy,
+        "jobs": jobs,
+        "checks": checks,
+    }
+    paths = [os.environ.get("RESULTS")]
+    if os.environ.get("OUT"):
+        paths.append(os.path.join(os.environ["OUT"], "gpu_bench.json"))
+    for path in filter(None, paths):
+        with open(path, "w") as f:
+            json.dump(doc, f, indent=1)
 
 
 def check(name: str, ok: bool, detail: str = "") -> None:
     checks.append((name, bool(ok), detail))
     print(f"{'PASS' if ok else 'FAIL'}  {name} {detail}", flush=True)
+    save()
 
 
 def close(a, b, tol) -> bool:
@@ -433,14 +461,7 @@ def main() -> int:
     run_checks()
     run_timings()
     table()
-    out = os.environ.get("OUT")
-    if out:
-        with open(os.path.join(out, "gpu_bench.json"), "w") as f:
-            json.dump(
-                {"N": N, "V": V, "K": K, "M": M, "SEQS": SEQS, "rows": rows, "checks": checks},
-                f,
-                indent=1,
-            )
+    save()
     return 0 if all(ok for _, ok, _ in checks) else 1
 
 
