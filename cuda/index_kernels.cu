@@ -29,25 +29,14 @@ __global__ void CopyIndicesKernel(IntArray values, IndexRule rule, int64_t* __re
   }
 }
 
-// Offsets: each value inside [0, n_tokens] (a uint64 above INT64_MAX is outside).
-__global__ void CopyOffsetsKernel(IntArray offsets, int64_t n_tokens, int64_t* __restrict__ dst,
-                                  unsigned long long* first_bad) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < offsets.size;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    bool big;
-    const int64_t v = offsets.load(i, &big);
-    dst[i] = v;
-    if (big || v < 0 || v > n_tokens) atomicMin(first_bad, (unsigned long long)i);
-  }
-}
-
 // The other rules, judged on the private copy: a start other than 0, a decrease, an end other
 // than n_tokens.
 __global__ void OffsetOrderKernel(const int64_t* __restrict__ off, int64_t n, int64_t n_tokens,
                                   unsigned long long* first_bad) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const bool bad = i == 0 ? off[0] != 0 : off[i] < off[i - 1] || (i == n - 1 && off[i] != n_tokens);
+    const bool bad =
+        i == 0 ? off[0] != 0 : off[i] < off[i - 1] || (i == n - 1 && off[i] != n_tokens);
     if (bad) atomicMin(first_bad, (unsigned long long)i);
   }
 }
@@ -69,7 +58,9 @@ cudaError_t CopyOffsets(const IntArray& offsets, int64_t n_tokens, int64_t* d_ds
   cudaError_t err = cudaMemsetAsync(d_first_bad, 0xff, sizeof *d_first_bad, stream);
   if (err != cudaSuccess) return err;
   const unsigned blocks = blocks_for(offsets.size);
-  CopyOffsetsKernel<<<blocks, kThreads, 0, stream>>>(offsets, n_tokens, d_dst, d_first_bad);
+  // Inside [0, n_tokens] is the index rule with bound n_tokens + 1.
+  const IndexRule inside{n_tokens + 1, false, 0};
+  CopyIndicesKernel<<<blocks, kThreads, 0, stream>>>(offsets, inside, d_dst, d_first_bad);
   OffsetOrderKernel<<<blocks, kThreads, 0, stream>>>(d_dst, offsets.size, n_tokens, d_first_bad);
   return cudaGetLastError();
 }

@@ -6,8 +6,10 @@
 #include <pybind11/pybind11.h>
 
 #include <new>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "ops.h"
 
@@ -42,6 +44,23 @@ void run_without_gil(Kernel kernel, const Args& args, const char* what) {
     s = kernel(args);
   }
   check_status(s, what);
+}
+
+// Runs `kernel` on a private copy of an index array (if any): `copy(raw, dst)` takes the copy of
+// n values, checking each as it is read, then `*slot` points the kernel's arguments at it. All of
+// it runs with the GIL released; a bad value stops before the kernel (status kBadIndex).
+template <class Copy, class Kernel>
+Status run_on_checked_copy(const std::optional<Array>& indices, size_t n, Copy copy,
+                           const int64_t** slot, Kernel kernel) {
+  std::vector<int64_t> checked(indices ? n : 0);
+  const logcal::IntArray raw = indices ? int_array(*indices) : logcal::IntArray{};
+  py::gil_scoped_release release;
+  if (indices) {
+    const Status s = copy(raw, checked.data());
+    if (s != Status::kOk) return s;
+    *slot = checked.data();
+  }
+  return kernel();
 }
 
 }  // namespace logcal_bindings

@@ -37,17 +37,14 @@ int64_t calibration_stats(const py::object& confidence, const py::object& correc
                           const py::object& boot_bins, const py::object& boot_totals) {
   namespace calib = logcal::calib;
   logcal::cpu::CalibrationArgs args;
-  const Array c = array_arg(confidence, "confidence");
-  check_device(c, kHost);
-  if (c.ndim() != 1) throw std::invalid_argument("confidence: expected a 1-D array");
-  args.n = c.shape[0];
-  args.confidence = c.data<const void>();
-  args.conf_type = conf_type(c);
-  args.conf_stride = c.strides[0];
-  const Array y = host_vector(correct, "correct", args.n);
-  args.correct = y.data<const void>();
-  args.correct_type = correct_type(y);
-  args.correct_stride = y.strides[0];
+  const Samples in = samples_arg(confidence, correct, "correct", kHost);
+  args.n = in.n;
+  args.confidence = in.confidence.data<const void>();
+  args.conf_type = in.conf_type;
+  args.conf_stride = in.confidence.strides[0];
+  args.correct = in.correct.data<const void>();
+  args.correct_type = in.correct_type;
+  args.correct_stride = in.correct.strides[0];
   if (!weights.is_none()) {
     const Array w = host_vector(weights, "weights", args.n);
     if (w.dtype != "float64") throw py::type_error("weights: expected float64");
@@ -57,14 +54,9 @@ int64_t calibration_stats(const py::object& confidence, const py::object& correc
   if (n_bins < 1 || block < 1 || n_bootstrap < 0 || offset < 0)
     throw std::invalid_argument("calibration_stats: n_bins, block >= 1; n_bootstrap, offset >= 0");
   args.n_bins = n_bins;
-  if (!edges.is_none()) {
-    const Array e = array_arg(edges, "edges");
-    check_device(e, kHost);
-    if (e.dtype != "float64" || e.ndim() != 1 || !e.dense() || e.shape[0] != n_bins - 1)
-      throw std::invalid_argument("edges: expected n_bins - 1 dense float64 inner edges");
-    args.edges = e.data<const double>();
-    args.n_edges = e.shape[0];
-  }
+  const InnerEdges e = inner_edges_arg(edges, n_bins, kHost);
+  args.edges = e.data;
+  args.n_edges = e.n;
   args.right_closed = right_closed;
   args.edges_scale = edges_scale;
   args.eps = eps;
@@ -99,17 +91,15 @@ int64_t binned_sums_sequential(const py::object& confidence, const py::object& a
                                const py::object& count, const py::object& conf_sum,
                                const py::object& acc_sum) {
   logcal::cpu::SequentialSumsArgs args;
-  const Array c = array_arg(confidence, "confidence");
-  check_device(c, kHost);
-  if (c.ndim() != 1) throw std::invalid_argument("confidence: expected a 1-D array");
-  args.n = c.shape[0];
+  const Samples in = samples_arg(confidence, accuracy, "accuracy", kHost);
+  const Array& c = in.confidence;
+  args.n = in.n;
   args.confidence = c.data<const void>();
-  args.conf_type = conf_type(c);
+  args.conf_type = in.conf_type;
   args.conf_stride = c.strides[0];
-  const Array a = host_vector(accuracy, "accuracy", args.n);
-  args.accuracy = a.data<const void>();
-  args.accuracy_type = correct_type(a);
-  args.accuracy_stride = a.strides[0];
+  args.accuracy = in.correct.data<const void>();
+  args.accuracy_type = in.correct_type;
+  args.accuracy_stride = in.correct.strides[0];
   const Array e = array_arg(edges, "edges");
   check_device(e, kHost);
   if (e.dtype != c.dtype || e.ndim() != 1 || !e.dense())

@@ -19,27 +19,17 @@ namespace {
 
 constexpr int kHost = -1;
 
-void sequence_stats(const py::object& token_logprobs, const py::object& offsets,
-                    const py::object& mask, const py::object& sum, const py::object& mean,
-                    const py::object& min, const py::object& perplexity,
-                    const py::object& count) {
-  auto call = sequence_stats_call(token_logprobs, offsets, mask, sum, mean, min, perplexity,
-                                  count, kHost);
-  // The offsets as read, once: the kernel reads only this private copy.
-  std::vector<int64_t> checked(call.offsets ? size_t(call.args.n_seq + 1) : 0);
-  const logcal::IntArray raw = call.offsets ? int_array(*call.offsets) : logcal::IntArray{};
-  const int64_t n_tokens = call.offsets ? array_arg(token_logprobs, "token_logprobs").shape[0] : 0;
+// The offsets as read, once, into a private copy checked as it is taken; the kernel reads only
+// that copy.
+void run_sequence_stats(SequenceStatsCall& call) {
   logcal::IndexError bad;
-  Status s = Status::kOk;
-  {
-    py::gil_scoped_release release;
-    if (call.offsets) {
-      s = logcal::copy_offsets(raw, n_tokens, checked.data(), &bad);
-      call.args.offsets = checked.data();
-    }
-    if (s == Status::kOk) s = logcal::cpu::sequence_stats(call.args);
-  }
-  if (s == Status::kBadIndex) raise_bad_offsets(bad, n_tokens);
+  const Status s = run_on_checked_copy(
+      call.offsets, size_t(call.args.n_seq + 1),
+      [&](const logcal::IntArray& raw, int64_t* dst) {
+        return logcal::copy_offsets(raw, call.n_tokens, dst, &bad);
+      },
+      &call.args.offsets, [&] { return logcal::cpu::sequence_stats(call.args); });
+  if (s == Status::kBadIndex) raise_bad_offsets(bad, call.n_tokens);
   check_status(s, "sequence_stats");
 }
 
@@ -167,7 +157,7 @@ py::tuple selective(const py::object& confidence, const py::object& correct,
 }  // namespace
 
 void bind_sequence(py::module_& m) {
-  def_sequence_stats(m, &sequence_stats);
+  def_sequence_stats<false, &run_sequence_stats>(m);
   m.def("choice_confidence", &choice_confidence, py::kw_only(), py::arg("choice_logprobs"),
         py::arg("lengths") = py::none(), py::arg("labels") = py::none(),
         py::arg("probs") = py::none(), py::arg("pred") = py::none(),

@@ -16,39 +16,25 @@ using namespace logcal_bindings;
 
 namespace {
 
-constexpr int kHost = -1;
-
-void token_stats(const py::object& logits, const py::object& targets, int64_t top_k,
-                 double temperature, int64_t ignore_index, const py::object& logsumexp,
-                 const py::object& max_logprob, const py::object& argmax,
-                 const py::object& entropy, const py::object& target_logprob,
-                 const py::object& target_rank, const py::object& topk_ids,
-                 const py::object& topk_logprobs) {
-  auto call = token_stats_call(logits, targets, top_k, temperature, ignore_index, logsumexp,
-                               max_logprob, argmax, entropy, target_logprob, target_rank,
-                               topk_ids, topk_logprobs, kHost);
-  // The targets as read, once: the kernel reads only this private copy.
-  std::vector<int64_t> checked(call.targets ? size_t(call.args.logits.n_rows) : 0);
-  const logcal::IntArray raw = call.targets ? int_array(*call.targets) : logcal::IntArray{};
+// The targets as read, once, into a private copy checked as it is taken; the kernel reads only
+// that copy.
+void run_token_stats(TokenStatsCall& call) {
   logcal::IndexError bad;
-  Status s = Status::kOk;
-  {
-    py::gil_scoped_release release;
-    if (call.targets) {
-      s = logcal::copy_indices(raw, call.target_rule, checked.data(), &bad);
-      call.args.targets = checked.data();
-    }
-    if (s == Status::kOk) s = logcal::cpu::token_stats(call.args);
-  }
+  const Status s = run_on_checked_copy(
+      call.targets, size_t(call.args.logits.n_rows),
+      [&](const logcal::IntArray& raw, int64_t* dst) {
+        return logcal::copy_indices(raw, call.target_rule, dst, &bad);
+      },
+      &call.args.targets, [&] { return logcal::cpu::token_stats(call.args); });
   if (s == Status::kBadIndex)
-    raise_bad_target(*call.targets, bad, call.args.logits.vocab, ignore_index);
+    raise_bad_target(*call.targets, bad, call.args.logits.vocab, call.args.ignore_index);
   check_status(s, "token_stats");
 }
 
 void log_softmax(const py::object& logits, const py::object& out, double temperature,
                  bool out_is_new) {
   run_without_gil(logcal::cpu::log_softmax,
-                  log_softmax_args(logits, out, temperature, out_is_new, kHost), "log_softmax");
+                  log_softmax_args(logits, out, temperature, out_is_new, false), "log_softmax");
 }
 
 // Element-wise 16-bit conversions of the shared core, exposed for exhaustive tests.
@@ -82,6 +68,6 @@ void bind_token(py::module_& m) {
         return convert<float, uint16_t>(a, logcal::float_to_bf16);
       },
       py::arg("values"));
-  def_token_stats(m, &token_stats);
+  def_token_stats<false, &run_token_stats>(m);
   def_log_softmax(m, &log_softmax);
 }

@@ -114,38 +114,44 @@ constexpr unsigned long long kNoneBad = ~0ull;
 
 // --- token_stats, log_softmax ----------------------------------------------------------------
 
-void token_stats(const py::object& logits, const py::object& targets, int64_t top_k,
-                 double temperature, int64_t ignore_index, const py::object& logsumexp,
-                 const py::object& max_logprob, const py::object& argmax,
-                 const py::object& entropy, const py::object& target_logprob,
-                 const py::object& target_rank, const py::object& topk_ids,
-                 const py::object& topk_logprobs) {
-  const int device = device_of(logits, "logits");
-  auto call = token_stats_call(logits, targets, top_k, temperature, ignore_index, logsumexp,
-                               max_logprob, argmax, entropy, target_logprob, target_rank,
-                               topk_ids, topk_logprobs, device);
+// Copies n index values into `checked` on the device with `launch(raw, dst, first_bad)`, checked
+// as they are read, and reads the check's result (one synchronisation). On a bad value the copy
+// is judged on the host by `judge(host_view, scratch)`, the CPU's rule code, which raises.
+template <class Launch, class Judge>
+const int64_t* checked_on_device(const Array& indices, int64_t n, const Scratch& checked,
+                                 cudaStream_t s, Launch launch, Judge judge, const char* what) {
+  const logcal::IntArray raw = int_array(indices);
+  auto* first_bad = reinterpret_cast<unsigned long long*>(checked.as<int64_t>() + n);
+  check(launch(raw, checked.as<int64_t>(), first_bad), what);
+  if (to_host(first_bad, 1, s)[0] != kNoneBad) {
+    const auto h = to_host(checked.as<int64_t>(), size_t(n), s);
+    std::vector<int64_t> scratch(h.size());
+    judge(host_copy_view(h, raw), scratch.data());
+    throw std::runtime_error(std::string(what) + ": the device and host checks disagree");
+  }
+  return checked.as<int64_t>();
+}
+
+void run_token_stats(TokenStatsCall& call) {
   if (call.args.logits.vocab >= (int64_t(1) << 31))
     throw std::invalid_argument("logits on a GPU must have V < 2**31");
+  const int device = call.logits.device;
   DeviceGuard guard(device);
-  const cudaStream_t s = stream_of(array_arg(logits, "logits"));
+  const cudaStream_t s = stream_of(call.logits);
   const int64_t n_rows = call.args.logits.n_rows;
   Scratch checked(call.targets ? size_t(n_rows + 1) * sizeof(int64_t) : 0, s);
-  if (call.targets) {
-    const logcal::IntArray raw = int_array(*call.targets);
-    auto* first_bad = reinterpret_cast<unsigned long long*>(checked.as<int64_t>() + n_rows);
-    check(logcal::cuda::CopyIndices(raw, call.target_rule, checked.as<int64_t>(), first_bad, s),
-          "token_stats");
-    if (to_host(first_bad, 1, s)[0] != kNoneBad) {
-      const auto h = to_host(checked.as<int64_t>(), size_t(n_rows), s);
-      std::vector<int64_t> scratch(h.size());
-      logcal::IndexError bad;
-      if (logcal::copy_indices(host_copy_view(h, raw), call.target_rule, scratch.data(), &bad) ==
-          logcal::Status::kBadIndex)
-        raise_bad_target(*call.targets, bad, call.args.logits.vocab, ignore_index);
-      throw std::runtime_error("token_stats: the device and host checks of targets disagree");
-    }
-    call.args.targets = checked.as<int64_t>();
-  }
+  if (call.targets)
+    call.args.targets = checked_on_device(
+        *call.targets, n_rows, checked, s,
+        [&](const logcal::IntArray& raw, int64_t* dst, unsigned long long* first_bad) {
+          return logcal::cuda::CopyIndices(raw, call.target_rule, dst, first_bad, s);
+        },
+        [&](const logcal::IntArray& host, int64_t* dst) {
+          logcal::IndexError bad;
+          if (logcal::copy_indices(host, call.target_rule, dst, &bad) == logcal::Status::kBadIndex)
+            raise_bad_target(*call.targets, bad, call.args.logits.vocab, call.args.ignore_index);
+        },
+        "token_stats");
   const int sms = sm_count(device);
   const size_t bytes = logcal::cuda::TokenStatsWorkspace(call.args, sms);
   Scratch workspace(bytes, s);
@@ -160,7 +166,7 @@ void token_stats(const py::object& logits, const py::object& targets, int64_t to
 void log_softmax(const py::object& logits, const py::object& out, double temperature,
                  bool out_is_new) {
   const int device = device_of(logits, "logits");
-  const auto args = log_softmax_args(logits, out, temperature, out_is_new, device);
+  const auto args = log_softmax_args(logits, out, temperature, out_is_new, true);
   if (args.logits.vocab >= (int64_t(1) << 31))
     throw std::invalid_argument("logits on a GPU must have V < 2**31");
   DeviceGuard guard(device);
@@ -178,35 +184,23 @@ void log_softmax(const py::object& logits, const py::object& out, double tempera
 
 // --- sequence_stats --------------------------------------------------------------------------
 
-void sequence_stats(const py::object& token_logprobs, const py::object& offsets,
-                    const py::object& mask, const py::object& sum, const py::object& mean,
-                    const py::object& min, const py::object& perplexity,
-                    const py::object& count) {
-  const int device = device_of(token_logprobs, "token_logprobs");
-  auto call = sequence_stats_call(token_logprobs, offsets, mask, sum, mean, min, perplexity,
-                                  count, device);
-  DeviceGuard guard(device);
-  const Array x = array_arg(token_logprobs, "token_logprobs");
-  const cudaStream_t s = stream_of(x);
+void run_sequence_stats(SequenceStatsCall& call) {
+  DeviceGuard guard(call.data.device);
+  const cudaStream_t s = stream_of(call.data);
   const int64_t n_off = call.offsets ? call.args.n_seq + 1 : 0;
   Scratch checked(call.offsets ? size_t(n_off + 1) * sizeof(int64_t) : 0, s);
-  if (call.offsets) {
-    const int64_t n_tokens = x.shape[0];
-    const logcal::IntArray raw = int_array(*call.offsets);
-    auto* first_bad = reinterpret_cast<unsigned long long*>(checked.as<int64_t>() + n_off);
-    check(logcal::cuda::CopyOffsets(raw, n_tokens, checked.as<int64_t>(), first_bad, s),
-          "sequence_stats");
-    if (to_host(first_bad, 1, s)[0] != kNoneBad) {
-      const auto h = to_host(checked.as<int64_t>(), size_t(n_off), s);
-      std::vector<int64_t> scratch(h.size());
-      logcal::IndexError bad;
-      if (logcal::copy_offsets(host_copy_view(h, raw), n_tokens, scratch.data(), &bad) ==
-          logcal::Status::kBadIndex)
-        raise_bad_offsets(bad, n_tokens);
-      throw std::runtime_error("sequence_stats: the device and host checks of offsets disagree");
-    }
-    call.args.offsets = checked.as<int64_t>();
-  }
+  if (call.offsets)
+    call.args.offsets = checked_on_device(
+        *call.offsets, n_off, checked, s,
+        [&](const logcal::IntArray& raw, int64_t* dst, unsigned long long* first_bad) {
+          return logcal::cuda::CopyOffsets(raw, call.n_tokens, dst, first_bad, s);
+        },
+        [&](const logcal::IntArray& host, int64_t* dst) {
+          logcal::IndexError bad;
+          if (logcal::copy_offsets(host, call.n_tokens, dst, &bad) == logcal::Status::kBadIndex)
+            raise_bad_offsets(bad, call.n_tokens);
+        },
+        "sequence_stats");
   cudaError_t err;
   {
     py::gil_scoped_release release;
@@ -231,17 +225,6 @@ void state_arrays(const py::object& count, const py::object& sums, int64_t n_bin
   a.sums = w.data<uint64_t>();
 }
 
-void inner_edges(const py::object& edges, int64_t n_bins, int device,
-                 logcal::cuda::CalibDeviceArgs& a) {
-  if (edges.is_none()) return;
-  const Array e = array_arg(edges, "edges");
-  check_device(e, device);
-  if (e.dtype != "float64" || e.ndim() != 1 || !e.dense() || e.shape[0] != n_bins - 1)
-    throw std::invalid_argument("edges: expected n_bins - 1 dense float64 inner edges");
-  a.edges = e.data<const double>();
-  a.n_edges = e.shape[0];
-}
-
 // Adds (confidence, correct) pairs into the state -- only if every sample is valid: they are
 // binned into private cells first, and the first invalid position is read back (one
 // synchronisation). Returns that position, or -1 (then the state has the samples).
@@ -249,29 +232,27 @@ int64_t calibration_stats(const py::object& confidence, const py::object& correc
                           int64_t n_bins, const py::object& edges, double eps, bool light,
                           const py::object& count, const py::object& sums) {
   const int device = device_of(confidence, "confidence");
-  const Array c = array_arg(confidence, "confidence");
-  const Array y = array_arg(correct, "correct");
-  check_device(y, device);
-  if (c.ndim() != 1 || y.shape != c.shape)
-    throw std::invalid_argument("confidence and correct: 1-D arrays of one length");
+  const Samples in = samples_arg(confidence, correct, "correct", device);
   if (n_bins < 1) throw std::invalid_argument("n_bins must be >= 1");
   logcal::cuda::CalibDeviceArgs a;
-  a.n = c.shape[0];
-  a.confidence = c.data<const void>();
-  a.conf_type = int(conf_type(c));
-  a.conf_stride = c.strides[0];
-  a.correct = y.data<const void>();
-  a.correct_type = int(correct_type(y));
-  a.correct_stride = y.strides[0];
+  a.n = in.n;
+  a.confidence = in.confidence.data<const void>();
+  a.conf_type = int(in.conf_type);
+  a.conf_stride = in.confidence.strides[0];
+  a.correct = in.correct.data<const void>();
+  a.correct_type = int(in.correct_type);
+  a.correct_stride = in.correct.strides[0];
   a.eps = eps;
   a.light = light;
   logcal::cuda::CalibDeviceArgs target = a;
   state_arrays(count, sums, n_bins, device, target);
-  inner_edges(edges, n_bins, device, a);
+  const InnerEdges e = inner_edges_arg(edges, n_bins, device);
+  a.edges = e.data;
+  a.n_edges = e.n;
   a.n_bins = n_bins;
   if (a.n == 0) return -1;
   DeviceGuard guard(device);
-  const cudaStream_t s = stream_of(c);
+  const cudaStream_t s = stream_of(in.confidence);
   constexpr int64_t kWords = 1 + logcal::calib::kNumFields * 2;  // count + sums of a bin
   Scratch cells(size_t(n_bins * kWords + 1) * sizeof(int64_t), s);
   a.count = cells.as<int64_t>();
@@ -314,7 +295,9 @@ void calibration_from_logits(const py::object& max_logprob, const py::object& ar
   a.ignore_index = ignore_index;
   a.eps = eps;
   state_arrays(count, sums, n_bins, device, a);
-  inner_edges(edges, n_bins, device, a);
+  const InnerEdges e = inner_edges_arg(edges, n_bins, device);
+  a.edges = e.data;
+  a.n_edges = e.n;
   if (a.n == 0) return;
   DeviceGuard guard(device);
   const cudaStream_t s = stream_of(lp);
@@ -344,9 +327,9 @@ PYBIND11_MODULE(_core_cuda, m) {
   m.def("device_count", &logcal::cuda::DeviceCount,
         "Number of usable CUDA devices (0 without a driver or device).");
   m.def("sm_count", &sm_count, py::arg("device"), "Multiprocessors of a device.");
-  def_token_stats(m, &token_stats);
+  def_token_stats<true, &run_token_stats>(m);
   def_log_softmax(m, &log_softmax);
-  def_sequence_stats(m, &sequence_stats);
+  def_sequence_stats<true, &run_sequence_stats>(m);
   m.def("calibration_stats", &calibration_stats, py::kw_only(), py::arg("confidence"),
         py::arg("correct"), py::arg("n_bins"), py::arg("edges") = py::none(), py::arg("eps"),
         py::arg("light") = false, py::arg("count"), py::arg("sums"),

@@ -96,13 +96,60 @@ inline logcal::cpu::CorrectType correct_type(const Array& a) {
                        a.dtype);
 }
 
+// (confidence, correctness) samples: two 1-D arrays of one length on `device`.
+struct Samples {
+  int64_t n = 0;
+  Array confidence, correct;
+  logcal::cpu::ConfType conf_type;
+  logcal::cpu::CorrectType correct_type;
+};
+
+inline Samples samples_arg(const py::object& confidence, const py::object& correct,
+                           const char* correct_name, int device) {
+  Samples s;
+  s.confidence = array_arg(confidence, "confidence");
+  s.correct = array_arg(correct, correct_name);
+  check_device(s.confidence, device);
+  check_device(s.correct, device);
+  if (s.confidence.ndim() != 1 || s.correct.shape != s.confidence.shape)
+    throw std::invalid_argument(std::string("confidence and ") + correct_name +
+                                ": 1-D arrays of one length");
+  s.n = s.confidence.shape[0];
+  s.conf_type = conf_type(s.confidence);
+  s.correct_type = correct_type(s.correct);
+  return s;
+}
+
+// The n_bins - 1 sorted inner edges of explicit bins (dense float64 on `device`), or none.
+struct InnerEdges {
+  const double* data = nullptr;
+  int64_t n = 0;
+};
+
+inline InnerEdges inner_edges_arg(const py::object& edges, int64_t n_bins, int device) {
+  if (edges.is_none()) return {};
+  const Array e = array_arg(edges, "edges");
+  check_device(e, device);
+  if (e.dtype != "float64" || e.ndim() != 1 || !e.dense() || e.shape[0] != n_bins - 1)
+    throw std::invalid_argument("edges: expected n_bins - 1 dense float64 inner edges");
+  return {e.data<const double>(), e.shape[0]};
+}
+
 // --- token_stats -----------------------------------------------------------------------------
 
 struct TokenStatsCall {
   logcal::TokenStatsArgs args;  // .targets: set by the back end to its checked private copy
+  Array logits;
   std::optional<Array> targets;
   logcal::IndexRule target_rule;
 };
+
+// The device every argument of a call must be on: the host for the CPU module, the first
+// input's GPU for the CUDA module.
+inline int call_device(const Array& first, bool gpu) {
+  if (gpu && first.device < 0) throw std::invalid_argument(first.name + ": must be in CUDA memory here");
+  return gpu ? first.device : -1;
+}
 
 inline TokenStatsCall token_stats_call(const py::object& logits, const py::object& targets,
                                        int64_t top_k, double temperature, int64_t ignore_index,
@@ -110,10 +157,12 @@ inline TokenStatsCall token_stats_call(const py::object& logits, const py::objec
                                        const py::object& argmax, const py::object& entropy,
                                        const py::object& target_logprob,
                                        const py::object& target_rank, const py::object& topk_ids,
-                                       const py::object& topk_logprobs, int device) {
+                                       const py::object& topk_logprobs, bool gpu) {
   TokenStatsCall c;
   auto& a = c.args;
-  const Array x = array_arg(logits, "logits");
+  c.logits = array_arg(logits, "logits");
+  const Array& x = c.logits;
+  const int device = call_device(x, gpu);
   a.logits = rows_of<logcal::ConstRows>(x, device);
   const int64_t vocab = a.logits.vocab;
   if (top_k < 0 || top_k > vocab)
@@ -149,9 +198,23 @@ inline TokenStatsCall token_stats_call(const py::object& logits, const py::objec
   return c;
 }
 
-template <class F>
-void def_token_stats(py::module_& m, F f) {
-  m.def("token_stats", f, py::kw_only(), py::arg("logits"), py::arg("targets") = py::none(),
+// The binding of token_stats for a back end whose `Run(call)` copies the targets and launches.
+template <bool kGpu, void (*Run)(TokenStatsCall&)>
+void token_stats_entry(const py::object& logits, const py::object& targets, int64_t top_k,
+                       double temperature, int64_t ignore_index, const py::object& logsumexp,
+                       const py::object& max_logprob, const py::object& argmax,
+                       const py::object& entropy, const py::object& target_logprob,
+                       const py::object& target_rank, const py::object& topk_ids,
+                       const py::object& topk_logprobs) {
+  TokenStatsCall call = token_stats_call(logits, targets, top_k, temperature, ignore_index,
+                                         logsumexp, max_logprob, argmax, entropy, target_logprob,
+                                         target_rank, topk_ids, topk_logprobs, kGpu);
+  Run(call);
+}
+
+template <bool kGpu, void (*Run)(TokenStatsCall&)>
+void def_token_stats(py::module_& m) {
+  m.def("token_stats", &token_stats_entry<kGpu, Run>, py::kw_only(), py::arg("logits"), py::arg("targets") = py::none(),
         py::arg("top_k") = 0, py::arg("temperature") = 1.0, py::arg("ignore_index") = -100,
         py::arg("logsumexp") = py::none(), py::arg("max_logprob") = py::none(),
         py::arg("argmax") = py::none(), py::arg("entropy") = py::none(),
@@ -166,10 +229,11 @@ void def_token_stats(py::module_& m, F f) {
 // --- log_softmax -----------------------------------------------------------------------------
 
 inline logcal::LogSoftmaxArgs log_softmax_args(const py::object& logits, const py::object& out,
-                                               double temperature, bool out_is_new, int device) {
+                                               double temperature, bool out_is_new, bool gpu) {
   logcal::LogSoftmaxArgs a;
   const Array x = array_arg(logits, "logits");
   const Array o = array_arg(out, "out");
+  const int device = call_device(x, gpu);
   a.logits = rows_of<logcal::ConstRows>(x, device);
   a.out = rows_of<logcal::MutableRows>(o, device);
   if (o.readonly) throw std::invalid_argument("out: output is read-only");
@@ -192,6 +256,8 @@ void def_log_softmax(py::module_& m, F f) {
 
 struct SequenceStatsCall {
   logcal::SequenceStatsArgs args;  // .offsets: set by the back end to its checked private copy
+  Array data;
+  int64_t n_tokens = 0;  // flat layout: the length of token_logprobs
   std::optional<Array> offsets;
   std::vector<int64_t> out_shape;
   std::optional<Array> mask;
@@ -201,10 +267,12 @@ inline SequenceStatsCall sequence_stats_call(const py::object& token_logprobs,
                                              const py::object& offsets, const py::object& mask,
                                              const py::object& sum, const py::object& mean,
                                              const py::object& min, const py::object& perplexity,
-                                             const py::object& count, int device) {
+                                             const py::object& count, bool gpu) {
   SequenceStatsCall c;
   auto& a = c.args;
-  const Array x = array_arg(token_logprobs, "token_logprobs");
+  c.data = array_arg(token_logprobs, "token_logprobs");
+  const Array& x = c.data;
+  const int device = call_device(x, gpu);
   check_device(x, device);
   a.data = x.data<const void>();
   a.dtype = float_type(x);
@@ -218,6 +286,7 @@ inline SequenceStatsCall sequence_stats_call(const py::object& token_logprobs,
     int_array(*c.offsets);  // an integer type, or a TypeError
     a.n_seq = c.offsets->shape[0] - 1;
     a.stride = x.strides[0];
+    c.n_tokens = x.shape[0];
   } else {
     if (x.ndim() != 2) throw std::invalid_argument("token_logprobs: padded layout is [S, L]");
     a.n_seq = x.shape[0];
@@ -243,9 +312,21 @@ inline SequenceStatsCall sequence_stats_call(const py::object& token_logprobs,
   return c;
 }
 
-template <class F>
-void def_sequence_stats(py::module_& m, F f) {
-  m.def("sequence_stats", f, py::kw_only(), py::arg("token_logprobs"),
+// The binding of sequence_stats for a back end whose `Run(call)` copies the offsets and
+// launches.
+template <bool kGpu, void (*Run)(SequenceStatsCall&)>
+void sequence_stats_entry(const py::object& token_logprobs, const py::object& offsets,
+                          const py::object& mask, const py::object& sum, const py::object& mean,
+                          const py::object& min, const py::object& perplexity,
+                          const py::object& count) {
+  SequenceStatsCall call = sequence_stats_call(token_logprobs, offsets, mask, sum, mean, min,
+                                               perplexity, count, kGpu);
+  Run(call);
+}
+
+template <bool kGpu, void (*Run)(SequenceStatsCall&)>
+void def_sequence_stats(py::module_& m) {
+  m.def("sequence_stats", &sequence_stats_entry<kGpu, Run>, py::kw_only(), py::arg("token_logprobs"),
         py::arg("offsets") = py::none(), py::arg("mask") = py::none(),
         py::arg("sum") = py::none(), py::arg("mean") = py::none(), py::arg("min") = py::none(),
         py::arg("perplexity") = py::none(), py::arg("count") = py::none(),
