@@ -32,6 +32,7 @@ using LaneMask = simd::Vec<double>::Mask;
 constexpr int kWidth = simd::Vec<double>::kLanes;  // lanes per vector
 constexpr int kParts = kSeqLanes / kWidth;         // vectors per kSeqLanes lanes
 static_assert(kParts * kWidth == kSeqLanes, "the lanes fill whole vectors");
+static_assert(kSeqLanes == 8 && simd::kMaskVectors8 == kParts, "byte_masks8: one mask per part");
 
 // The partial of n tokens x (float or double); mask bytes m when kMasked.
 template <bool kMasked, class In>
@@ -45,10 +46,15 @@ SeqPartial block(const In* x, const uint8_t* m, int64_t n) {
   }
   LaneMask kept = {};  // minus the counted tokens, over all lanes (one vector: fewer registers)
   int64_t i = 0;
-  static_assert(kSeqLanes == 8 && simd::kMaskVectors8 == kParts, "one mask vector per part");
   for (; i + kSeqLanes <= n; i += kSeqLanes) {
     LaneMask keep_parts[kParts];
-    if constexpr (kMasked) simd::byte_masks8(m + i, keep_parts);
+    if constexpr (kMasked) {
+      simd::byte_masks8(m + i, keep_parts);
+      // Summed within the group first: one add per group on the loop-carried chain.
+      LaneMask group = keep_parts[0];
+      for (int p = 1; p < kParts; ++p) group += keep_parts[p];
+      kept += group;  // true is -1
+    }
     for (int p = 0; p < kParts; ++p) {
       const VD v = simd::load_as_double(x + i + p * kWidth);
       if constexpr (kMasked) {
@@ -56,7 +62,6 @@ SeqPartial block(const In* x, const uint8_t* m, int64_t n) {
         sum[p] += simd::select<double>(keep, v, VD{});
         const VD w = simd::select<double>(keep, v, inf_v);
         lo[p] = w < lo[p] ? w : lo[p];
-        kept += keep;  // true is -1
       } else {
         sum[p] += v;
         lo[p] = v < lo[p] ? v : lo[p];
