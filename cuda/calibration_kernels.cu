@@ -15,8 +15,8 @@
 
 #include <cstdint>
 
-#include "logcal/calibration.h"
-#include "logcal/calibration_logits.h"
+#include "logcal/core/calibration.h"
+#include "logcal/core/calibration_logits.h"
 #include "logcal_cuda.cuh"
 
 namespace logcal {

@@ -1,15 +1,15 @@
 // Device-side building blocks shared by the CUDA kernels: element loads, a bitonic sort of
 // (value, id) pairs in shared memory, and the top-k order with an explicit "empty" slot.
-// Everything numerical comes from cpp/include/logcal (softmax_state.h, topk.h, half.h), so the
-// CPU and GPU answer each question the same way.
+// Everything numerical comes from cpp/include/logcal/core (softmax_state.h, topk.h, half.h), so
+// the CPU and GPU answer each question the same way.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
-#include "logcal/half.h"
-#include "logcal/topk.h"
+#include "logcal/core/half.h"
+#include "logcal/core/topk.h"
 
 namespace logcal {
 namespace cuda {
@@ -82,17 +82,6 @@ __device__ __forceinline__ unsigned lanemask_lt() {
   unsigned m;
   asm("mov.u32 %0, %%lanemask_lt;" : "=r"(m));
   return m;
-}
-
-template <class T>
-__device__ __forceinline__ T quiet_nan();
-template <>
-__device__ __forceinline__ float quiet_nan<float>() {
-  return __int_as_float(0x7fc00000);
-}
-template <>
-__device__ __forceinline__ double quiet_nan<double>() {
-  return __longlong_as_double(0x7ff8000000000000ll);
 }
 
 }  // namespace cuda

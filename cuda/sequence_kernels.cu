@@ -1,22 +1,22 @@
 // CUDA sequence_stats: per-sequence sum, mean, min, count and perplexity, bitwise equal to the
-// CPU back end (cpp/src/sequence.cpp), which fixes the order of every addition by the data alone:
-// a sequence is cut into blocks of kBlock tokens; token i of a block goes to double accumulator
-// i % 8, each accumulator adds its tokens in order, the eight are combined by the tree
-// ((0+1)+(2+3))+((4+5)+(6+7)), and the block partials are merged left to right (seq_merge,
-// logcal/sequence.h). Here a group of 8 threads computes a block, one thread per accumulator,
-// and combines them with shuffles in that same tree -- so the GPU adds exactly what the CPU adds,
-// in the same order, and gets the same bits.
+// CPU back end: both add in the order logcal/core/sequence.h fixes by the data alone (blocks of
+// kSeqBlock tokens; token i of a block into double lane i % kSeqLanes, each lane adding its
+// tokens in order; the lanes combined by seq_lane_tree; block partials merged left to right by
+// seq_merge). Here a group of kSeqLanes threads computes a block, one thread per lane, and
+// combines the lanes with shuffles -- so the GPU adds exactly what the CPU adds, in the same
+// order, and gets the same bits.
 //
 // Sequences of up to kGroupMaxBlocks blocks are handled by one group each (many groups per
-// block, a grid-stride loop); longer ones by a whole block (32 groups), which computes 32
-// consecutive blocks at a time and merges them in order.
+// block, a grid-stride loop); longer ones by a whole block (kGroups groups), which computes
+// kGroups consecutive blocks at a time and merges them in order.
 #include <cuda_runtime.h>
 
 #include <cmath>
 #include <cstdint>
 
 #include "device_util.cuh"
-#include "logcal/half.h"
+#include "logcal/core/half.h"
+#include "logcal/core/sequence.h"
 #include "logcal/sequence.h"
 #include "logcal_cuda.cuh"
 
@@ -24,10 +24,8 @@ namespace logcal {
 namespace cuda {
 namespace {
 
-constexpr int64_t kBlock = 8192;  // = kBlock of cpp/src/sequence.cpp: part of the result's bits
-constexpr int kLanes = 8;         // = kSeqLanes of cpp/src/sequence_blocks.h
 constexpr int kSeqThreads = 256;
-constexpr int kGroups = kSeqThreads / kLanes;
+constexpr int kGroups = kSeqThreads / kSeqLanes;
 constexpr int64_t kGroupMaxBlocks = 8;
 
 // SeqPartial without member initialisers, for shared memory.
@@ -69,9 +67,9 @@ struct Source {
   }
 };
 
-// The partial of tokens [lo, lo + n) of sequence s, computed by the 8 threads of a group
-// (`sub` = 0..7 their accumulator) and returned to all of them. The loop and the combination
-// are cpp/src/sequence.cpp's reduce_block, one accumulator per thread.
+// The partial of tokens [lo, lo + n) of sequence s, computed by the kSeqLanes threads of a group
+// (`sub` = their lane) and returned to all of them: the loop of the CPU's reduce_block
+// (cpp/src/sequence.cpp), one lane per thread, and the same combination of the lanes.
 template <class In, bool kMasked>
 __device__ SeqPartial block_partial(const Source<In>& src, int64_t s, int64_t lo, int64_t n,
                                     int sub, unsigned gmask) {
@@ -80,7 +78,7 @@ __device__ SeqPartial block_partial(const Source<In>& src, int64_t s, int64_t lo
   C mn = C(INFINITY);
   int bad = 0;
   long long cnt = 0;
-  for (int64_t i = sub; i < n; i += kLanes) {
+  for (int64_t i = sub; i < n; i += kSeqLanes) {
     const C v = Scalar<In>::load(*src.at(s, lo + i));
     if (kMasked) {
       const bool keep = src.keep(s, lo + i);
@@ -94,26 +92,15 @@ __device__ SeqPartial block_partial(const Source<In>& src, int64_t s, int64_t lo
       bad |= int(v != v);
     }
   }
-  // ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)): IEEE addition is commutative, so every
-  // thread of the group forms exactly these sums.
-  acc = acc + __shfl_xor_sync(gmask, acc, 1, kLanes);
-  acc = acc + __shfl_xor_sync(gmask, acc, 2, kLanes);
-  acc = acc + __shfl_xor_sync(gmask, acc, 4, kLanes);
-  double m = INFINITY;
   int any_bad = 0;
   long long count = 0;
-  for (int j = 0; j < kLanes; ++j) {  // the CPU's lane order (decides between -0.0 and +0.0)
-    const double mj = double(__shfl_sync(gmask, mn, j, kLanes));
-    m = mj < m ? mj : m;
-    any_bad |= __shfl_sync(gmask, bad, j, kLanes);
-    count += __shfl_sync(gmask, cnt, j, kLanes);
+  for (int j = 0; j < kSeqLanes; ++j) {
+    any_bad |= __shfl_sync(gmask, bad, j, kSeqLanes);
+    count += __shfl_sync(gmask, cnt, j, kSeqLanes);
   }
-  SeqPartial p;
-  p.sum = acc;
-  p.min = m;
-  p.nan = any_bad != 0;
-  p.count = kMasked ? count : n;
-  return p;
+  return seq_block_partial([&](int j) { return __shfl_sync(gmask, acc, j, kSeqLanes); },
+                           [&](int j) { return double(__shfl_sync(gmask, mn, j, kSeqLanes)); },
+                           kMasked ? count : n, any_bad != 0);
 }
 
 template <class In>
@@ -131,16 +118,16 @@ __device__ void write_result(const SequenceStatsArgs& a, int64_t s, const SeqPar
 template <class In, bool kMasked>
 __global__ void __launch_bounds__(kSeqThreads, 4)
     SequenceGroupKernel(SequenceStatsArgs a, Source<In> src) {
-  const int sub = threadIdx.x % kLanes;
-  const unsigned gmask = 0xffu << ((threadIdx.x % kWarp) / kLanes * kLanes);
+  const int sub = threadIdx.x % kSeqLanes;
+  const unsigned gmask = 0xffu << ((threadIdx.x % kWarp) / kSeqLanes * kSeqLanes);
   const int64_t n_groups = int64_t(gridDim.x) * kGroups;
-  for (int64_t s = int64_t(blockIdx.x) * kGroups + threadIdx.x / kLanes; s < a.n_seq;
+  for (int64_t s = int64_t(blockIdx.x) * kGroups + threadIdx.x / kSeqLanes; s < a.n_seq;
        s += n_groups) {
     const int64_t len = src.size(s);
-    if (len > kGroupMaxBlocks * kBlock) continue;  // SequenceLongKernel's
+    if (len > kGroupMaxBlocks * kSeqBlock) continue;  // SequenceLongKernel's
     SeqPartial acc;
-    for (int64_t lo = 0; lo < len; lo += kBlock) {
-      const int64_t n = len - lo < kBlock ? len - lo : kBlock;
+    for (int64_t lo = 0; lo < len; lo += kSeqBlock) {
+      const int64_t n = len - lo < kSeqBlock ? len - lo : kSeqBlock;
       acc = seq_merge(acc, block_partial<In, kMasked>(src, s, lo, n, sub, gmask));
     }
     if (sub == 0) write_result<In>(a, s, acc);
@@ -154,18 +141,18 @@ __global__ void __launch_bounds__(kSeqThreads, 1)
     SequenceLongKernel(SequenceStatsArgs a, Source<In> src) {
   __shared__ SeqPod parts[kGroups];
   __shared__ SeqPod total;
-  const int sub = threadIdx.x % kLanes, g = threadIdx.x / kLanes;
-  const unsigned gmask = 0xffu << ((threadIdx.x % kWarp) / kLanes * kLanes);
+  const int sub = threadIdx.x % kSeqLanes, g = threadIdx.x / kSeqLanes;
+  const unsigned gmask = 0xffu << ((threadIdx.x % kWarp) / kSeqLanes * kSeqLanes);
   for (int64_t s = blockIdx.x; s < a.n_seq; s += gridDim.x) {
     const int64_t len = src.size(s);
-    if (len <= kGroupMaxBlocks * kBlock) continue;  // uniform over the block
-    const int64_t n_blocks = (len + kBlock - 1) / kBlock;
+    if (len <= kGroupMaxBlocks * kSeqBlock) continue;  // uniform over the block
+    const int64_t n_blocks = (len + kSeqBlock - 1) / kSeqBlock;
     if (threadIdx.x == 0) total = pod_of(SeqPartial{});
     for (int64_t r0 = 0; r0 < n_blocks; r0 += kGroups) {
       const int64_t bi = r0 + g;
       if (bi < n_blocks) {  // uniform over each group
-        const int64_t lo = bi * kBlock;
-        const int64_t n = len - lo < kBlock ? len - lo : kBlock;
+        const int64_t lo = bi * kSeqBlock;
+        const int64_t n = len - lo < kSeqBlock ? len - lo : kSeqBlock;
         const SeqPartial p = block_partial<In, kMasked>(src, s, lo, n, sub, gmask);
         if (sub == 0) parts[g] = pod_of(p);
       }
@@ -211,7 +198,7 @@ cudaError_t launch(const SequenceStatsArgs& a, cudaStream_t stream) {
   const unsigned g1 = unsigned(group_blocks < cap ? group_blocks : cap);
   const unsigned g2 = unsigned(a.n_seq < int64_t(sms) * 4 ? a.n_seq : int64_t(sms) * 4);
   // Padded rows are long only if L is; flat sequences may be (their lengths stay on the device).
-  const bool maybe_long = a.offsets ? true : a.length > kGroupMaxBlocks * kBlock;
+  const bool maybe_long = a.offsets ? true : a.length > kGroupMaxBlocks * kSeqBlock;
   if (a.mask) {
     SequenceGroupKernel<In, true><<<g1, kSeqThreads, 0, stream>>>(a, src);
     if (maybe_long) SequenceLongKernel<In, true><<<g2, kSeqThreads, 0, stream>>>(a, src);

@@ -27,9 +27,10 @@
 #include <cstdint>
 
 #include "device_util.cuh"
-#include "logcal/softmax_state.h"
+#include "logcal/core/softmax_state.h"
+#include "logcal/core/token_row.h"
+#include "logcal/core/topk.h"
 #include "logcal/token_args.h"
-#include "logcal/topk.h"
 #include "logcal_cuda.cuh"
 
 namespace logcal {
@@ -47,14 +48,12 @@ template <class C>
 struct Num;
 template <>
 struct Num<float> {
-  static constexpr float kFloor = -125.0f;  // = simd::kExp2Floor<float> on the CPU
   __device__ static float exp2_(float x) { return exp2f(x); }
   __device__ static float max_(float a, float b) { return fmaxf(a, b); }
   __device__ static float neg_inf() { return __int_as_float(0xff800000); }
 };
 template <>
 struct Num<double> {
-  static constexpr double kFloor = -1020.0;
   __device__ static double exp2_(double x) { return exp2(x); }
   __device__ static double max_(double a, double b) { return fmax(a, b); }
   __device__ static double neg_inf() { return __longlong_as_double(0xfff0000000000000ll); }
@@ -77,11 +76,6 @@ struct BlockSync {
   __device__ void operator()() const { __syncthreads(); }
 };
 
-template <class T>
-__device__ __forceinline__ void put(void* out, int64_t i, double v) {
-  if (out != nullptr) static_cast<T*>(out)[i] = T(v);
-}
-
 // The partial result of one piece of a row, as kept in the workspace between the two kernels.
 // Plain data (no constructors), so it can live in shared memory.
 struct PieceHeader {
@@ -96,6 +90,18 @@ __device__ __forceinline__ SoftmaxState state_of(const PieceHeader& h) {
   s.tsum = h.tsum;
   s.n_nan = h.n_nan;
   return s;
+}
+
+// The n pieces of a row merged in piece order, so every block that merges them gets the same
+// bits.
+__device__ __forceinline__ PieceHeader merge_pieces(const PieceHeader* h, int64_t n, double scale) {
+  SoftmaxState s = state_of(h[0]);
+  long long n_greater = h[0].n_greater;
+  for (int64_t p = 1; p < n; ++p) {
+    s.merge(state_of(h[p]), scale);
+    n_greater += h[p].n_greater;
+  }
+  return PieceHeader{s.ref, s.sum, s.tsum, (long long)s.n_nan, n_greater};
 }
 
 // -------------------------------------------------------------------------------------------
@@ -209,7 +215,7 @@ struct Scan {
         if (ref > Num<C>::neg_inf()) {
 #pragma unroll
           for (int e = 0; e < N; ++e) {
-            const C t = Num<C>::max_((x[e] - ref) * scale, Num<C>::kFloor);
+            const C t = Num<C>::max_((x[e] - ref) * scale, kExp2Floor<C>);
             const C p = Num<C>::exp2_(t);
             sum += p;
             if (kEntropy) tsum += p * t;
@@ -401,53 +407,30 @@ struct WorkspaceLayout {
 
 __device__ __forceinline__ bool target_in_range(int64_t t, int64_t v) { return t >= 0 && t < v; }
 
-// Writes every output of a finished row (the CPU's finish_row). vals/ids: the row's k_list best
-// (pass 0), sorted. Called by all threads of a block; `t` is the thread index.
+// Writes every output of a finished row, through the writers the CPU's finish_row uses
+// (logcal/core/token_row.h). vals/ids: the row's k_list best (pass 0), sorted. Called by all
+// threads of a block; `t` is the thread index.
 template <class In>
 __device__ void finish_token_row(const TokenStatsArgs& a, int64_t row, const SoftmaxState& st,
                                  long long n_greater, const typename Scalar<In>::Compute* vals,
                                  const uint32_t* ids, int k_list, double inv_t, int t) {
-  using C = typename Scalar<In>::Compute;
-  const int64_t k = a.top_k;
-  const int64_t k0 = k < k_list ? k : k_list;  // entries of this pass
-  const In* base = static_cast<const In*>(a.logits.data);
-  const In* rowp = base + a.logits.row_offset(row);
-  const double nan = quiet_nan<double>();
-  int64_t target = -1;
-  bool targeted = false;
-  if (a.targets != nullptr) {
-    target = a.targets[row];
-    targeted = target != a.ignore_index && target_in_range(target, a.logits.vocab);
-  }
   if (!st.valid()) {
-    if (t == 0) {
-      put<C>(a.logsumexp, row, nan);
-      put<C>(a.max_logprob, row, nan);
-      put<C>(a.entropy, row, nan);
-      put<C>(a.target_logprob, row, nan);
-      if (a.argmax) a.argmax[row] = -1;
-      if (a.target_rank) a.target_rank[row] = -1;
-    }
-    for (int64_t i = t; i < k; i += kThreads) {
-      if (a.topk_ids) a.topk_ids[row * k + i] = -1;
-      put<C>(a.topk_logprobs, row * k + i, nan);
-    }
+    write_invalid_row<typename Scalar<In>::Compute>(a, row, t == 0, t, kThreads);
     return;
   }
+  using C = typename Scalar<In>::Compute;
+  const int64_t k0 = a.top_k < k_list ? a.top_k : k_list;  // entries of this pass
   const RowSoftmax rs = RowSoftmax::from(st, inv_t);
   if (t == 0) {
-    put<C>(a.logsumexp, row, rs.logsumexp());
-    put<C>(a.max_logprob, row, rs.max_logprob());
-    put<C>(a.entropy, row, RowSoftmax::entropy(st));
-    if (a.argmax) a.argmax[row] = int64_t(ids[0]);
+    const int64_t target = a.targets != nullptr ? a.targets[row] : -1;
+    const bool targeted =
+        a.targets != nullptr && target != a.ignore_index && target_in_range(target, a.logits.vocab);
+    const In* rowp = static_cast<const In*>(a.logits.data) + a.logits.row_offset(row);
     const double xt = targeted ? double(load_elem(rowp + target * a.logits.col_stride)) : 0.0;
-    put<C>(a.target_logprob, row, targeted ? rs.logprob(xt) : nan);
-    if (a.target_rank) a.target_rank[row] = targeted ? int64_t(n_greater) : -1;
+    write_row_fields<C>(a, row, st, rs, int64_t(ids[0]), targeted, xt, n_greater);
   }
-  for (int64_t i = t; i < k0; i += kThreads) {
-    if (a.topk_ids) a.topk_ids[row * k + i] = int64_t(ids[i]);
-    put<C>(a.topk_logprobs, row * k + i, rs.logprob(double(vals[i])));
-  }
+  for (int64_t i = t; i < k0; i += kThreads)
+    write_topk_entry<C>(a, row, i, rs, int64_t(ids[i]), double(vals[i]));
 }
 
 template <class In, bool kRank>
@@ -506,15 +489,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int n = next_pow2(int(plan.splits) * kpow);
   for (int64_t row = blockIdx.x; row < a.logits.n_rows; row += gridDim.x) {
     const int64_t first = row * plan.splits;
-    if (threadIdx.x == 0) {
-      SoftmaxState s = state_of(ws.headers[first]);
-      long long g = ws.headers[first].n_greater;
-      for (int64_t p = 1; p < plan.splits; ++p) {
-        s.merge(state_of(ws.headers[first + p]), scale_d);
-        g += ws.headers[first + p].n_greater;
-      }
-      s_total = PieceHeader{s.ref, s.sum, s.tsum, (long long)s.n_nan, g};
-    }
+    if (threadIdx.x == 0) s_total = merge_pieces(ws.headers + first, plan.splits, scale_d);
     for (int i = threadIdx.x; i < n; i += kThreads) {
       const int p = i / kpow, j = i % kpow;
       const bool have = p < plan.splits && j < plan.k_list;
@@ -608,7 +583,7 @@ __device__ void write_piece(const In* src, int64_t in_stride, Out* dst, int64_t 
   constexpr int kVec = 16 / int(sizeof(In));
   const int t = threadIdx.x;
   if (!st.valid()) {
-    const Out nan = Scalar<Out>::store(quiet_nan<C>());
+    const Out nan = Scalar<Out>::store(InvalidRow::value<C>());
     for (int64_t j = begin + t; j < end; j += kThreads) dst[j * out_stride] = nan;
     return;
   }
@@ -706,12 +681,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int64_t v = a.logits.vocab;
   for (int64_t item = blockIdx.x; item < plan.items; item += gridDim.x) {
     const int64_t row = item / plan.splits, piece = item % plan.splits;
-    if (threadIdx.x == 0) {
-      const int64_t first = row * plan.splits;
-      SoftmaxState s = state_of(d_headers[first]);
-      for (int64_t p = 1; p < plan.splits; ++p) s.merge(state_of(d_headers[first + p]), scale_d);
-      s_total = PieceHeader{s.ref, s.sum, s.tsum, (long long)s.n_nan, 0};
-    }
+    if (threadIdx.x == 0)
+      s_total = merge_pieces(d_headers + row * plan.splits, plan.splits, scale_d);
     __syncthreads();
     const SoftmaxState st = state_of(s_total);
     write_piece<In, Out>(in + a.logits.row_offset(row), a.logits.col_stride,

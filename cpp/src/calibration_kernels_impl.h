@@ -34,7 +34,7 @@
 #include <vector>
 
 #include "isa_local.h"
-#include "logcal/calibration.h"
+#include "logcal/core/calibration.h"
 #include "logcal/cpu_calibration.h"
 #include "simd.h"
 
@@ -170,13 +170,8 @@ LOGCAL_HD VD clip(VD c, VD eps, VD one_minus_eps) {
 // W confidences at p (contiguous, or with a stride and `count` valid lanes), as doubles.
 template <class T>
 inline VD load_conf(const T* p) {
-  if constexpr (std::is_same_v<T, double>) {
-    return simd::load(p);
-#if defined(__AVX512F__)
-  } else if constexpr (std::is_same_v<T, float> && W == 8) {
-    // One vcvtps2pd from memory (GCC splits the generic conversion into two halves).
-    return VD(_mm512_cvtps_pd(_mm256_loadu_ps(p)));
-#endif
+  if constexpr (std::is_same_v<T, double> || std::is_same_v<T, float>) {
+    return simd::load_as_double(p);
   } else {
     typedef T VT __attribute__((vector_size(sizeof(T) * W)));
     VT v;

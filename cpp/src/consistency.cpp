@@ -12,8 +12,8 @@
 #include <limits>
 #include <vector>
 
+#include "logcal/core/half.h"
 #include "logcal/cpu_sequence.h"
-#include "logcal/half.h"
 #include "parallel.h"
 
 namespace logcal {

@@ -3,13 +3,15 @@
 // questions).
 //
 // sequence_stats is bound by memory bandwidth. Its results must not depend on the number of
-// threads, so the summation order is fixed by the data alone: a sequence is cut into blocks of
-// kBlock tokens, each block is summed in kLanes interleaved double accumulators combined by a
-// fixed tree, and the block sums are added left to right. Threads only decide who computes
-// which block: short sequences are shared out whole (balanced by token count), sequences of at
-// least kLong tokens are split into their blocks across all threads. Contiguous float32 and
-// float64 blocks run in vectorised kernels compiled per instruction-set level
-// (sequence_blocks_impl.h), which add in the same order as the generic loop here.
+// threads: every sum runs in the order logcal/core/sequence.h fixes (blocks of kSeqBlock
+// tokens, kSeqLanes interleaved double lanes combined by a fixed tree, block partials merged
+// left to right). Threads only decide who computes which block: short sequences are shared out
+// whole (balanced by token count), sequences of at least kLong tokens are split into their
+// blocks across all threads. Contiguous float32 and float64 blocks run in vectorised kernels
+// compiled per instruction-set level (sequence_blocks_impl.h), which add in the same order as
+// the generic loop here.
+#include "logcal/core/sequence.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -18,9 +20,9 @@
 #include <vector>
 
 #include "isa.h"
+#include "logcal/core/half.h"
 #include "logcal/cpu.h"
 #include "logcal/cpu_sequence.h"
-#include "logcal/half.h"
 #include "parallel.h"
 #include "sequence_blocks.h"
 
@@ -28,11 +30,8 @@ namespace logcal {
 namespace cpu {
 namespace {
 
-// Part of the definition of each sum's rounding: changing either changes result bits.
-constexpr int64_t kBlock = 8192;
-constexpr int kLanes = kSeqLanes;
 // Sequences at least this long are split across threads block by block.
-constexpr int64_t kLong = 8 * kBlock;
+constexpr int64_t kLong = 8 * kSeqBlock;
 // Per-sequence overhead in token equivalents, to balance many short sequences.
 constexpr int64_t kSeqCost = 16;
 // Fewest tokens worth a thread of their own.
@@ -47,11 +46,11 @@ SeqPartial reduce_block(const In* x, int64_t stride, const uint8_t* m, int64_t m
   using C = typename Scalar<In>::Compute;
   const int64_t xs = kContiguous ? 1 : stride;
   const int64_t ms = kContiguous ? 1 : mask_stride;
-  double acc[kLanes];
-  C mn[kLanes];
-  int32_t bad[kLanes];
-  int64_t cnt[kLanes];
-  for (int j = 0; j < kLanes; ++j) {
+  double acc[kSeqLanes];
+  C mn[kSeqLanes];
+  int32_t bad[kSeqLanes];
+  int64_t cnt[kSeqLanes];
+  for (int j = 0; j < kSeqLanes; ++j) {
     acc[j] = 0.0;
     mn[j] = std::numeric_limits<C>::infinity();
     bad[j] = 0;
@@ -72,28 +71,22 @@ SeqPartial reduce_block(const In* x, int64_t stride, const uint8_t* m, int64_t m
     }
   };
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int j = 0; j < kLanes; ++j) step(j, i + j);
+  for (; i + kSeqLanes <= n; i += kSeqLanes)
+    for (int j = 0; j < kSeqLanes; ++j) step(j, i + j);
   for (int j = 0; i + j < n; ++j) step(j, i + j);
 
-  SeqPartial p;
-  p.sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  double lo = std::numeric_limits<double>::infinity();
   int32_t any_bad = 0;
   int64_t count = 0;
-  for (int j = 0; j < kLanes; ++j) {
-    lo = double(mn[j]) < lo ? double(mn[j]) : lo;
+  for (int j = 0; j < kSeqLanes; ++j) {
     any_bad |= bad[j];
     count += cnt[j];
   }
-  p.min = lo;
-  p.nan = any_bad != 0;
-  p.count = kMasked ? count : n;
-  return p;
+  return seq_block_partial([&](int j) { return acc[j]; }, [&](int j) { return double(mn[j]); },
+                           kMasked ? count : n, any_bad != 0);
 }
 
 // Contiguous blocks go to the vectorised kernels of the active instruction-set level
-// (sequence_blocks.h), which add in the order of reduce_block and give its bits. n <= kBlock.
+// (sequence_blocks.h), which add in the order of reduce_block and give its bits. n <= kSeqBlock.
 template <class In>
 SeqPartial contiguous_block(const SequenceBlocks& k, const In* x, const uint8_t* m, int64_t n) {
   if constexpr (std::is_same_v<In, float>) {
@@ -104,7 +97,7 @@ SeqPartial contiguous_block(const SequenceBlocks& k, const In* x, const uint8_t*
     // 16-bit floats: widened to float32 (exactly) a block at a time, then the float32 kernel.
     // The generic loop computes them in float32 too, so the bits are the same.
     static_assert(std::is_same_v<typename Scalar<In>::Compute, float>, "a 16-bit float");
-    float wide[kBlock];
+    float wide[kSeqBlock];
     if constexpr (std::is_same_v<In, Float16>)
       k.widen_f16(x, wide, n);
     else
@@ -155,8 +148,8 @@ template <class Src>
 SeqPartial reduce_sequence(const Src& src, int64_t s) {
   const int64_t len = src.size(s);
   SeqPartial acc;
-  for (int64_t lo = 0; lo < len; lo += kBlock)
-    acc = seq_merge(acc, src.piece(s, lo, std::min(lo + kBlock, len)));
+  for (int64_t lo = 0; lo < len; lo += kSeqBlock)
+    acc = seq_merge(acc, src.piece(s, lo, std::min(lo + kSeqBlock, len)));
   return acc;
 }
 
@@ -199,7 +192,7 @@ Status run_sequences(const Src& src, int64_t n_seq, int64_t total_work, const Bo
     if (len >= kLong) {
       longs.push_back(s);
       first_block.push_back(n_blocks);
-      n_blocks += (len + kBlock - 1) / kBlock;
+      n_blocks += (len + kSeqBlock - 1) / kSeqBlock;
     }
   }
   if (longs.empty()) return Status::kOk;
@@ -211,8 +204,8 @@ Status run_sequences(const Src& src, int64_t n_seq, int64_t total_work, const Bo
     for (int64_t blk = b; blk < e; ++blk) {
       while (first_block[li + 1] <= blk) ++li;
       const int64_t s = longs[li];
-      const int64_t lo = (blk - first_block[li]) * kBlock;
-      partials[size_t(blk)] = src.piece(s, lo, std::min(lo + kBlock, src.size(s)));
+      const int64_t lo = (blk - first_block[li]) * kSeqBlock;
+      partials[size_t(blk)] = src.piece(s, lo, std::min(lo + kSeqBlock, src.size(s)));
     }
   });
   if (st != Status::kOk) return st;

@@ -1,19 +1,17 @@
 // The innermost loop of sequence_stats: one block of contiguous float32 or float64 tokens
 // (optionally masked) reduced to a SeqPartial. Compiled once per instruction-set level
-// (sequence_blocks_{baseline,avx2,avx512}.cpp) and picked at run time. Every level assigns
-// token i of a block to double accumulator lane i % kSeqLanes and combines the lanes by the same
-// fixed tree, so all levels, and the generic strided loop in sequence.cpp, give the same bits.
+// (sequence_blocks_{baseline,avx2,avx512}.cpp) and picked at run time. Every level adds in the
+// order logcal/core/sequence.h fixes, so all levels, and the generic strided loop in
+// sequence.cpp, give the same bits.
 #pragma once
 
 #include <cstdint>
 
-#include "logcal/half.h"
-#include "logcal/sequence.h"
+#include "logcal/core/half.h"
+#include "logcal/core/sequence.h"
 
 namespace logcal {
 namespace cpu {
-
-constexpr int kSeqLanes = 8;
 
 struct SequenceBlocks {
   SeqPartial (*f32)(const float* x, int64_t n);

@@ -17,7 +17,7 @@
 #include <immintrin.h>
 #endif
 
-#include "logcal/common.h"
+#include "logcal/core/host_device.h"
 
 namespace logcal {
 namespace cpu {
@@ -141,6 +141,67 @@ LOGCAL_HD void add_widened(V<double>& acc_lo, V<double>& acc_hi, V<float> v) {
 
 LOGCAL_HD void add_widened(V<double>& acc_lo, V<double>&, V<double> v) { acc_lo += v; }
 
+// Vec<double>::kLanes consecutive values as doubles: float32 ones by a half-width load widened
+// exactly, double ones by a plain load. On x86 the widening is spelled with intrinsics: GCC
+// builds __builtin_convertvector from float to double out of half-width (or one-lane) steps.
+LOGCAL_HD V<double> load_as_double(const double* p) { return load(p); }
+
+LOGCAL_HD V<double> load_as_double(const float* p) {
+#if defined(__AVX512F__)
+  // The zero-masking form: the plain one trips -Wmaybe-uninitialized inside GCC 12's header.
+  return V<double>(_mm512_maskz_cvtps_pd(__mmask8(0xFF), _mm256_loadu_ps(p)));
+#elif defined(__AVX__)
+  return V<double>(_mm256_cvtps_pd(_mm_loadu_ps(p)));
+#elif defined(__SSE2__)
+  return V<double>(
+      _mm_cvtps_pd(_mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)))));
+#else
+  typedef float Half __attribute__((vector_size(kVectorBytes / 2)));
+  Half h;
+  std::memcpy(&h, p, sizeof h);
+  return __builtin_convertvector(h, V<double>);
+#endif
+}
+
+// The 8 mask bytes m[0, 8) as lane masks of 8 / Vec<double>::kLanes double vectors: all ones
+// where the byte is nonzero. Spelled with intrinsics where GCC would widen bytes to 64-bit lanes
+// one lane at a time.
+constexpr int kMaskVectors8 = 8 / Vec<double>::kLanes;
+
+LOGCAL_HD void byte_masks8(const uint8_t* m, Vec<double>::Mask (&k)[kMaskVectors8]) {
+  using Mask = Vec<double>::Mask;
+#if defined(__AVX512F__)
+  const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(m));
+  // The zero-masking form: the plain one trips -Wmaybe-uninitialized inside GCC 12's header.
+  k[0] = Mask(_mm512_maskz_cvtepu8_epi64(__mmask8(0xFF), b)) != 0;
+#elif defined(__AVX2__)
+  const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(m));
+  k[0] = Mask(_mm256_cvtepu8_epi64(b)) != 0;
+  k[1] = Mask(_mm256_cvtepu8_epi64(_mm_srli_si128(b, 4))) != 0;
+#elif defined(__SSE2__) && !defined(__AVX__)
+  const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(m));
+  const __m128i zero = _mm_cmpeq_epi8(b, _mm_setzero_si128());
+  const __m128i keep = _mm_xor_si128(zero, _mm_cmpeq_epi8(zero, zero));
+  // Each byte's 0x00 / 0xFF copied out to 16, 32 and 64 bits.
+  const __m128i k16 = _mm_unpacklo_epi8(keep, keep);
+  const __m128i k32_lo = _mm_unpacklo_epi16(k16, k16), k32_hi = _mm_unpackhi_epi16(k16, k16);
+  k[0] = Mask(_mm_unpacklo_epi32(k32_lo, k32_lo));
+  k[1] = Mask(_mm_unpackhi_epi32(k32_lo, k32_lo));
+  k[2] = Mask(_mm_unpacklo_epi32(k32_hi, k32_hi));
+  k[3] = Mask(_mm_unpackhi_epi32(k32_hi, k32_hi));
+#else
+  for (int j = 0; j < 8; ++j) k[j / Vec<double>::kLanes][j % Vec<double>::kLanes] = m[j] ? -1 : 0;
+#endif
+}
+
+// a in the lanes where k is all ones, b where it is zero. Bitwise: without SSE4.1, GCC lowers
+// a vector ?: on 64-bit lanes to one branch per lane.
+template <class T>
+LOGCAL_HD V<T> select(typename Vec<T>::Mask k, V<T> a, V<T> b) {
+  using Mask = typename Vec<T>::Mask;
+  return V<T>((Mask(a) & k) | (Mask(b) & ~k));
+}
+
 // True if any lane of a comparison result is set.
 template <class M>
 LOGCAL_HD bool any(M m) {
@@ -151,7 +212,8 @@ LOGCAL_HD bool any(M m) {
   return acc != 0;
 }
 
-// 2^t for t in [-125, 0] (float) or [-1020, 0] (double): round to the nearest integer k with the
+// 2^t for t in [kExp2Floor, 0] (logcal/core/softmax_state.h: -125 for float, -1020 for
+// double): round to the nearest integer k with the
 // magic-number trick, a polynomial for 2^f on f in [-1/2, 1/2], then add k to the exponent bits.
 LOGCAL_HD V<float> exp2(V<float> t) {
   using VF = V<float>;
@@ -211,13 +273,6 @@ LOGCAL_HD V<double> exp2(V<double> t) {
   std::memcpy(&r, &pbits, sizeof r);
   return r;
 }
-
-// The lowest t for which exp2 above is accurate; smaller t are clamped (their terms are
-// < 1e-37 relative to the largest, which contributes exactly 1).
-template <class T>
-constexpr T kExp2Floor = T(-125);
-template <>
-constexpr double kExp2Floor<double> = -1020.0;
 
 }  // namespace simd
 }  // namespace LOGCAL_ISA_NAMESPACE

@@ -22,10 +22,11 @@
 #include <vector>
 
 #include "isa_local.h"
-#include "logcal/half.h"
-#include "logcal/softmax_state.h"
+#include "logcal/core/half.h"
+#include "logcal/core/softmax_state.h"
+#include "logcal/core/token_row.h"
+#include "logcal/core/topk.h"
 #include "logcal/token_args.h"
-#include "logcal/topk.h"
 #include "parallel.h"
 #include "simd.h"
 
@@ -109,7 +110,7 @@ SegmentResult scan_segment(const In* row, int64_t col_stride, int64_t begin, int
     if (topk->full()) tau = topk->threshold();
   }
   const VC target_v = simd::broadcast(target_logit);
-  const VC floor_v = simd::broadcast(simd::kExp2Floor<C>);
+  const VC floor_v = simd::broadcast(kExp2Floor<C>);
   const VC scale_v = simd::broadcast(C(scale));
 
   for (int64_t chunk_begin = begin; chunk_begin < end; chunk_begin += kChunk) {
@@ -206,11 +207,6 @@ struct Split {
   int64_t end(int64_t piece, int64_t vocab) const { return vocab * (piece + 1) / pieces; }
 };
 
-template <class T>
-void put(void* out, int64_t i, double value) {
-  if (out != nullptr) static_cast<T*>(out)[i] = T(value);
-}
-
 // ------------------------------------------------------------------------------------------
 // token_stats
 // ------------------------------------------------------------------------------------------
@@ -276,28 +272,13 @@ struct TokenStatsJob {
   }
 
   void finish_row(int64_t row, const SegmentResult& r, const TopKList<C>& list) const {
-    const double nan = std::numeric_limits<double>::quiet_NaN();
-    const bool targeted = has_target(row);
     if (!r.state.valid()) {
-      put<C>(a.logsumexp, row, nan);
-      put<C>(a.max_logprob, row, nan);
-      put<C>(a.entropy, row, nan);
-      put<C>(a.target_logprob, row, nan);
-      if (a.argmax) a.argmax[row] = -1;
-      if (a.target_rank) a.target_rank[row] = -1;
-      for (int64_t i = 0; i < k; ++i) {
-        if (a.topk_ids) a.topk_ids[row * k + i] = -1;
-        put<C>(a.topk_logprobs, row * k + i, nan);
-      }
+      write_invalid_row<C>(a, row, /*row_fields=*/true, /*first=*/0, /*step=*/1);
       return;
     }
     const RowSoftmax rs = RowSoftmax::from(r.state, inv_temperature);
-    put<C>(a.logsumexp, row, rs.logsumexp());
-    put<C>(a.max_logprob, row, rs.max_logprob());
-    put<C>(a.entropy, row, RowSoftmax::entropy(r.state));
-    if (a.argmax) a.argmax[row] = list.ids[0];
-    put<C>(a.target_logprob, row, targeted ? rs.logprob(target_logit(row)) : nan);
-    if (a.target_rank) a.target_rank[row] = targeted ? r.n_greater : -1;
+    write_row_fields<C>(a, row, r.state, rs, list.ids[0], has_target(row), target_logit(row),
+                        r.n_greater);
     if (k == 0) return;
     const C* values = list.values;
     const int64_t* ids = list.ids;
@@ -310,10 +291,7 @@ struct TokenStatsJob {
       values = sel_values.data();
       ids = sel_ids.data();
     }
-    for (int64_t i = 0; i < k; ++i) {
-      if (a.topk_ids) a.topk_ids[row * k + i] = ids[i];
-      put<C>(a.topk_logprobs, row * k + i, rs.logprob(values[i]));
-    }
+    for (int64_t i = 0; i < k; ++i) write_topk_entry<C>(a, row, i, rs, ids[i], values[i]);
   }
 
   Status run() const {
@@ -408,7 +386,7 @@ struct LogSoftmaxJob {
     Out* dst = out + a.out.row_offset(row);
     const int64_t out_stride = a.out.col_stride;
     if (!st.valid()) {
-      const Out nan = Scalar<Out>::store(std::numeric_limits<C>::quiet_NaN());
+      const Out nan = Scalar<Out>::store(InvalidRow::value<C>());
       for (int64_t j = begin; j < end; ++j) dst[j * out_stride] = nan;
       return;
     }

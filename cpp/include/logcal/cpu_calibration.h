@@ -3,8 +3,8 @@
 
 #include <cstdint>
 
-#include "logcal/calibration.h"
 #include "logcal/common.h"
+#include "logcal/core/calibration.h"
 
 namespace logcal {
 namespace cpu {

@@ -1,9 +1,10 @@
 // Sequence-level, multiple-choice, multi-sample consistency and selective-prediction metrics:
-// kernel arguments and the per-element maths, shared by the CPU and (later) CUDA back ends.
+// the kernel arguments, and the per-element maths of the metrics only the CPU back end runs.
+// What sequence_stats computes, which both back ends run, is in logcal/core/sequence.h.
 //
-// The loops live in the back ends; what a statistic *is* lives here, once, as inline functions
-// usable from host and device code (API.md: "Sequence level", "Multiple choice", "Multi-sample
-// consistency"; formulas and sources in research/llm_tools.md).
+// The loops live in the back end; what a statistic *is* lives here, once, as inline functions
+// (API.md: "Sequence level", "Multiple choice", "Multi-sample consistency"; formulas and sources
+// in research/llm_tools.md).
 #pragma once
 
 #include <cmath>
@@ -11,6 +12,7 @@
 #include <limits>
 
 #include "logcal/common.h"
+#include "logcal/core/bits.h"
 
 namespace logcal {
 
@@ -23,7 +25,8 @@ namespace logcal {
 //   padded: `offsets` null; sequence b is row b of a [n_seq, length] array, positions with
 //           mask != 0 counted (mask null: all counted).
 // Float outputs have the compute type of the input (double for float64, float otherwise); sums
-// are accumulated in double. Any output pointer may be null.
+// are accumulated in double, in the order logcal/core/sequence.h fixes. Any output pointer may be
+// null.
 struct SequenceStatsArgs {
   const void* data = nullptr;
   DType dtype = DType::kFloat32;
@@ -45,49 +48,6 @@ struct SequenceStatsArgs {
   void* perplexity = nullptr;  // [n_seq]
   int64_t* count = nullptr;    // [n_seq]
 };
-
-// The partial reduction of a piece of a sequence. Pieces are combined in sequence order with
-// seq_merge, so the result depends only on how a sequence is cut into pieces, which each back
-// end fixes (independently of the thread count).
-struct SeqPartial {
-  double sum = 0.0;
-  double min = std::numeric_limits<double>::infinity();
-  int64_t count = 0;
-  bool nan = false;  // a counted NaN: the sequence's float statistics are NaN
-};
-
-LOGCAL_HD SeqPartial seq_merge(SeqPartial a, const SeqPartial& b) {
-  a.sum += b.sum;
-  a.min = b.min < a.min ? b.min : a.min;
-  a.count += b.count;
-  a.nan = a.nan || b.nan;
-  return a;
-}
-
-struct SeqResult {
-  double sum, mean, min, perplexity;
-  int64_t count;
-};
-
-// API.md: an empty sequence has sum 0, count 0 and NaN for the rest; a NaN log-probability
-// makes that sequence's sum, mean, min and perplexity NaN (numpy's propagation), count is kept.
-LOGCAL_HD SeqResult seq_finish(const SeqPartial& p) {
-  const double nan = std::numeric_limits<double>::quiet_NaN();
-  SeqResult r;
-  r.count = p.count;
-  if (p.nan) {
-    r.sum = r.mean = r.min = r.perplexity = nan;
-  } else if (p.count == 0) {
-    r.sum = 0.0;
-    r.mean = r.min = r.perplexity = nan;
-  } else {
-    r.sum = p.sum;
-    r.mean = p.sum / double(p.count);
-    r.min = p.min;
-    r.perplexity = std::exp(-r.mean);
-  }
-  return r;
-}
 
 // ---------------------------------------------------------------------------------------------
 // choice_confidence
@@ -285,44 +245,18 @@ struct SelectiveArgs {
 // Sortable keys: unsigned integers whose order is the order of the floats (no NaN). -0.0 and
 // +0.0 map to the same key, so they tie, as they compare equal.
 LOGCAL_HD uint64_t sortable_key(double x) {
-  x += 0.0;  // -0.0 -> +0.0
-  uint64_t u;
-#if defined(__CUDA_ARCH__)
-  u = static_cast<uint64_t>(__double_as_longlong(x));
-#else
-  __builtin_memcpy(&u, &x, sizeof u);
-#endif
+  const uint64_t u = double_bits(x + 0.0);  // -0.0 -> +0.0
   return (u >> 63) ? ~u : (u | (uint64_t(1) << 63));
 }
 LOGCAL_HD double key_to_double(uint64_t k) {
-  const uint64_t u = (k >> 63) ? (k & ~(uint64_t(1) << 63)) : ~k;
-  double x;
-#if defined(__CUDA_ARCH__)
-  x = __longlong_as_double(static_cast<long long>(u));
-#else
-  __builtin_memcpy(&x, &u, sizeof x);
-#endif
-  return x;
+  return bits_double((k >> 63) ? (k & ~(uint64_t(1) << 63)) : ~k);
 }
 LOGCAL_HD uint32_t sortable_key(float x) {
-  x += 0.0f;
-  uint32_t u;
-#if defined(__CUDA_ARCH__)
-  u = __float_as_uint(x);
-#else
-  __builtin_memcpy(&u, &x, sizeof u);
-#endif
+  const uint32_t u = float_to_bits(x + 0.0f);  // -0.0 -> +0.0
   return (u >> 31) ? ~u : (u | (uint32_t(1) << 31));
 }
 LOGCAL_HD float key_to_float(uint32_t k) {
-  const uint32_t u = (k >> 31) ? (k & ~(uint32_t(1) << 31)) : ~k;
-  float x;
-#if defined(__CUDA_ARCH__)
-  x = __uint_as_float(u);
-#else
-  __builtin_memcpy(&x, &u, sizeof x);
-#endif
-  return x;
+  return bits_to_float((k >> 31) ? (k & ~(uint32_t(1) << 31)) : ~k);
 }
 
 // Selective risk summed over the positions a+1 .. a+n of the ranking (1-based) that a group of

@@ -4,7 +4,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
-#include "logcal/calibration_logits.h"
+#include "logcal/core/calibration_logits.h"
 
 namespace py = pybind11;
 

@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "binding_util.h"
+#include "logcal/core/half.h"
 #include "logcal/cpu.h"
-#include "logcal/half.h"
 
 namespace py = pybind11;
 using namespace logcal_bindings;

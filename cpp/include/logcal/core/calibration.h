@@ -1,5 +1,5 @@
-// The numerical core of the calibration statistics, shared by the CPU loops and (later) the
-// CUDA kernels: the exact bin index, the fixed-point representation of every per-sample term,
+// The numerical core of the calibration statistics, shared by the CPU loops and the CUDA
+// kernels: the exact bin index, the fixed-point representation of every per-sample term,
 // the 128-bit sums and their merge, a deterministic logarithm for the NLL terms, and the
 // counter-based Poisson weights of the bootstrap.
 //
@@ -14,8 +14,8 @@
 // of 2^-64 (5.4e-20) per unit. Confidences and 0/1 correctness are exact up to that truncation
 // (a double confidence c >= 2^-11 is represented exactly). Products ((c-y)^2, c*y, weights times
 // a value) and the NLL terms are first evaluated in IEEE double arithmetic, which is deterministic
-// (no contraction into FMA: these files are compiled with -ffp-contract=off, and the CUDA build
-// must use the *_rn intrinsics or -fmad=false), then truncated. Error per sample: at most one
+// (no contraction into FMA: the code that evaluates them is compiled with -ffp-contract=off on
+// the host and -fmad=false for CUDA), then truncated. Error per sample: at most one
 // double rounding (relative 2^-53) plus 2^-64 absolute; the NLL also carries the error of
 // `log_det` below (< 1 ulp). Capacity: a sum holds up to 2^64 units (1.8e19), e.g. 10^12
 // samples with weight * value up to 1.8e7 each; 10^12 unweighted confidences use less than 2^40.
@@ -27,7 +27,8 @@
 #include <cmath>
 #endif
 
-#include "logcal/common.h"
+#include "logcal/core/bits.h"
+#include "logcal/core/host_device.h"
 
 namespace logcal {
 namespace calib {
@@ -66,26 +67,6 @@ LOGCAL_HD void add_mul_to(U128& a, const U128& b, uint64_t w) {
   const uint64_t phi = static_cast<uint64_t>(p >> 64) + b.hi * w;
 #endif
   add_to(a, plo, phi);
-}
-
-LOGCAL_HD uint64_t double_bits(double x) {
-#if defined(__CUDA_ARCH__)
-  return static_cast<uint64_t>(__double_as_longlong(x));
-#else
-  uint64_t u;
-  __builtin_memcpy(&u, &x, sizeof u);
-  return u;
-#endif
-}
-
-LOGCAL_HD double bits_double(uint64_t u) {
-#if defined(__CUDA_ARCH__)
-  return __longlong_as_double(static_cast<long long>(u));
-#else
-  double x;
-  __builtin_memcpy(&x, &u, sizeof x);
-  return x;
-#endif
 }
 
 // T(v) = floor(v * 2^64) for 0 <= v < 2^41, exactly, from the bits of v: v = m * 2^(E - 1075)
@@ -168,8 +149,8 @@ LOGCAL_HD int64_t edges_bin(double c, const double* e, int64_t m, bool right_clo
 // log(x) for a positive normal double, by the algorithm of fdlibm's e_log.c (Sun, 1993): reduce
 // x = 2^k * (1 + f) with 1 + f in [sqrt(2)/2, sqrt(2)), then log(1 + f) = f - hfsq + s*(hfsq + R)
 // with s = f / (2 + f) and R a minimax polynomial in s^2; error < 1 ulp. Written with plain IEEE
-// operations and no branches, so the scalar and vector copies (and a device copy) give the same
-// bits: libm's log differs between platforms, this one does not. The reduction works on the
+// operations and no branches, so the scalar and vector CPU loops and the CUDA kernels give the
+// same bits: libm's log differs between platforms, this one does not. The reduction works on the
 // 64-bit pattern (fdlibm's 32-bit high-word steps, shifted left by 32): the significand m gets
 // the exponent of 1 or of 1/2, whichever puts it in [sqrt(2)/2, sqrt(2)), and k counts the
 // difference.

@@ -3,31 +3,19 @@
 #pragma once
 
 #include <cstdint>
-#include <cstring>
 
-#include "logcal/common.h"
+#include "logcal/core/bits.h"
+#include "logcal/core/host_device.h"
 
 namespace logcal {
 
-LOGCAL_HD float bits_to_float(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-#endif
-}
-
-LOGCAL_HD uint32_t float_to_bits(float f) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(f);
-#else
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return u;
-#endif
-}
+// The 16-bit element types travel as their raw bits.
+struct Float16 {
+  uint16_t bits;
+};
+struct BFloat16 {
+  uint16_t bits;
+};
 
 // bfloat16 is the top half of a float32: widening is exact.
 LOGCAL_HD float bf16_to_float(uint16_t h) { return bits_to_float(uint32_t(h) << 16); }

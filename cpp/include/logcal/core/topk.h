@@ -6,7 +6,9 @@
 // merged into a tie.
 #pragma once
 
-#include "logcal/common.h"
+#include <cstdint>
+
+#include "logcal/core/host_device.h"
 
 namespace logcal {
 

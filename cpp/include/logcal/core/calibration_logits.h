@@ -6,14 +6,14 @@
 // The exponential must be the same bits on every device, or the exact calibration state could
 // not be bitwise equal between CPU and GPU. exp_det is fdlibm's e_exp.c (Sun, 1993; error
 // < 1 ulp) written with plain IEEE double operations: compile it without FMA contraction
-// (-ffp-contract=off on the host, -fmad=false for CUDA), as logcal/calibration.h requires for
-// log_det.
+// (-ffp-contract=off on the host, -fmad=false for CUDA), as logcal/core/calibration.h requires
+// for log_det.
 #pragma once
 
 #include <cstdint>
 
-#include "logcal/calibration.h"
-#include "logcal/common.h"
+#include "logcal/core/bits.h"
+#include "logcal/core/host_device.h"
 
 namespace logcal {
 namespace calib {
