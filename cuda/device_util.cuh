@@ -19,7 +19,7 @@ constexpr unsigned kFullMask = 0xffffffffu;
 // Top-k ids are kept as 32-bit row positions; this id marks an empty slot (so V < 2^32 - 1).
 constexpr uint32_t kEmptyId = 0xffffffffu;
 
-// Element loads as the compute type. bf16/fp16 widen exactly (logcal/half.h).
+// Element loads as the compute type. bf16/fp16 widen exactly (logcal/core/half.h).
 template <class In>
 __device__ __forceinline__ typename Scalar<In>::Compute load_elem(const In* p) {
   return Scalar<In>::load(*p);

@@ -64,7 +64,7 @@ namespace cuda {
 // Calibration statistics on the device, into the CPU's exact state layout: count [n_bins] int64
 // and sums [n_bins][calib::kNumFields][2] uint64 (lo, hi) -- ADDED to, so an accumulator passes
 // its state. Unweighted, no bootstrap. Bins: uniform (edges == null) or the n_edges sorted inner
-// edges (device memory). Every per-sample term is the CPU's (logcal/calibration.h, compiled
+// edges (device memory). Every per-sample term is the CPU's (logcal/core/calibration.h, compiled
 // without FMA contraction) and the sums are integers, so the state is bitwise the CPU's.
 //
 // Samples come either from arrays (confidence float32/float64, correct uint8/int32/int64/

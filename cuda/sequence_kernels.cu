@@ -170,20 +170,6 @@ __global__ void __launch_bounds__(kSeqThreads, 1)
   }
 }
 
-__global__ void FirstBadOffsetKernel(const int64_t* __restrict__ off, int64_t n, int64_t n_tokens,
-                                     unsigned long long* first) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i <= n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    bool bad;
-    if (i == 0) {
-      bad = off[0] != 0;
-    } else {
-      bad = off[i] < off[i - 1] || off[i] < 0 || off[i] > n_tokens || (i == n && off[i] != n_tokens);
-    }
-    if (bad) atomicMin(first, (unsigned long long)i);
-  }
-}
-
 template <class In>
 cudaError_t launch(const SequenceStatsArgs& a, cudaStream_t stream) {
   Source<In> src{static_cast<const In*>(a.data), a.offsets, a.stride, a.length, a.row_stride,
@@ -217,15 +203,6 @@ cudaError_t SequenceStats(const SequenceStatsArgs& args, cudaStream_t stream) {
   if (args.n_seq == 0) return cudaSuccess;
   return visit_dtype(args.dtype, cudaErrorInvalidValue,
                      [&](auto tag) { return launch<decltype(tag)>(args, stream); });
-}
-
-cudaError_t FirstBadOffset(const int64_t* d_offsets, int64_t n, int64_t n_tokens,
-                           unsigned long long* d_first, cudaStream_t stream) {
-  if (n < 0) return cudaErrorInvalidValue;
-  const int64_t blocks64 = (n + 1 + 255) / 256;
-  const unsigned blocks = unsigned(blocks64 < 4096 ? blocks64 : 4096);
-  FirstBadOffsetKernel<<<blocks, 256, 0, stream>>>(d_offsets, n, n_tokens, d_first);
-  return cudaGetLastError();
 }
 
 }  // namespace cuda

@@ -12,7 +12,7 @@
 //   * NaN and the target's rank (count of strictly larger raw logits) are counted on the way;
 //   * top-k: each warp keeps candidates in a shared-memory buffer. An element is appended only
 //     if it ranks before the warp's threshold, the k-th best of the candidates kept so far
-//     (order of logcal/topk.h: larger value, then lower id); a buffer about to overflow is
+//     (order of logcal/core/topk.h: larger value, then lower id); a buffer about to overflow is
 //     sorted (bitonic) and cut back to k, which raises the threshold. At the end the warps' k
 //     best are merged by one block-wide sort. Sorting makes the result independent of the
 //     order in which candidates were appended;
@@ -692,16 +692,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 }
 
-// Targets check.
-__global__ void FirstBadTargetKernel(const int64_t* __restrict__ t, int64_t n, int64_t vocab,
-                                     int64_t ignore, unsigned long long* first) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t x = t[i];
-    if (!(target_in_range(x, vocab) || x == ignore)) atomicMin(first, (unsigned long long)i);
-  }
-}
-
 }  // namespace
 
 size_t TokenStatsWorkspace(const TokenStatsArgs& args, int sm_count) {
@@ -782,15 +772,6 @@ cudaError_t LogSoftmax(const LogSoftmaxArgs& args, void* d_workspace, size_t wor
       return cudaGetLastError();
     });
   });
-}
-
-cudaError_t FirstBadTarget(const int64_t* d_targets, int64_t n, int64_t vocab, int64_t ignore_index,
-                           unsigned long long* d_first, cudaStream_t stream) {
-  if (n <= 0) return cudaSuccess;
-  const int64_t blocks64 = (n + 255) / 256;
-  const unsigned blocks = unsigned(blocks64 < 4096 ? blocks64 : 4096);
-  FirstBadTargetKernel<<<blocks, 256, 0, stream>>>(d_targets, n, vocab, ignore_index, d_first);
-  return cudaGetLastError();
 }
 
 }  // namespace cuda
