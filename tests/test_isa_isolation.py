@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _objects():
-    return sorted(ROOT.glob("build/*/CMakeFiles/logcal_cpu.dir/cpp/src/*_avx*.cpp.o"))
+    return sorted(ROOT.glob("build/*/**/CMakeFiles/logcal_cpu.dir/cpp/src/*_avx*.cpp.o"))
 
 
 @pytest.mark.skipif(shutil.which("nm") is None, reason="needs nm (binutils)")
