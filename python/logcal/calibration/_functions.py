@@ -53,7 +53,9 @@ def calibration_stats(
         Exact uniform bins, equal-mass bins from the data, or explicit non-decreasing edges
         from 0 to 1 (bins ``[e_k, e_{k+1})``, the last one closed; ``n_bins`` is then ignored).
     weights : array of the same shape, optional
-        Per-sample weights, finite, ``>= 0`` and ``< 2**30``.
+        Per-sample weights, finite and ``< 2**30``, either 0 or at least ``2**-24`` (the
+        fixed-point sums resolve ``2**-64``: at most ``2**-40`` of such a weight; scale smaller
+        weights up, the statistics depend only on their ratios).
     eps : float
         NLL clip (default 1e-12).
     n_bootstrap, seed : int
