@@ -13,17 +13,17 @@ from .._arrays import int_arg
 
 DEFAULT_EPS = 1e-12
 MAX_BINS = 2**24
-DEFAULT_BOOTSTRAP_BLOCK = 4096  # accumulator default; calibration_stats chooses from N
 _MAX_AUTO_UNITS = 2**12
 BINNINGS = ("uniform", "quantile", "edges")
 
 
 class Bootstrap(NamedTuple):
-    """The bootstrap settings: replicates, seed, and samples per resampling unit."""
+    """The bootstrap settings: replicates, seed, and samples per resampling unit (None: units
+    that grow with the position in the stream, see :func:`growing_units`)."""
 
     n: int
     seed: int
-    block: int
+    block: int | None
 
 
 def n_bins_arg(n_bins: Any) -> int:
@@ -147,11 +147,53 @@ def auto_block(n: int) -> int:
     return block
 
 
+# A stream's units grow with the position, so that any length of stream has enough of them (a
+# fixed unit leaves few for a short stream, and costs a pass per replicate for a long one):
+# positions [0, 2^13) are one unit each; then each doubling [2^k, 2^(k+1)) is 2^12 units of
+# 2^(k-12) samples, up to units of 4096 samples from 2^24 on. Unit numbers count up through the
+# segments, so every unit has its own Poisson weights.
+_GROWING_FIRST = 2**13
+_GROWING_LAST = 2**24
+
+
+def growing_units(begin: int, end: int) -> list[tuple[int, int, int, int]]:
+    """The parts of positions [begin, end) in the growing units' segments, as (part begin, part
+    end, block, offset): the kernel's unit ``(offset + i) // block`` of the part's sample i is
+    the unit number of position ``part begin + i``."""
+    parts = []
+    at = begin
+    while at < end:
+        if at < _GROWING_FIRST:
+            seg, seg_end, block, first_unit = 0, _GROWING_FIRST, 1, 0
+        else:
+            k = min(at.bit_length() - 1, _GROWING_LAST.bit_length() - 1)
+            seg = 2**k
+            seg_end = 2 ** (k + 1) if seg < _GROWING_LAST else end
+            block = 2 ** (k - 12)
+            first_unit = _GROWING_FIRST + _MAX_AUTO_UNITS * (k - 13)
+        stop = min(end, seg_end)
+        parts.append((at, stop, block, first_unit * block + (at - seg)))
+        at = stop
+    return parts
+
+
+def units_spanned(ranges: list, block: int | None) -> int:
+    """The number of resampling units of the positions ``ranges`` (disjoint (begin, end)
+    pairs; a unit split between two ranges counts twice)."""
+    total = 0
+    for begin, end in ranges:
+        parts = [(begin, end, block, begin)] if block is not None else growing_units(begin, end)
+        for part_begin, part_end, g, offset in parts:
+            total += (offset + part_end - part_begin - 1) // g - offset // g + 1
+    return total
+
+
 def bootstrap_args(
-    n_bootstrap: Any, seed: Any, block: Any, offset: Any, n: int, default_block: int | None
+    n_bootstrap: Any, seed: Any, block: Any, offset: Any, n: int, *, streaming: bool
 ) -> tuple[Bootstrap | None, int]:
     """(bootstrap settings or None for ``n_bootstrap == 0``, offset); ``block=None`` takes
-    ``default_block``, or sizes the unit for ``n`` samples (:func:`auto_block`)."""
+    units that grow along the stream (``streaming``), or sizes the unit for ``n`` samples
+    (:func:`auto_block`)."""
     nb = int_arg(n_bootstrap, "n_bootstrap")
     if nb < 0:
         raise ValueError(f"n_bootstrap must be >= 0, got {nb}")
@@ -162,7 +204,9 @@ def bootstrap_args(
     if nb == 0:
         return None, off
     if block is None:
-        block = default_block if default_block is not None else auto_block(n)
+        if streaming:
+            return Bootstrap(nb, s, None), off
+        block = auto_block(n)
     block = int_arg(block, "bootstrap_block")
     if block < 1:
         raise ValueError(f"bootstrap_block must be >= 1, got {block}")

@@ -17,6 +17,7 @@ from ._binning import (
     n_bins_arg,
     offset_arg,
 )
+from ._fixed import MAX_COUNT
 from ._inputs import bad_label, bad_prob, pairs, probs_labels
 from ._kernel import add_pairs_checked, gpu_stats, gpu_unsupported, is_cuda, top_label_rows
 from ._state import CalibrationState
@@ -147,10 +148,12 @@ def _statistics(
     else:
         p = pairs(confidence, correct, weights, func)
         boot, offset = bootstrap_args(
-            n_bootstrap, seed, bootstrap_block, bootstrap_offset, p.conf.size, None
+            n_bootstrap, seed, bootstrap_block, bootstrap_offset, p.conf.size, streaming=False
         )
         name, edges, _ = binning_plan(binning, n_bins, p.conf)
         sums, weighted, n = None, p.weights is not None, p.conf.size
+        if offset + n > MAX_COUNT:
+            raise ValueError(f"bootstrap_offset + samples must be below 2**63, got {offset + n}")
     state = CalibrationState(
         binning=name,
         n_bins=edges.size - 1,
@@ -159,6 +162,7 @@ def _statistics(
         bootstrap=boot,
         weighted=weighted,
         position=offset + n,
+        ranges=((offset, offset + n),),
     )
     if sums is None:
         add_pairs_checked(

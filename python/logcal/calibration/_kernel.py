@@ -22,7 +22,7 @@ from .._arrays import (
     zeros,
 )
 from .._arrays import on_gpu as is_cuda
-from ._binning import DEFAULT_EPS, Bootstrap, binning_plan
+from ._binning import DEFAULT_EPS, Bootstrap, binning_plan, growing_units
 from ._fixed import CAPACITY, FIELDS, MAX_WEIGHT, POISSON_MAX, FixedSums
 from ._inputs import Pairs, pairs, sample_error
 
@@ -125,7 +125,27 @@ def _kernel_add(
     offset: int,
     light: bool,
 ) -> int:
-    """One call of the CPU kernel (adds modulo 2^128: see :func:`add_pairs`)."""
+    """The CPU kernel (adds modulo 2^128: see :func:`add_pairs`); one call, or one per segment
+    of units that grow along the stream."""
+    if boot is not None and boot.block is None:
+        for begin, end, block, unit_offset in growing_units(offset, offset + conf.size):
+            i, j = begin - offset, end - offset
+            bad = _kernel_add(
+                conf[i:j],
+                correct[i:j],
+                None if weights is None else weights[i:j],
+                target,
+                edges=edges,
+                right_closed=right_closed,
+                edges_scale=edges_scale,
+                eps=eps,
+                boot=boot._replace(block=block),
+                offset=unit_offset,
+                light=light,
+            )
+            if bad >= 0:
+                return i + bad
+        return -1
     boot_args = {}
     if boot is not None:
         boot_args = dict(

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._binning import units_spanned
 from ._fixed import FIELDS, FIXED_ONE, ratio, to_float, to_ints
 from ._state import STATS_FORMAT, CalibrationState
 
@@ -133,7 +134,9 @@ class CalibrationStats:
     )
     seed = _bootstrap_setting("seed", "The bootstrap's seed (None without bootstrap).")
     bootstrap_block = _bootstrap_setting(
-        "block", "Samples per bootstrap unit (1: the classic per-sample bootstrap)."
+        "block",
+        "Samples per bootstrap unit (1: the classic per-sample bootstrap; None: units that grow "
+        "along the stream, the default of :class:`CalibrationAccumulator`).",
     )
 
     @property
@@ -340,7 +343,7 @@ class CalibrationStats:
             raise ValueError(f"level must be in (0, 1), got {level!r}")
         values = self.bootstrap(metric, **kwargs)
         block = self._state.bootstrap.block
-        units = -(-self.n // block)
+        units = units_spanned(self._state.ranges, block)
         if units < 100:
             warnings.warn(
                 f"the bootstrap resampled only about {units} units of {block} samples; "
