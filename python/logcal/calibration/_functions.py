@@ -49,7 +49,8 @@ def calibration_stats(
         Whether that answer was right: bool, integers 0/1, or floats in ``[0, 1]`` (soft
         labels).
     n_bins : int
-        Number of bins (``>= 1``).
+        Number of bins, 1 to 2**16 (the bins cost memory and time whether or not samples land
+        in them).
     binning : {"uniform", "quantile"} or array of edges
         Exact uniform bins, equal-mass bins from the data, or explicit non-decreasing edges
         from 0 to 1 (bins ``[e_k, e_{k+1})``, the last one closed; ``n_bins`` is then ignored).
@@ -60,8 +61,9 @@ def calibration_stats(
     eps : float
         NLL clip (default 1e-12).
     n_bootstrap, seed : int
-        Poisson bootstrap replicates computed in the same pass, and their seed
-        (``0 <= seed < 2**64``); see :meth:`CalibrationStats.interval`.
+        Poisson bootstrap replicates computed in the same pass (``n_bootstrap`` times the
+        bins at most 2**26), and their seed (``0 <= seed < 2**64``); see
+        :meth:`CalibrationStats.interval`.
     bootstrap_block : int, optional
         Samples per resampling unit: consecutive samples ``[k g, (k+1) g)`` share their
         Poisson weights (``g = 1``: the classic per-sample bootstrap). Blocks of consecutive

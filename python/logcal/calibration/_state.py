@@ -80,6 +80,8 @@ _HEADER_FIELDS = (
     "n_ranges",
 )
 _WEIGHTED, _BOOTSTRAP = 1, 2  # flag bits
+# The replicates are dense, a few sums per bin each: their memory is capped at 3 GiB.
+MAX_REPLICATE_CELLS = 2**26
 _DIGEST = 16
 
 # What merging states with different settings says, in the words of their owner (statistics
@@ -135,6 +137,11 @@ class CalibrationState(FixedSums):
         ranges: tuple = (),
     ) -> None:
         edges = np.array(edges, dtype=np.float64)
+        cells = (edges.size - 1) * (0 if bootstrap is None else bootstrap.n)
+        if cells > MAX_REPLICATE_CELLS:
+            raise ValueError(
+                f"n_bootstrap x bins = {cells} is more than 2**26 replicate bins (48 bytes each)"
+            )
         super().__init__(edges.size - 1, 0 if bootstrap is None else bootstrap.n)
         self.binning = binning
         self.n_bins = int(n_bins)
