@@ -355,20 +355,20 @@ def test_decoding_the_old_format_versions_is_refused():
 
 def test_the_number_of_bins_is_capped():
     c, y = np.array([0.2, 0.9]), np.array([1, 0])
-    with pytest.raises(ValueError, match=re.escape("n_bins must be <= 2**16, got 65537")):
-        logcal.calibration_stats(c, y, n_bins=2**16 + 1)
-    with pytest.raises(ValueError, match=re.escape("n_bins must be <= 2**16, got 16777216")):
+    with pytest.raises(ValueError, match=re.escape("n_bins must be <= 2**17, got 131073")):
+        logcal.calibration_stats(c, y, n_bins=2**17 + 1)
+    with pytest.raises(ValueError, match=re.escape("n_bins must be <= 2**17, got 16777216")):
         logcal.CalibrationAccumulator(n_bins=2**24)
-    edges = np.linspace(0, 1, 2**16 + 2)
+    edges = np.linspace(0, 1, 2**17 + 2)
     with pytest.raises(
-        ValueError, match=re.escape("bin edges must make at most 2**16 bins, got 65537")
+        ValueError, match=re.escape("bin edges must make at most 2**17 bins, got 131073")
     ):
         logcal.calibration_stats(c, y, binning=edges)
     with pytest.raises(
-        ValueError, match=re.escape("bin edges must make at most 2**16 bins, got 65537")
+        ValueError, match=re.escape("bin edges must make at most 2**17 bins, got 131073")
     ):
         logcal.CalibrationAccumulator(binning=edges)
     message = "n_bootstrap x bins = 100000000 is more than 2**26 replicate bins (48 bytes each)"
     with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
         logcal.CalibrationAccumulator(n_bins=100, n_bootstrap=10**6)
-    assert logcal.calibration_stats(c, y, n_bins=2**16).n == 2
+    assert logcal.calibration_stats(c, y, n_bins=2**17).n == 2

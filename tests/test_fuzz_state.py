@@ -169,7 +169,7 @@ EXTREME_EPS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
 )
 EXTREME_BINS = st.one_of(
-    st.sampled_from([0, -1, 1, 2**16, 2**16 + 1, 2**63, 2.0, True, "3", None]),
+    st.sampled_from([0, -1, 1, 2**17, 2**17 + 1, 2**63, 2.0, True, "3", None]),
     st.integers(1, 50),
 )
 

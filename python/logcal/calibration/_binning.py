@@ -14,7 +14,7 @@ from .._arrays import int_arg
 DEFAULT_EPS = 1e-12
 # Every bin costs memory and time whether or not a sample lands in it (the state is dense: 128
 # bytes a bin, and 48 more per bootstrap replicate), so their number is capped.
-MAX_BINS = 2**16
+MAX_BINS = 2**17
 _MAX_AUTO_UNITS = 2**12
 BINNINGS = ("uniform", "quantile", "edges")
 
@@ -33,7 +33,7 @@ def n_bins_arg(n_bins: Any) -> int:
     if n < 1:
         raise ValueError(f"n_bins must be >= 1, got {n}")
     if n > MAX_BINS:
-        raise ValueError(f"n_bins must be <= 2**16, got {n}")
+        raise ValueError(f"n_bins must be <= 2**17, got {n}")
     return n
 
 
@@ -59,7 +59,7 @@ def edges_arg(binning: Any) -> np.ndarray:
             f"bin edges must be a 1-D array of at least 2 values, got shape {edges.shape}"
         )
     if edges.size - 1 > MAX_BINS:
-        raise ValueError(f"bin edges must make at most 2**16 bins, got {edges.size - 1}")
+        raise ValueError(f"bin edges must make at most 2**17 bins, got {edges.size - 1}")
     if edges[0] != 0.0 or edges[-1] != 1.0:
         raise ValueError(
             f"bin edges must start at 0 and end at 1, got {float(edges[0])!r} ... "

@@ -49,7 +49,7 @@ def calibration_stats(
         Whether that answer was right: bool, integers 0/1, or floats in ``[0, 1]`` (soft
         labels).
     n_bins : int
-        Number of bins, 1 to 2**16 (the bins cost memory and time whether or not samples land
+        Number of bins, 1 to 2**17 (the bins cost memory and time whether or not samples land
         in them).
     binning : {"uniform", "quantile"} or array of edges
         Exact uniform bins, equal-mass bins from the data, or explicit non-decreasing edges
