@@ -18,7 +18,7 @@ from logcal.calibration import CalibrationState
 
 STATS = "logcal.CalibrationStats"
 ACC = "logcal.CalibrationAccumulator"
-HEADER = 88  # bytes before the body; the last 16 bytes are the BLAKE2b digest
+HEADER = 96  # bytes before the body; the last 16 bytes are the BLAKE2b digest
 
 
 def _data(seed: int, n: int):
@@ -97,7 +97,7 @@ def test_to_dict_of_stats_and_accumulator_is_one_encoding():
         acc = _acc(VARIANTS[variant], c, y, w)
         d = acc.to_dict()
         assert acc.compute().to_dict() == {**d, "format": STATS}
-        assert d["version"] == 2 and d["position"] == 500
+        assert d["version"] == 3 and d["position"] == 500
         assert d["bins"] == np.flatnonzero(acc.compute().count).tolist()
     # equal-mass bins: the accumulator's state is its fine grid (named, so not stored)
     acc = _acc(VARIANTS["quantile"], c, y, w)
@@ -233,7 +233,7 @@ def test_truncated_bytes():
     _raises(b[:-1], f + f"truncated or corrupt: {n - 1} bytes, the header says {n}")
     _raises(b[: n // 2], f + f"truncated or corrupt: {n // 2} bytes, the header says {n}")
     _raises(b + b"\0", f + f"truncated or corrupt: {n + 1} bytes, the header says {n}")
-    _raises(b[:40], f + "truncated: 40 bytes, less than the header and checksum (104 bytes)")
+    _raises(b[:40], f + "truncated: 40 bytes, less than the header and checksum (112 bytes)")
 
 
 def test_corrupt_bytes():
@@ -258,12 +258,12 @@ def test_foreign_bytes_and_other_versions():
     _raises(b"PK\x03\x04" + b[4:], f + "not logcal calibration state (no b'logcalCS' magic)")
     _raises(b"", f + "not logcal calibration state (no b'logcalCS' magic)")
     _raises(
-        _patched(b, 8, "<H", 2),
-        f + "format version 2 is not supported (this logcal reads version 1)",
+        _patched(b, 8, "<H", 1),
+        f + "format version 1 is not supported (this logcal reads version 2)",
     )
     _raises(
         _patched(b, 8, "<H", 0),
-        f + "format version 0 is not supported (this logcal reads version 1)",
+        f + "format version 0 is not supported (this logcal reads version 2)",
     )
     stats = logcal.calibration_stats(*_data(9, 30)[:2])
     _raises(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,7 +10,6 @@ import numpy as np
 
 from .._arrays import host_only, int_arg, view
 from ._binning import (
-    DEFAULT_BOOTSTRAP_BLOCK,
     DEFAULT_EPS,
     FINE_EDGES,
     binning_plan,
@@ -18,7 +18,7 @@ from ._binning import (
     fine_quantile_edges,
     n_bins_arg,
 )
-from ._fixed import FIELDS, FixedSums, from_ints, to_ints
+from ._fixed import FIELDS, MAX_COUNT, FixedSums, from_ints, to_ints
 from ._inputs import pairs
 from ._kernel import (
     DevicePart,
@@ -46,8 +46,17 @@ class CalibrationAccumulator:
         As for :func:`calibration_stats`.
     n_bootstrap, seed, bootstrap_block
         Poisson bootstrap replicates kept alongside (not with ``binning="quantile"``).
-        Resampling units are ``bootstrap_block`` consecutive samples (default 4096) of the
-        stream: ``update`` places each chunk after the previous one, or at ``offset=``.
+        Resampling units are ``bootstrap_block`` consecutive samples of the stream; by default
+        they grow with the position, so that a stream of any length has enough of them at a
+        small cost: positions below 2**13 are one unit each, then each doubling of the position
+        (``[2**k, 2**(k+1))``) is 2**12 units, up to units of 4096 samples from 2**24 on.
+        ``update`` places each chunk after the previous one, or at ``offset=``; with a
+        bootstrap, no position may be added twice (in an update or a merge): it would reuse
+        its replicate weights.
+
+    Notes
+    -----
+    Safe to share between threads: updates, merges and reads take the accumulator's lock.
 
     Examples
     --------
@@ -68,7 +77,7 @@ class CalibrationAccumulator:
         eps: float = DEFAULT_EPS,
         n_bootstrap: int = 0,
         seed: int = 0,
-        bootstrap_block: int = DEFAULT_BOOTSTRAP_BLOCK,
+        bootstrap_block: int | None = None,
     ) -> None:
         n_bins = n_bins_arg(n_bins)
         eps = eps_arg(eps)
@@ -77,7 +86,7 @@ class CalibrationAccumulator:
         else:
             name, edges, _ = binning_plan(binning, n_bins, None)
             n_bins = edges.size - 1  # explicit edges say how many bins there are
-        boot, _ = bootstrap_args(n_bootstrap, seed, bootstrap_block, 0, 0, DEFAULT_BOOTSTRAP_BLOCK)
+        boot, _ = bootstrap_args(n_bootstrap, seed, bootstrap_block, 0, 0, streaming=True)
         if boot is not None and name == "quantile":
             raise ValueError(
                 "n_bootstrap > 0 is not available with binning='quantile' in an accumulator "
@@ -88,6 +97,8 @@ class CalibrationAccumulator:
         )
 
     def _hold(self, state: CalibrationState) -> None:
+        # Updates read, add to and replace the state in several steps: one at a time.
+        self._lock = threading.RLock()
         self._state = state
         # The sums of CUDA updates, kept on their device until they are read. Their samples of
         # update() are already counted in the position; those of update_from_logits() are not.
@@ -100,7 +111,8 @@ class CalibrationAccumulator:
         return acc
 
     def _flush_device(self) -> None:
-        """Adds the device part of the state into the host state (exact; synchronises)."""
+        """Adds the device part of the state into the host state (exact; synchronises). The
+        caller holds the lock."""
         taken = self._device.take()
         if taken is None:
             return
@@ -108,17 +120,25 @@ class CalibrationAccumulator:
         self._state.add(sums)
         self._state.position += int(sums.count.sum()) - counted
 
+    def _read(self) -> CalibrationState:
+        """The whole state, the device part included (a copy: safe to read outside the lock)."""
+        with self._lock:
+            self._flush_device()
+            return self._state.copy()
+
     @property
     def n(self) -> int:
         """Samples added so far (reads any state kept on a GPU: synchronises)."""
-        self._flush_device()
-        return int(self._state.count.sum())
+        with self._lock:
+            self._flush_device()
+            return int(self._state.count.sum())
 
     @property
     def position(self) -> int:
         """Where the next chunk goes in the bootstrap's stream (one past the last sample)."""
-        self._flush_device()
-        return self._state.position
+        with self._lock:
+            self._flush_device()
+            return self._state.position
 
     def update(
         self, confidence: Any, correct: Any, *, weights: Any = None, offset: int | None = None
@@ -129,6 +149,12 @@ class CalibrationAccumulator:
         CUDA arrays are binned on their GPU into state kept there (bitwise the state the CPU
         would build) until :meth:`compute`, :meth:`merge`, :meth:`to_dict` or :attr:`n` reads
         it; validating the chunk waits for one 8-byte read. Not with weights or bootstrap."""
+        with self._lock:
+            return self._update(confidence, correct, weights, offset)
+
+    def _update(
+        self, confidence: Any, correct: Any, weights: Any, offset: int | None
+    ) -> CalibrationAccumulator:
         state = self._state
         if is_cuda(confidence):
             func = "CalibrationAccumulator.update"
@@ -144,14 +170,23 @@ class CalibrationAccumulator:
         start = state.position if offset is None else int_arg(offset, "offset")
         if start < 0:
             raise ValueError(f"offset must be >= 0, got {start}")
+        end = start + p.conf.size
+        if end > MAX_COUNT:
+            raise ValueError(f"offset + samples must be below 2**63, got {end}")
         boot = state.bootstrap
-        scratch = FixedSums(state.count.size, 0 if boot is None else boot.n)
-        add_pairs_checked(
-            p, scratch, inner_edges=state.inner_edges, eps=state.eps, boot=boot, offset=start
-        )
-        state.add(scratch)  # only once the whole chunk is valid
+        # the positions first: a chunk over positions already added is refused before any work
+        ranges, position = state.ranges, state.position
+        state.add_positions(start, end, "CalibrationAccumulator.update:")
+        try:
+            scratch = FixedSums(state.count.size, 0 if boot is None else boot.n)
+            add_pairs_checked(
+                p, scratch, inner_edges=state.inner_edges, eps=state.eps, boot=boot, offset=start
+            )
+            state.add(scratch)  # only once the whole chunk is valid, and fits
+        except BaseException:
+            state.ranges, state.position = ranges, position
+            raise
         state.weighted |= p.weights is not None
-        state.position = max(state.position, start + p.conf.size)
         return self
 
     def update_from_logits(
@@ -175,16 +210,17 @@ class CalibrationAccumulator:
         temperature = _temperature(temperature)
         ignore_index = int_arg(ignore_index, "ignore_index")
         if is_cuda(logits):
-            if self._state.bootstrap is not None:
-                raise gpu_unsupported(func, "an accumulator with n_bootstrap > 0")
-            self._device.add_logits(
-                logits,
-                targets,
-                temperature=temperature,
-                ignore_index=ignore_index,
-                eps=self._state.eps,
-                func=func,
-            )
+            with self._lock:
+                if self._state.bootstrap is not None:
+                    raise gpu_unsupported(func, "an accumulator with n_bootstrap > 0")
+                self._device.add_logits(
+                    logits,
+                    targets,
+                    temperature=temperature,
+                    ignore_index=ignore_index,
+                    eps=self._state.eps,
+                    func=func,
+                )
             return self
         # One read of the caller's targets: a private copy, checked by the token kernel as it
         # reads it, then compared with the argmax.
@@ -201,24 +237,27 @@ class CalibrationAccumulator:
         """Adds another accumulator's state into this one (exact); returns self."""
         if not isinstance(other, CalibrationAccumulator):
             raise TypeError(f"can only merge a CalibrationAccumulator, got {type(other).__name__}")
-        self._flush_device()
-        other._flush_device()
-        self._state.merge(other._state, "accumulators")
+        theirs = other._read()  # a copy: only one lock is held at a time, so none can deadlock
+        with self._lock:
+            self._flush_device()
+            self._state.merge(theirs, "accumulators")
         return self
 
     def reset(self) -> None:
-        self._hold(self._state.empty())
+        with self._lock:
+            self._state = self._state.empty()
+            self._device = DevicePart(self._state.count.size, self._state.inner_edges)
 
     def compute(self) -> CalibrationStats:
         """The statistics of everything added so far (reads GPU state: synchronises)."""
-        self._flush_device()
-        if self._state.binning != "quantile":
-            return CalibrationStats(self._state)
-        return CalibrationStats(self._equal_mass_state())
+        state = self._read()
+        if state.binning != "quantile":
+            return CalibrationStats(state)
+        return CalibrationStats(self._equal_mass_state(state))
 
-    def _equal_mass_state(self) -> CalibrationState:
+    @staticmethod
+    def _equal_mass_state(fine: CalibrationState) -> CalibrationState:
         """The state of the equal-mass bins: whole fine bins, summed into the coarse ones."""
-        fine = self._state
         edges = fine_quantile_edges(fine.count, fine.n_bins)
         coarse = CalibrationState(
             binning="quantile",
@@ -244,8 +283,7 @@ class CalibrationAccumulator:
     def to_dict(self) -> dict:
         """A JSON-ready dict of the exact state, the encoding of
         :meth:`CalibrationStats.to_dict`; :meth:`from_dict` restores it."""
-        self._flush_device()
-        return self._state.to_dict(ACCUMULATOR_FORMAT)
+        return self._read().to_dict(ACCUMULATOR_FORMAT)
 
     @classmethod
     def from_dict(cls, d: dict) -> CalibrationAccumulator:
@@ -264,8 +302,7 @@ class CalibrationAccumulator:
         >>> back.merge(acc).n
         2
         """
-        self._flush_device()
-        return self._state.to_bytes(ACCUMULATOR_FORMAT)
+        return self._read().to_bytes(ACCUMULATOR_FORMAT)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CalibrationAccumulator:

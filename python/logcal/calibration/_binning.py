@@ -12,18 +12,20 @@ import numpy as np
 from .._arrays import int_arg
 
 DEFAULT_EPS = 1e-12
-MAX_BINS = 2**24
-DEFAULT_BOOTSTRAP_BLOCK = 4096  # accumulator default; calibration_stats chooses from N
+# Every bin costs memory and time whether or not a sample lands in it (the state is dense: 128
+# bytes a bin, and 48 more per bootstrap replicate), so their number is capped.
+MAX_BINS = 2**17
 _MAX_AUTO_UNITS = 2**12
 BINNINGS = ("uniform", "quantile", "edges")
 
 
 class Bootstrap(NamedTuple):
-    """The bootstrap settings: replicates, seed, and samples per resampling unit."""
+    """The bootstrap settings: replicates, seed, and samples per resampling unit (None: units
+    that grow with the position in the stream, see :func:`growing_units`)."""
 
     n: int
     seed: int
-    block: int
+    block: int | None
 
 
 def n_bins_arg(n_bins: Any) -> int:
@@ -31,7 +33,7 @@ def n_bins_arg(n_bins: Any) -> int:
     if n < 1:
         raise ValueError(f"n_bins must be >= 1, got {n}")
     if n > MAX_BINS:
-        raise ValueError(f"n_bins must be <= 2**24, got {n}")
+        raise ValueError(f"n_bins must be <= 2**17, got {n}")
     return n
 
 
@@ -56,6 +58,8 @@ def edges_arg(binning: Any) -> np.ndarray:
         raise ValueError(
             f"bin edges must be a 1-D array of at least 2 values, got shape {edges.shape}"
         )
+    if edges.size - 1 > MAX_BINS:
+        raise ValueError(f"bin edges must make at most 2**17 bins, got {edges.size - 1}")
     if edges[0] != 0.0 or edges[-1] != 1.0:
         raise ValueError(
             f"bin edges must start at 0 and end at 1, got {float(edges[0])!r} ... "
@@ -147,11 +151,53 @@ def auto_block(n: int) -> int:
     return block
 
 
+# A stream's units grow with the position, so that any length of stream has enough of them (a
+# fixed unit leaves few for a short stream, and costs a pass per replicate for a long one):
+# positions [0, 2^13) are one unit each; then each doubling [2^k, 2^(k+1)) is 2^12 units of
+# 2^(k-12) samples, up to units of 4096 samples from 2^24 on. Unit numbers count up through the
+# segments, so every unit has its own Poisson weights.
+_GROWING_FIRST = 2**13
+_GROWING_LAST = 2**24
+
+
+def growing_units(begin: int, end: int) -> list[tuple[int, int, int, int]]:
+    """The parts of positions [begin, end) in the growing units' segments, as (part begin, part
+    end, block, offset): the kernel's unit ``(offset + i) // block`` of the part's sample i is
+    the unit number of position ``part begin + i``."""
+    parts = []
+    at = begin
+    while at < end:
+        if at < _GROWING_FIRST:
+            seg, seg_end, block, first_unit = 0, _GROWING_FIRST, 1, 0
+        else:
+            k = min(at.bit_length() - 1, _GROWING_LAST.bit_length() - 1)
+            seg = 2**k
+            seg_end = 2 ** (k + 1) if seg < _GROWING_LAST else end
+            block = 2 ** (k - 12)
+            first_unit = _GROWING_FIRST + _MAX_AUTO_UNITS * (k - 13)
+        stop = min(end, seg_end)
+        parts.append((at, stop, block, first_unit * block + (at - seg)))
+        at = stop
+    return parts
+
+
+def units_spanned(ranges: list, block: int | None) -> int:
+    """The number of resampling units of the positions ``ranges`` (disjoint (begin, end)
+    pairs; a unit split between two ranges counts twice)."""
+    total = 0
+    for begin, end in ranges:
+        parts = [(begin, end, block, begin)] if block is not None else growing_units(begin, end)
+        for part_begin, part_end, g, offset in parts:
+            total += (offset + part_end - part_begin - 1) // g - offset // g + 1
+    return total
+
+
 def bootstrap_args(
-    n_bootstrap: Any, seed: Any, block: Any, offset: Any, n: int, default_block: int | None
+    n_bootstrap: Any, seed: Any, block: Any, offset: Any, n: int, *, streaming: bool
 ) -> tuple[Bootstrap | None, int]:
     """(bootstrap settings or None for ``n_bootstrap == 0``, offset); ``block=None`` takes
-    ``default_block``, or sizes the unit for ``n`` samples (:func:`auto_block`)."""
+    units that grow along the stream (``streaming``), or sizes the unit for ``n`` samples
+    (:func:`auto_block`)."""
     nb = int_arg(n_bootstrap, "n_bootstrap")
     if nb < 0:
         raise ValueError(f"n_bootstrap must be >= 0, got {nb}")
@@ -162,7 +208,9 @@ def bootstrap_args(
     if nb == 0:
         return None, off
     if block is None:
-        block = default_block if default_block is not None else auto_block(n)
+        if streaming:
+            return Bootstrap(nb, s, None), off
+        block = auto_block(n)
     block = int_arg(block, "bootstrap_block")
     if block < 1:
         raise ValueError(f"bootstrap_block must be >= 1, got {block}")

@@ -20,16 +20,39 @@ BOOT_TOTAL_FIELDS = ("sq_error", "nll")
 
 FIXED_FRAC_BITS = 64  # a sum is stored as floor(value * 2^64), in 128 bits
 FIXED_ONE = 2**FIXED_FRAC_BITS
+# The capacity of a sum: values below 2^64, i.e. integers below 2^128. Every add is checked
+# against it (:meth:`FixedSums.add`, and ``_kernel.add_pairs`` before the kernel adds).
+CAPACITY = 2.0**64
 MAX_WEIGHT = 2.0**30
+# Nonzero weights below this are refused: the sums' resolution of 2^-64 is then at most 2^-40
+# of any sample's weight, so the metrics (ratios of sums) do not depend on the weights' scale.
+MIN_WEIGHT = 2.0**-24
+# The largest Poisson weight of a bootstrap replicate: logcal::calib::kPoissonMax.
+POISSON_MAX = 20
+MAX_COUNT = 2**63 - 1  # samples per bin (int64)
 _WORD = 0xFFFFFFFFFFFFFFFF
 
 
-def add128(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Elementwise a + b of (..., 2) uint64 arrays of (lo, hi) words, exactly (mod 2^128)."""
+def add128(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Elementwise a + b of (..., 2) uint64 arrays of (lo, hi) words, mod 2^128, and where
+    the sum wrapped (reached 2^128)."""
     lo = a[..., 0] + b[..., 0]
     carry = (lo < a[..., 0]).astype(np.uint64)
-    hi = a[..., 1] + b[..., 1] + carry
-    return np.stack([lo, hi], axis=-1)
+    partial = a[..., 1] + b[..., 1]
+    hi = partial + carry
+    wrapped = (partial < a[..., 1]) | (hi < partial)
+    return np.stack([lo, hi], axis=-1), wrapped
+
+
+def le128(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Elementwise a <= b of (..., 2) uint64 arrays of (lo, hi) words."""
+    return (a[..., 1] < b[..., 1]) | ((a[..., 1] == b[..., 1]) & (a[..., 0] <= b[..., 0]))
+
+
+def overflow_error(what: str) -> OverflowError:
+    return OverflowError(
+        f"{what} would exceed the capacity of the fixed-point sums (values below 2**64)"
+    )
 
 
 def to_ints(a: np.ndarray) -> Any:
@@ -78,11 +101,25 @@ class FixedSums:
         self.boot_totals = np.zeros((n_bootstrap, len(BOOT_TOTAL_FIELDS), 2), dtype=np.uint64)
 
     def add(self, other: FixedSums) -> None:
-        """Adds ``other``'s sums into these (exact), bootstrap replicates included."""
-        self.count = self.count + other.count
-        self.sums = add128(self.sums, other.sums)
-        self.boot_bins = add128(self.boot_bins, other.boot_bins)
-        self.boot_totals = add128(self.boot_totals, other.boot_totals)
+        """Adds ``other``'s sums into these (exact), bootstrap replicates included; all or
+        nothing: OverflowError naming the sum when one would pass the capacity."""
+        count = self.count + other.count  # counts are > 0, so a wrap turns one negative
+        if np.any(count < self.count):
+            raise OverflowError(f"the sample count of a bin would exceed {MAX_COUNT} (2**63 - 1)")
+        added = []
+        for name, fields in (
+            ("sums", FIELDS),
+            ("boot_bins", BOOT_BIN_FIELDS),
+            ("boot_totals", BOOT_TOTAL_FIELDS),
+        ):
+            total, wrapped = add128(getattr(self, name), getattr(other, name))
+            if wrapped.any():
+                field = fields[int(np.argwhere(wrapped)[0][-1])]
+                whose = "the" if name == "sums" else "a bootstrap replicate's"
+                raise overflow_error(f"{whose} {field!r} sum")
+            added.append(total)
+        self.count = count
+        self.sums, self.boot_bins, self.boot_totals = added
 
     def same_sums(self, other: FixedSums) -> bool:
         return all(

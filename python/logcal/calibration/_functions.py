@@ -17,6 +17,7 @@ from ._binning import (
     n_bins_arg,
     offset_arg,
 )
+from ._fixed import MAX_COUNT
 from ._inputs import bad_label, bad_prob, pairs, probs_labels
 from ._kernel import add_pairs_checked, gpu_stats, gpu_unsupported, is_cuda, top_label_rows
 from ._state import CalibrationState
@@ -48,17 +49,21 @@ def calibration_stats(
         Whether that answer was right: bool, integers 0/1, or floats in ``[0, 1]`` (soft
         labels).
     n_bins : int
-        Number of bins (``>= 1``).
+        Number of bins, 1 to 2**17 (the bins cost memory and time whether or not samples land
+        in them).
     binning : {"uniform", "quantile"} or array of edges
         Exact uniform bins, equal-mass bins from the data, or explicit non-decreasing edges
         from 0 to 1 (bins ``[e_k, e_{k+1})``, the last one closed; ``n_bins`` is then ignored).
     weights : array of the same shape, optional
-        Per-sample weights, finite, ``>= 0`` and ``< 2**30``.
+        Per-sample weights, finite and ``< 2**30``, either 0 or at least ``2**-24`` (the
+        fixed-point sums resolve ``2**-64``: at most ``2**-40`` of such a weight; scale smaller
+        weights up, the statistics depend only on their ratios).
     eps : float
         NLL clip (default 1e-12).
     n_bootstrap, seed : int
-        Poisson bootstrap replicates computed in the same pass, and their seed
-        (``0 <= seed < 2**64``); see :meth:`CalibrationStats.interval`.
+        Poisson bootstrap replicates computed in the same pass (``n_bootstrap`` times the
+        bins at most 2**26), and their seed (``0 <= seed < 2**64``); see
+        :meth:`CalibrationStats.interval`.
     bootstrap_block : int, optional
         Samples per resampling unit: consecutive samples ``[k g, (k+1) g)`` share their
         Poisson weights (``g = 1``: the classic per-sample bootstrap). Blocks of consecutive
@@ -145,10 +150,12 @@ def _statistics(
     else:
         p = pairs(confidence, correct, weights, func)
         boot, offset = bootstrap_args(
-            n_bootstrap, seed, bootstrap_block, bootstrap_offset, p.conf.size, None
+            n_bootstrap, seed, bootstrap_block, bootstrap_offset, p.conf.size, streaming=False
         )
         name, edges, _ = binning_plan(binning, n_bins, p.conf)
         sums, weighted, n = None, p.weights is not None, p.conf.size
+        if offset + n > MAX_COUNT:
+            raise ValueError(f"bootstrap_offset + samples must be below 2**63, got {offset + n}")
     state = CalibrationState(
         binning=name,
         n_bins=edges.size - 1,
@@ -157,6 +164,7 @@ def _statistics(
         bootstrap=boot,
         weighted=weighted,
         position=offset + n,
+        ranges=((offset, offset + n),),
     )
     if sums is None:
         add_pairs_checked(

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._arrays import format_index, host_only, view
-from ._fixed import MAX_WEIGHT
+from ._fixed import MAX_WEIGHT, MIN_WEIGHT
 
 
 class Pairs(NamedTuple):
@@ -77,7 +77,7 @@ def checked_weights(weights: Any, shape: tuple, func: str) -> np.ndarray:
             f"weights must have the shape of confidence {shape}, got shape {arr.shape}"
         )
     w = np.asarray(arr, dtype=np.float64).reshape(-1)
-    ok = np.isfinite(w) & (w >= 0) & (w < MAX_WEIGHT)
+    ok = np.isfinite(w) & ((w == 0) | (w >= MIN_WEIGHT)) & (w < MAX_WEIGHT)
     if not ok.all():
         i = int(np.argmin(ok))
         v = float(w[i])
@@ -86,6 +86,11 @@ def checked_weights(weights: Any, shape: tuple, func: str) -> np.ndarray:
             raise ValueError(f"{where} is not finite")
         if v < 0:
             raise ValueError(f"{where} is negative")
+        if v < MIN_WEIGHT:
+            raise ValueError(
+                f"{where} is nonzero but below 2**-24, too small for the fixed-point sums; "
+                "scale the weights up (the statistics depend only on their ratios)"
+            )
         raise ValueError(f"{where} is not below 2**30 (the range of the fixed-point sums)")
     return w
 

@@ -4,6 +4,7 @@ modules; arrays travel to them as the views of ``logcal._arrays``."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -21,8 +22,8 @@ from .._arrays import (
     zeros,
 )
 from .._arrays import on_gpu as is_cuda
-from ._binning import DEFAULT_EPS, Bootstrap, binning_plan
-from ._fixed import FIELDS, FixedSums
+from ._binning import DEFAULT_EPS, Bootstrap, binning_plan, growing_units
+from ._fixed import CAPACITY, FIELDS, MAX_WEIGHT, POISSON_MAX, FixedSums
 from ._inputs import Pairs, pairs, sample_error
 
 # --- the CPU kernel ---------------------------------------------------------------------------
@@ -40,11 +41,111 @@ def add_pairs(
     offset: int = 0,
     light: bool = False,
 ) -> int:
-    """Adds the samples to `target`; returns the first invalid position, or -1. ``light``:
-    only the sums behind the binned metrics (sq_error and nll stay 0)."""
+    """Adds the samples to ``target``, which must hold no samples yet; returns the first
+    invalid position, or -1. ``light``: only the sums behind the binned metrics (sq_error and
+    nll stay 0). OverflowError when a sum would pass the capacity of the fixed-point sums.
+
+    The kernel adds modulo 2^128, so a wrap must be excluded before it runs. Every per-sample
+    term is at most ``w * max(1, -log(eps))`` (c, y, (c - y)^2, c y and y^2 are at most 1; the
+    clipped probabilities of the NLL are at least eps; the products are rounded, and fdlibm's
+    log is within 1 ulp, hence the margin of :func:`_term_bound`), and a bootstrap replicate
+    weighs each term at most POISSON_MAX times (its per-unit parts are added times a Poisson
+    weight, every partial sum below the total). So from zero, no sum of a call reaches
+    ``_term_bound * sum(w)``: where that is below the capacity, one call is exact. Otherwise
+    the samples are split until each part's bound is (one sample's bound, at most
+    2^30 * 691 * 20 < 2^44, always is), and the parts are added with :meth:`FixedSums.add`,
+    which checks each add.
+    """
     if p.conf.size == 0:
         return -1
     edges = None if inner_edges is None else np.ascontiguousarray(inner_edges, dtype=np.float64)
+    per_weight = _term_bound(eps, boot)
+
+    def add(begin: int, end: int, into: FixedSums) -> int:
+        """Adds samples [begin, end) into ``into`` (zero), checked; the first invalid one."""
+        weights = None if p.weights is None else p.weights[begin:end]
+        if per_weight * _weight_bound(weights, end - begin) >= CAPACITY and end - begin > 1:
+            middle = (begin + end) // 2
+            bad = add(begin, middle, into)
+            if bad >= 0:
+                return bad
+            rest = FixedSums(into.count.size, 0 if boot is None else boot.n)
+            bad = add(middle, end, rest)
+            if bad < 0:
+                into.add(rest)
+            return bad
+        bad = _kernel_add(
+            p.conf[begin:end],
+            p.correct[begin:end],
+            weights,
+            into,
+            edges=edges,
+            right_closed=right_closed,
+            edges_scale=edges_scale,
+            eps=eps,
+            boot=boot,
+            offset=offset + begin,
+            light=light,
+        )
+        return bad if bad < 0 else begin + bad
+
+    return add(0, p.conf.size, target)
+
+
+def _term_bound(eps: float, boot: Bootstrap | None) -> float:
+    """An upper bound of any fixed-point term of a sample, per unit of its weight (see
+    :func:`add_pairs`): 1 or the largest NLL, ``-log(eps)``, with a margin of 2^-40 for the
+    roundings, times the largest Poisson weight with a bootstrap."""
+    nll = -math.log(eps) * (1.0 + 2.0**-40)
+    return max(1.0, nll) * (1.0 + 2.0**-40) * (POISSON_MAX if boot is not None else 1)
+
+
+def _weight_bound(weights: np.ndarray | None, n: int) -> float:
+    """An upper bound of the exact sum of ``n`` weights (n without weights). A float sum of n
+    non-negative terms in any order is within (n - 1) 2^-53 of the exact sum, relatively, so
+    for n < 2^40 the exact sum is below the float sum times 1 + 2^-12."""
+    if weights is None:
+        return float(n)
+    if n >= 2**40:
+        return n * MAX_WEIGHT
+    return float(np.sum(weights)) * (1.0 + 2.0**-12)
+
+
+def _kernel_add(
+    conf: np.ndarray,
+    correct: np.ndarray,
+    weights: np.ndarray | None,
+    target: FixedSums,
+    *,
+    edges: np.ndarray | None,
+    right_closed: bool,
+    edges_scale: float,
+    eps: float,
+    boot: Bootstrap | None,
+    offset: int,
+    light: bool,
+) -> int:
+    """The CPU kernel (adds modulo 2^128: see :func:`add_pairs`); one call, or one per segment
+    of units that grow along the stream."""
+    if boot is not None and boot.block is None:
+        for begin, end, block, unit_offset in growing_units(offset, offset + conf.size):
+            i, j = begin - offset, end - offset
+            bad = _kernel_add(
+                conf[i:j],
+                correct[i:j],
+                None if weights is None else weights[i:j],
+                target,
+                edges=edges,
+                right_closed=right_closed,
+                edges_scale=edges_scale,
+                eps=eps,
+                boot=boot._replace(block=block),
+                offset=unit_offset,
+                light=light,
+            )
+            if bad >= 0:
+                return i + bad
+        return -1
     boot_args = {}
     if boot is not None:
         boot_args = dict(
@@ -55,9 +156,9 @@ def add_pairs(
             boot_totals=view(target.boot_totals, "boot_totals"),
         )
     return _native.cpu.calibration_stats(
-        confidence=view(p.conf, "confidence"),
-        correct=view(p.correct, "correct"),
-        weights=None if p.weights is None else view(p.weights, "weights"),
+        confidence=view(conf, "confidence"),
+        correct=view(correct, "correct"),
+        weights=None if weights is None else view(weights, "weights"),
         n_bins=target.count.size,
         edges=None if edges is None else view(edges, "edges"),
         right_closed=right_closed,

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._binning import units_spanned
 from ._fixed import FIELDS, FIXED_ONE, ratio, to_float, to_ints
 from ._state import STATS_FORMAT, CalibrationState
 
@@ -78,8 +79,10 @@ class CalibrationStats:
     for any chunking, merge order and number of threads. Error bound: per sample at most one
     double rounding (relative 2**-53) plus 2**-64 absolute; confidences and 0/1 correctness
     are exact up to the 2**-64 truncation. For 10**12 samples the mean confidence of a bin is
-    off by less than 1.2e-16 relative plus 5.4e-20. Capacity: 2**64 (1.8e19) units per sum,
-    e.g. 10**12 samples with weight x value up to 1.8e7 each.
+    off by less than 1.2e-16 relative plus 5.4e-20 (weights, nonzero, are at least 2**-24, so
+    that is at most 2**-40 of a sample's weight). Capacity: values below 2**64 (1.8e19) per sum,
+    e.g. 10**12 samples with weight x value up to 1.8e7 each; an add or merge that would pass
+    it raises OverflowError.
 
     **NLL** clips the probability of each outcome (``c`` and ``1 - c``) to ``[eps, 1 - eps]``
     (``eps`` default 1e-12, so at most 27.6 nats per sample), and uses a deterministic
@@ -131,7 +134,9 @@ class CalibrationStats:
     )
     seed = _bootstrap_setting("seed", "The bootstrap's seed (None without bootstrap).")
     bootstrap_block = _bootstrap_setting(
-        "block", "Samples per bootstrap unit (1: the classic per-sample bootstrap)."
+        "block",
+        "Samples per bootstrap unit (1: the classic per-sample bootstrap; None: units that grow "
+        "along the stream, the default of :class:`CalibrationAccumulator`).",
     )
 
     @property
@@ -338,7 +343,7 @@ class CalibrationStats:
             raise ValueError(f"level must be in (0, 1), got {level!r}")
         values = self.bootstrap(metric, **kwargs)
         block = self._state.bootstrap.block
-        units = -(-self.n // block)
+        units = units_spanned(self._state.ranges, block)
         if units < 100:
             warnings.warn(
                 f"the bootstrap resampled only about {units} units of {block} samples; "
