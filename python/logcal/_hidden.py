@@ -618,7 +618,7 @@ def _finish(state: _RowState, ranks: Any, candidates: Any, h: ArrayView, lead: t
 def _deliver(ops: Any, value: Any, dtype: str, h: ArrayView) -> Any:
     """A result in ``hidden``'s framework and device."""
     if ops.xp is np:
-        return wrap(np.ascontiguousarray(value, dtype=dtype), dtype, h.family)
+        return wrap(np.array(value, dtype=dtype, order="C"), dtype, h.family)
     value = value.to(getattr(ops.xp, dtype)).contiguous()
     if h.family == "cupy":
         import cupy
