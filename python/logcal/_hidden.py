@@ -329,7 +329,7 @@ class _RankCounter:
         unsure = ~here & (self.low < self.high)
         if bool(unsure.any()):
             above_low = ops.count_above(logits, low)
-            for r in ops.to_numpy((unsure & (above_low > above_high)).nonzero()[0]):
+            for r in np.flatnonzero(ops.to_numpy(unsure & (above_low > above_high))):
                 row = ops.to_numpy(logits[int(r)])
                 band = (row > ops.to_numpy(low[int(r)])) & (row <= ops.to_numpy(high[int(r)]))
                 self.kept.append((int(r), row[band].astype(np.float64)))
