@@ -459,3 +459,40 @@ def test_concurrent_calls_from_python_threads():
     for i, g in enumerate(got):
         for field in g:
             assert_equal(g[field], want[i % 6][field], field)
+
+
+# --- candidate_ids ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shared", [True, False])
+def test_candidate_logprobs_match_reference(dtype, shared):
+    rng = np.random.default_rng(7)
+    logits = make_logits(rng, (3, 4, 50), dtype, mask_frac=0.2, offset=200.0)
+    logits[0, 0] = np.nan  # a row without statistics: NaN candidates
+    ids = np.array([3, 0, 49]) if shared else rng.integers(0, 50, (3, 4, 2))
+    got = logcal.token_stats(logits, candidate_ids=ids, temperature=0.7)
+    want = reference.token_stats(logits, candidate_ids=ids, temperature=0.7)
+    assert_close(got.candidate_logprobs, want.candidate_logprobs, **out_tol(dtype))
+    assert np.isnan(got.candidate_logprobs[0, 0]).all()
+
+
+def test_candidate_ids_are_checked_by_name():
+    logits = np.zeros((2, 5), np.float32)
+    with pytest.raises(ValueError, match=r"^candidate_ids\[1, 0\] = 5 is outside \[0, 5\)$"):
+        logcal.token_stats(logits, candidate_ids=np.array([[0], [5]]))
+    with pytest.raises(TypeError, match=r"^candidate_ids must be an array of integers, got dtype"):
+        logcal.token_stats(logits, candidate_ids=np.array([0.5]))
+    with pytest.raises(ValueError, match=r"^candidate_ids must have shape \[C\] or the leading"):
+        logcal.token_stats(logits, candidate_ids=np.zeros((3, 1), np.int64))
+
+
+def test_candidates_in_torch_and_choice_confidence():
+    torch = pytest.importorskip("torch")
+    logits = torch.log(torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]]))
+    stats = logcal.token_stats(logits, candidate_ids=[0, 2])
+    assert isinstance(stats.candidate_logprobs, torch.Tensor)
+    choice = logcal.choice_confidence(stats)
+    assert_close(choice.probs, [[0.857142857, 0.142857143], [0.25, 0.75]], rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match=r"^choice_logprobs is a TokenStats without candidate"):
+        logcal.choice_confidence(logcal.token_stats(logits))

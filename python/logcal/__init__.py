@@ -21,6 +21,7 @@ array([-0.4076, -1.0986], dtype=float32)
 from __future__ import annotations
 
 from . import io, reference
+from ._hidden import token_stats_from_hidden
 from ._native import cuda_available, cuda_compiled, get_num_threads, set_num_threads
 from ._selective import SelectiveStats, selective
 from ._sequence import (
@@ -76,5 +77,6 @@ __all__ = [
     "sequence_stats",
     "set_num_threads",
     "token_stats",
+    "token_stats_from_hidden",
     "top_label",
 ]

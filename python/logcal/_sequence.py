@@ -25,6 +25,7 @@ from ._arrays import (
     view,
 )
 from ._record import Record
+from ._token import TokenStats
 
 __all__ = [
     "ChoiceConfidence",
@@ -284,9 +285,11 @@ def choice_confidence(
 
     Parameters
     ----------
-    choice_logprobs : float array ``[Q, C]``
+    choice_logprobs : float array ``[Q, C]``, or TokenStats
         Each option's total log-likelihood; NaN marks an absent option (questions with fewer
-        than C options). float16, bfloat16, float32 or float64; any strides.
+        than C options). float16, bfloat16, float32 or float64; any strides. A
+        :class:`TokenStats` with ``candidate_logprobs`` ``[Q, C]`` (from ``candidate_ids=``:
+        one position per question, each option one token) stands for those.
     lengths : array ``[Q, C]``, optional
         Length of each option (tokens, characters or bytes: the caller's choice); scores are
         ``choice_logprobs / lengths``. Must be finite and > 0 wherever the option is present;
@@ -317,6 +320,13 @@ def choice_confidence(
     (array([0, 1]), array([ True, False]))
     """
     func = "choice_confidence"
+    if isinstance(choice_logprobs, TokenStats):
+        if "candidate_logprobs" not in choice_logprobs:
+            raise ValueError(
+                "choice_logprobs is a TokenStats without candidate_logprobs: pass "
+                "candidate_ids= to token_stats"
+            )
+        choice_logprobs = choice_logprobs.candidate_logprobs
     arr = _float_array(choice_logprobs, "choice_logprobs", func)
     data = numpy_of(arr)
     if data.ndim != 2:

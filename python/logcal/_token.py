@@ -6,16 +6,22 @@ import math
 import numbers
 from typing import Any, ClassVar
 
+import numpy as np
+
 from ._arrays import (
     FLOAT_NAMES,
     INT_NAMES,
     ArrayView,
     dtype_name,
     empty,
+    format_index,
     int_arg,
     kernels,
+    numpy_of,
     same_device,
+    to_host,
     view,
+    wrap,
 )
 from ._record import Record
 
@@ -26,7 +32,7 @@ _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 _ALWAYS = ("logsumexp", "max_logprob", "argmax", "entropy")
 _TARGET_FIELDS = ("target_logprob", "target_rank")
 _TOPK_FIELDS = ("topk_ids", "topk_logprobs")
-_FIELDS = _ALWAYS + _TARGET_FIELDS + _TOPK_FIELDS
+_FIELDS = (*_ALWAYS, *_TARGET_FIELDS, *_TOPK_FIELDS, "candidate_logprobs")
 
 
 class TokenStats(Record):
@@ -36,7 +42,8 @@ class TokenStats(Record):
 
     ``logsumexp``, ``max_logprob``, ``argmax`` (int64), ``entropy`` (nats); with targets,
     ``target_logprob`` and ``target_rank`` (int64); with ``top_k > 0``, ``topk_ids``
-    (int64, ``[..., k]``) and ``topk_logprobs`` (``[..., k]``).
+    (int64, ``[..., k]``) and ``topk_logprobs`` (``[..., k]``); with ``candidate_ids``,
+    ``candidate_logprobs`` (``[..., C]``).
 
     Fields that were not computed do not exist: reading one raises ``AttributeError`` saying
     which argument brings it. The record is also a read-only mapping of the fields it has.
@@ -51,10 +58,12 @@ class TokenStats(Record):
     target_rank: Any
     topk_ids: Any
     topk_logprobs: Any
+    candidate_logprobs: Any
     _FIELDS = _FIELDS
     _OPTIONAL: ClassVar[dict] = {
         **dict.fromkeys(_TARGET_FIELDS, "pass targets= to token_stats"),
         **dict.fromkeys(_TOPK_FIELDS, "pass top_k > 0 to token_stats"),
+        "candidate_logprobs": "pass candidate_ids= to token_stats",
     }
 
 
@@ -118,6 +127,72 @@ def _targets(targets: Any, x: ArrayView) -> ArrayView:
     return t
 
 
+def checked_candidate_ids(candidate_ids: Any, lead: tuple, vocab: int) -> np.ndarray:
+    """The candidate ids as host int64 of shape ``lead + (C,)`` (a broadcast view), checked.
+
+    ``candidate_ids`` is ``[C]`` (the same candidates at every position) or ``[..., C]`` with
+    the leading shape ``lead``; every id must be in ``[0, vocab)``. CUDA ids are copied to the
+    host for the check: they are few.
+    """
+    c = view(candidate_ids, "candidate_ids")
+    if c.dtype not in INT_NAMES:
+        raise TypeError(f"candidate_ids must be an array of integers, got dtype {c.dtype}")
+    if len(c.shape) == 0 or c.shape[-1] == 0 or c.shape[:-1] not in ((), lead):
+        raise ValueError(
+            f"candidate_ids must have shape [C] or the leading shape {lead} followed by [C], "
+            f"with C >= 1, got shape {c.shape}"
+        )
+    ids = to_host(c)
+    outside = ids >= vocab if ids.dtype.kind == "u" else (ids < 0) | (ids >= vocab)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise ValueError(
+            f"candidate_ids{format_index(c.shape, i)} = {ids.reshape(-1)[i]} is outside "
+            f"[0, {vocab})"
+        )
+    return np.broadcast_to(ids.astype(np.int64), (*lead, c.shape[-1]))
+
+
+def _gather_last(x: ArrayView, ids: np.ndarray) -> Any:
+    """``x[..., ids]`` along the last axis as float64, in ``x``'s framework and device."""
+    if not x.on_gpu:
+        a = numpy_of(x)
+        if x.dtype == "bfloat16":
+            a = (a.astype(np.uint32) << 16).view(np.float32)  # exact
+        return np.take_along_axis(a, ids, axis=-1).astype(np.float64)
+    if x.family == "torch":
+        import torch
+
+        index = torch.from_numpy(np.ascontiguousarray(ids)).to(x.obj.device)
+        return torch.gather(x.obj, -1, index).double()
+    import cupy
+
+    with cupy.cuda.Device(x.device):
+        return cupy.take_along_axis(x.obj, cupy.asarray(ids), axis=-1).astype(np.float64)
+
+
+def _candidate_logprobs(x: ArrayView, ids: np.ndarray, stats: dict, temperature: float) -> Any:
+    """``log softmax(logits / T)`` at the candidate ids, in ``stats``' float dtype.
+
+    Taken relative to the row's largest logit, ``(x_c - x_max) / T + max_logprob``, so that no
+    large log-sum-exp is subtracted (it would cost the result its low bits); rows without
+    statistics stay NaN through ``max_logprob``.
+    """
+    argmax, max_logprob = stats["argmax"], stats["max_logprob"]
+    safe = np.maximum(to_host(view(argmax, "argmax")), 0)[..., None]
+    x_c, x_max = _gather_last(x, ids), _gather_last(x, safe)
+    if not x.on_gpu:
+        m = view(max_logprob, "max_logprob")
+        with np.errstate(invalid="ignore"):
+            lp = (x_c - x_max) / temperature + numpy_of(m).astype(np.float64)[..., None]
+        return wrap(lp.astype(m.dtype), m.dtype, x.family)
+    if x.family == "torch":
+        lp = (x_c - x_max) / temperature + max_logprob.double()[..., None]
+        return lp.to(max_logprob.dtype)
+    lp = (x_c - x_max) / temperature + max_logprob.astype(np.float64)[..., None]
+    return lp.astype(max_logprob.dtype)
+
+
 def _float_out(x: ArrayView) -> str:
     return "float64" if x.dtype == "float64" else "float32"
 
@@ -132,6 +207,7 @@ def token_stats(
     top_k: int = 0,
     temperature: float = 1.0,
     ignore_index: int = -100,
+    candidate_ids: Any = None,
 ) -> TokenStats:
     """Per-token statistics of the distributions ``softmax(logits / temperature)``, one pass.
 
@@ -154,16 +230,20 @@ def token_stats(
     ignore_index : int
         Target value that marks a position to skip: its ``target_logprob`` is NaN and its
         ``target_rank`` is -1.
+    candidate_ids : integer array of shape ``[C]`` or ``[..., C]``, optional
+        Tokens whose log-probabilities are wanted at every position (``[C]``: the same ones
+        everywhere, e.g. the answer letters of a multiple-choice prompt), each in ``[0, V)``.
 
     Returns
     -------
     TokenStats
         ``logsumexp``, ``max_logprob``, ``argmax``, ``entropy`` always; ``target_logprob`` and
         ``target_rank`` (number of tokens with a strictly larger logit) with targets;
-        ``topk_ids`` and ``topk_logprobs`` (best first, ties to the lower id) with ``top_k``.
-        Float fields are float32, or float64 for float64 logits; the result is numpy, or torch
-        for torch input. A row with a NaN, a ``+inf``, or only ``-inf`` logits gets NaN floats
-        and ``-1`` ids.
+        ``topk_ids`` and ``topk_logprobs`` (best first, ties to the lower id) with ``top_k``;
+        ``candidate_logprobs`` ``[..., C]`` with ``candidate_ids`` (pass it to
+        :func:`logcal.choice_confidence`). Float fields are float32, or float64 for float64
+        logits; the result is numpy, or torch for torch input. A row with a NaN, a ``+inf``,
+        or only ``-inf`` logits gets NaN floats and ``-1`` ids.
 
     Examples
     --------
@@ -187,6 +267,7 @@ def token_stats(
     if not _INT64_MIN <= ignore_index <= _INT64_MAX:
         raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
     t = None if targets is None else _targets(targets, x)
+    ids = None if candidate_ids is None else checked_candidate_ids(candidate_ids, lead, vocab)
 
     float_out = _float_out(x)
     shapes = {f: (lead, float_out) for f in ("logsumexp", "max_logprob", "entropy")}
@@ -208,6 +289,8 @@ def token_stats(
         ignore_index=ignore_index,
         **outs,
     )
+    if ids is not None:
+        results["candidate_logprobs"] = _candidate_logprobs(x, ids, results, temperature)
     return TokenStats(**results)
 
 

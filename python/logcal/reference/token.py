@@ -48,6 +48,7 @@ def token_stats(
     top_k: int = 0,
     temperature: float = 1.0,
     ignore_index: int = -100,
+    candidate_ids: Any = None,
 ) -> TokenStats:
     """The fields of :func:`logcal.token_stats`, from their definitions, in float64."""
     x = _float64(logits)
@@ -77,6 +78,11 @@ def token_stats(
         order = np.argsort(-x, axis=-1, kind="stable")[..., :top_k]
         fields["topk_ids"] = order.astype(np.int64)
         fields["topk_logprobs"] = np.take_along_axis(lp, order, axis=-1)
+    if candidate_ids is not None:
+        c = view(candidate_ids, "candidate_ids")
+        ids = np.asarray(host_only(c, "candidate_ids", "reference"))
+        ids = np.broadcast_to(ids.astype(np.int64), (*x.shape[:-1], ids.shape[-1]))
+        fields["candidate_logprobs"] = np.take_along_axis(lp, ids, axis=-1)
     for name in fields:
         fields[name] = value = np.array(fields[name])  # 0-d arrays for 1-d logits
         if value.dtype.kind == "f":
