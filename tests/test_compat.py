@@ -336,3 +336,13 @@ def test_reference_ports_match_torchmetrics():
     L = torch.randint(0, 4, (500,))
     ours = RC.multiclass_calibration_error(P.numpy(), L.numpy(), 4)
     assert ours == pytest.approx(float(tmf.multiclass_calibration_error(P, L, 4)), rel=1e-5)
+
+
+def test_sklearn_compat_takes_weights_too_small_for_the_fixed_point_sums():
+    """Weights below the fixed-point minimum go to scikit-learn itself, which accepts them."""
+    import sklearn.metrics
+
+    y, p, w = [1, 0], [0.2, 0.9], [1e-19, 1e-19]
+    assert S.brier_score_loss(y, p, sample_weight=w) == pytest.approx(
+        sklearn.metrics.brier_score_loss(y, p, sample_weight=w), rel=1e-12
+    )

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..calibration._fixed import CONF, CORRECT, FIELDS, MAX_WEIGHT, FixedSums, to_ints
+from ..calibration._fixed import CONF, CORRECT, FIELDS, MAX_WEIGHT, MIN_WEIGHT, FixedSums, to_ints
 from ..calibration._inputs import pairs
 from ..calibration._kernel import add_pairs
 from ..reference import calibration as _ref
@@ -85,7 +85,9 @@ def _weights_ok(w: Any, n: int) -> tuple[bool, np.ndarray | None]:
     if arr is None or arr.size != n or arr.dtype.kind not in "iuf":
         return False, None
     arr = arr.astype(np.float64)
-    ok = bool(np.all(np.isfinite(arr) & (arr >= 0) & (arr < MAX_WEIGHT)))
+    # Weights the fixed-point sums hold exactly (zero, or in [MIN_WEIGHT, MAX_WEIGHT)); any
+    # other goes to scikit-learn itself, which accepts them.
+    ok = bool(np.all(np.isfinite(arr) & ((arr == 0) | (arr >= MIN_WEIGHT)) & (arr < MAX_WEIGHT)))
     return ok, arr if ok else None
 
 
