@@ -38,8 +38,8 @@ constexpr int kSoftVals = 13;   // count, then (a, b) of conf, correct, sq, cy, 
 struct CellPlan {
   bool binary;
   int64_t n_cells, vals;
-  int copies;     // shared-memory copies per block; 0: global cells
-  size_t bytes;   // of one copy
+  int copies;    // shared-memory copies per block; 0: global cells
+  size_t bytes;  // of one copy
 };
 
 CellPlan plan_cells(const CalibDeviceArgs& a) {
@@ -197,7 +197,7 @@ __device__ void fold_cells(const CalibDeviceArgs& a, const unsigned long long* c
         atomic_add_u128(s + 2 * calib::kConfCorrect, conf);
       }
     } else {
-      const int field[6] = {calib::kConf, calib::kCorrect, calib::kSqError,
+      const int field[6] = {calib::kConf,        calib::kCorrect,   calib::kSqError,
                             calib::kConfCorrect, calib::kCorrectSq, calib::kNll};
       for (int f = 0; f < 6; ++f)
         atomic_add_u128(s + 2 * field[f], from_halves(cell[1 + 2 * f], cell[2 + 2 * f]));
@@ -295,8 +295,8 @@ cudaError_t launch(const CalibDeviceArgs& a, const CellPlan& p, void* ws, cudaSt
     const int64_t want = (e - b + kCalThreads - 1) / kCalThreads;
     const int64_t blocks = want < sms * 8 ? want : sms * 8;
     CalibGlobalKernel<kBinary><<<unsigned(blocks), kCalThreads, 0, stream>>>(a, cells, b, e);
-    CalibFoldKernel<kBinary><<<unsigned(fold_blocks), kCalThreads, 0, stream>>>(a, cells,
-                                                                                 p.n_cells);
+    CalibFoldKernel<kBinary>
+        <<<unsigned(fold_blocks), kCalThreads, 0, stream>>>(a, cells, p.n_cells);
     err = cudaGetLastError();
     if (err != cudaSuccess) return err;
   }
@@ -310,8 +310,8 @@ size_t CalibrationWorkspace(const CalibDeviceArgs& args) {
   return p.copies > 0 ? 0 : p.bytes;
 }
 
-cudaError_t CalibrationStats(const CalibDeviceArgs& args, void* d_workspace,
-                             size_t workspace_bytes, cudaStream_t stream) {
+cudaError_t CalibrationStats(const CalibDeviceArgs& args, void* d_workspace, size_t workspace_bytes,
+                             cudaStream_t stream) {
   if (args.n < 0 || args.n_bins < 1 || args.count == nullptr || args.sums == nullptr)
     return cudaErrorInvalidValue;
   if (args.edges != nullptr && args.n_edges + 1 != args.n_bins) return cudaErrorInvalidValue;

@@ -95,15 +95,15 @@ struct CalibDeviceArgs {
   double eps = 1e-12;
   bool light = false;
 
-  int64_t* count = nullptr;  // device
-  uint64_t* sums = nullptr;  // device
+  int64_t* count = nullptr;                     // device
+  uint64_t* sums = nullptr;                     // device
   unsigned long long* first_invalid = nullptr;  // device, may be null for the logits source
 };
 
 // Scratch the caller provides (bytes; 0 when the per-block cells fit in shared memory).
 size_t CalibrationWorkspace(const CalibDeviceArgs& args);
-cudaError_t CalibrationStats(const CalibDeviceArgs& args, void* d_workspace,
-                             size_t workspace_bytes, cudaStream_t stream);
+cudaError_t CalibrationStats(const CalibDeviceArgs& args, void* d_workspace, size_t workspace_bytes,
+                             cudaStream_t stream);
 
 // dst += src for two states of n_bins bins (exact 128-bit adds).
 cudaError_t CalibrationAddState(int64_t* d_dst_count, uint64_t* d_dst_sums,

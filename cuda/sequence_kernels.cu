@@ -172,8 +172,15 @@ __global__ void __launch_bounds__(kSeqThreads, 1)
 
 template <class In>
 cudaError_t launch(const SequenceStatsArgs& a, cudaStream_t stream) {
-  Source<In> src{static_cast<const In*>(a.data), a.offsets, a.stride, a.length, a.row_stride,
-                 a.col_stride, a.mask, a.mask_row_stride, a.mask_col_stride};
+  Source<In> src{static_cast<const In*>(a.data),
+                 a.offsets,
+                 a.stride,
+                 a.length,
+                 a.row_stride,
+                 a.col_stride,
+                 a.mask,
+                 a.mask_row_stride,
+                 a.mask_col_stride};
   int device = 0, sms = 1;
   if (cudaGetDevice(&device) != cudaSuccess ||
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {

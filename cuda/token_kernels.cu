@@ -541,7 +541,6 @@ __global__ void __launch_bounds__(kThreads, 2) TopKPassKernel(TokenStatsArgs a, 
   }
 }
 
-
 template <class K>
 int grid_for(K kernel, int64_t items, int sm_count) {
   int per_sm = 0;

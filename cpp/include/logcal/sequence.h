@@ -169,8 +169,8 @@ struct DirectEntropyTerms {
 // were all -inf (or were not given): semantic entropy is then NaN.
 template <class Terms>
 LOGCAL_HD ConsistencyResult consistency_finish(const int64_t* ids, const int64_t* counts,
-                                               const double* masses, int64_t n_unique,
-                                               bool mass_ok, const Terms& terms) {
+                                               const double* masses, int64_t n_unique, bool mass_ok,
+                                               const Terms& terms) {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   ConsistencyResult r;
   r.n_unique = n_unique;
@@ -233,13 +233,13 @@ struct SelectiveArgs {
   const double* coverages = nullptr;
   int64_t n_coverages = 0;
 
-  double* auroc = nullptr;     // [1]
-  double* aurc = nullptr;      // [1]
+  double* auroc = nullptr;      // [1]
+  double* aurc = nullptr;       // [1]
   int64_t* n_groups = nullptr;  // [1]
-  void* threshold = nullptr;   // [n]
-  double* coverage = nullptr;  // [n]
-  double* risk = nullptr;      // [n]
-  double* accuracy = nullptr;  // [n_coverages]
+  void* threshold = nullptr;    // [n]
+  double* coverage = nullptr;   // [n]
+  double* risk = nullptr;       // [n]
+  double* accuracy = nullptr;   // [n_coverages]
 };
 
 // Sortable keys: unsigned integers whose order is the order of the floats (no NaN). -0.0 and

@@ -76,8 +76,10 @@ inline logcal::DType float_type(const Array& a) {
   if (a.dtype == "bfloat16") return logcal::DType::kBFloat16;
   if (a.dtype == "float32") return logcal::DType::kFloat32;
   if (a.dtype == "float64") return logcal::DType::kFloat64;
-  throw py::type_error(a.name + " must be a floating-point array (float16, bfloat16, float32 or "
-                                "float64), got " + a.dtype);
+  throw py::type_error(a.name +
+                       " must be a floating-point array (float16, bfloat16, float32 or "
+                       "float64), got " +
+                       a.dtype);
 }
 
 // The compute type of a float input: float64 stays, everything else computes in float32.
@@ -89,8 +91,8 @@ inline const char* compute_dtype(logcal::DType t) {
 inline logcal::IntArray int_array(const Array& a) {
   using logcal::IntType;
   static const std::pair<const char*, IntType> kTypes[] = {
-      {"int8", IntType::kInt8},     {"int16", IntType::kInt16},   {"int32", IntType::kInt32},
-      {"int64", IntType::kInt64},   {"uint8", IntType::kUInt8},   {"uint16", IntType::kUInt16},
+      {"int8", IntType::kInt8},     {"int16", IntType::kInt16},  {"int32", IntType::kInt32},
+      {"int64", IntType::kInt64},   {"uint8", IntType::kUInt8},  {"uint16", IntType::kUInt16},
       {"uint32", IntType::kUInt32}, {"uint64", IntType::kUInt64}};
   logcal::IntArray r;
   bool found = false;
@@ -100,8 +102,7 @@ inline logcal::IntArray int_array(const Array& a) {
       found = true;
     }
   if (!found) throw py::type_error(a.name + " must be an array of integers, got dtype " + a.dtype);
-  if (a.ndim() > logcal::kMaxIntDims)
-    throw std::invalid_argument(a.name + ": too many dimensions");
+  if (a.ndim() > logcal::kMaxIntDims) throw std::invalid_argument(a.name + ": too many dimensions");
   r.data = a.data<const void>();
   r.ndim = a.ndim();
   r.size = a.size();
@@ -163,9 +164,9 @@ inline std::string format_value(const logcal::IndexError& e) {
                                   " must be 0: sequence s is token_logprobs[offsets[s]:"
                                   "offsets[s+1]], and every token belongs to a sequence");
     case OffsetRule::kDecreasing:
-      throw std::invalid_argument("offsets must be non-decreasing: " + at + " is less than offsets[" +
-                                  std::to_string(e.position - 1) + "] = " +
-                                  std::to_string(e.previous));
+      throw std::invalid_argument("offsets must be non-decreasing: " + at +
+                                  " is less than offsets[" + std::to_string(e.position - 1) +
+                                  "] = " + std::to_string(e.previous));
     default:
       throw std::invalid_argument(at + " must equal the number of tokens (" + tokens +
                                   "): the last offset ends the last sequence");

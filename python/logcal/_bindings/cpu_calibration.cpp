@@ -69,12 +69,11 @@ int64_t calibration_stats(const py::object& confidence, const py::object& correc
   args.sums = output<uint64_t>(sums, "sums", {n_bins, calib::kNumFields, 2}, "uint64", kHost);
   if (!args.count || !args.sums) throw std::invalid_argument("count and sums are required");
   if (n_bootstrap > 0) {
-    args.boot_bins = output<uint64_t>(boot_bins, "boot_bins",
-                                      {n_bootstrap, n_bins, calib::kNumBootBinFields, 2},
-                                      "uint64", kHost);
-    args.boot_totals = output<uint64_t>(boot_totals, "boot_totals",
-                                        {n_bootstrap, calib::kNumBootTotalFields, 2}, "uint64",
-                                        kHost);
+    args.boot_bins =
+        output<uint64_t>(boot_bins, "boot_bins", {n_bootstrap, n_bins, calib::kNumBootBinFields, 2},
+                         "uint64", kHost);
+    args.boot_totals = output<uint64_t>(
+        boot_totals, "boot_totals", {n_bootstrap, calib::kNumBootTotalFields, 2}, "uint64", kHost);
     if (!args.boot_bins || !args.boot_totals)
       throw std::invalid_argument("boot_bins and boot_totals are required with n_bootstrap");
   }
@@ -124,8 +123,8 @@ int64_t binned_sums_sequential(const py::object& confidence, const py::object& a
 // Top-label pairs of the rows of a 2-D (n, k) probability array with any strides, into the
 // dense outputs; returns (first invalid probability as row * k + class, first invalid label
 // row), -1 where none. Labels are compared, never used as addresses.
-py::tuple top_label(const py::object& probs, const py::object& labels,
-                    const py::object& confidence, const py::object& correct) {
+py::tuple top_label(const py::object& probs, const py::object& labels, const py::object& confidence,
+                    const py::object& correct) {
   logcal::cpu::TopLabelArgs args;
   const Array p = array_arg(probs, "probs");
   check_device(p, kHost);
@@ -172,14 +171,14 @@ void bind_calibration(py::module_& m) {
         py::arg("edges") = py::none(), py::arg("right_closed") = false,
         py::arg("edges_scale") = 0.0, py::arg("eps"), py::arg("light") = false,
         py::arg("n_bootstrap") = 0, py::arg("seed") = 0, py::arg("block") = 1,
-        py::arg("offset") = 0, py::arg("count"), py::arg("sums"),
-        py::arg("boot_bins") = py::none(), py::arg("boot_totals") = py::none(),
+        py::arg("offset") = 0, py::arg("count"), py::arg("sums"), py::arg("boot_bins") = py::none(),
+        py::arg("boot_totals") = py::none(),
         "Adds the exact binned sums of (confidence, correct[, weights]) into count [n_bins]\n"
         "and sums [n_bins, 7, 2] (and the bootstrap replicates); returns the first invalid\n"
         "sample's position, or -1.");
   m.def("binned_sums_sequential", &binned_sums_sequential, py::kw_only(), py::arg("confidence"),
-        py::arg("accuracy"), py::arg("edges"), py::arg("edges_scale"),
-        py::arg("check_accuracy"), py::arg("count"), py::arg("conf_sum"), py::arg("acc_sum"),
+        py::arg("accuracy"), py::arg("edges"), py::arg("edges_scale"), py::arg("check_accuracy"),
+        py::arg("count"), py::arg("conf_sum"), py::arg("acc_sum"),
         "Per-bin count and sums in the confidence's float type, added in sample order\n"
         "(torchmetrics' convention); returns the first invalid position, or -1.");
   m.def("top_label", &top_label, py::kw_only(), py::arg("probs"), py::arg("labels"),

@@ -1,6 +1,6 @@
 // Confidences of token positions for CalibrationAccumulator.update_from_logits on the CPU:
-// exp_det(max_logprob), the same bits as the CUDA kernel computes (logcal/core/calibration_logits.h).
-// This file is compiled with -ffp-contract=off.
+// exp_det(max_logprob), the same bits as the CUDA kernel computes
+// (logcal/core/calibration_logits.h). This file is compiled with -ffp-contract=off.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 

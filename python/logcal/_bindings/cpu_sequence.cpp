@@ -1,7 +1,6 @@
 // The CPU kernels of sequence_stats, choice_confidence, sample_consistency and selective.
 // User-facing checks run in Python (logcal/_sequence.py, logcal/_selective.py); the checks
 // here guard what the kernels rely on, so that no call can make them leave an array.
-#include "logcal/cpu.h"
 #include "logcal/cpu_sequence.h"
 
 #include <pybind11/numpy.h>
@@ -11,6 +10,7 @@
 #include <string>
 
 #include "binding_util.h"
+#include "logcal/cpu.h"
 
 namespace py = pybind11;
 using namespace logcal_bindings;

@@ -101,8 +101,8 @@ std::vector<T> to_host(const T* d, size_t n, cudaStream_t stream) {
 logcal::IntArray host_copy_view(const std::vector<int64_t>& h, const logcal::IntArray& source) {
   logcal::IntArray v;
   v.data = h.data();
-  v.type = source.type == logcal::IntType::kUInt64 ? logcal::IntType::kUInt64
-                                                   : logcal::IntType::kInt64;
+  v.type =
+      source.type == logcal::IntType::kUInt64 ? logcal::IntType::kUInt64 : logcal::IntType::kInt64;
   v.ndim = 1;
   v.size = int64_t(h.size());
   v.shape[0] = v.size;
@@ -228,9 +228,9 @@ void state_arrays(const py::object& count, const py::object& sums, int64_t n_bin
 // Adds (confidence, correct) pairs into the state -- only if every sample is valid: they are
 // binned into private cells first, and the first invalid position is read back (one
 // synchronisation). Returns that position, or -1 (then the state has the samples).
-int64_t calibration_stats(const py::object& confidence, const py::object& correct,
-                          int64_t n_bins, const py::object& edges, double eps, bool light,
-                          const py::object& count, const py::object& sums) {
+int64_t calibration_stats(const py::object& confidence, const py::object& correct, int64_t n_bins,
+                          const py::object& edges, double eps, bool light, const py::object& count,
+                          const py::object& sums) {
   const int device = device_of(confidence, "confidence");
   const Samples in = samples_arg(confidence, correct, "correct", device);
   if (n_bins < 1) throw std::invalid_argument("n_bins must be >= 1");
@@ -336,10 +336,9 @@ PYBIND11_MODULE(_core_cuda, m) {
         "Adds (confidence, correct) pairs into a device state (count [n_bins], sums\n"
         "[n_bins, 7, 2]) if every sample is valid; returns the first invalid position or -1\n"
         "(synchronises once).");
-  m.def("calibration_from_logits", &calibration_from_logits, py::kw_only(),
-        py::arg("max_logprob"), py::arg("argmax"), py::arg("targets"), py::arg("ignore_index"),
-        py::arg("n_bins"), py::arg("edges") = py::none(), py::arg("eps"), py::arg("count"),
-        py::arg("sums"),
+  m.def("calibration_from_logits", &calibration_from_logits, py::kw_only(), py::arg("max_logprob"),
+        py::arg("argmax"), py::arg("targets"), py::arg("ignore_index"), py::arg("n_bins"),
+        py::arg("edges") = py::none(), py::arg("eps"), py::arg("count"), py::arg("sums"),
         "Adds the top-1 pairs of token statistics into a device state (no synchronisation).");
   m.def("synchronize", &synchronize, py::arg("device"), py::arg("stream"),
         "Waits for the work queued on a stream.");

@@ -61,9 +61,9 @@ Rows rows_of(const Array& a, int device) {
 inline double checked_temperature(double t, logcal::DType logits) {
   const double min = logits == logcal::DType::kFloat64 ? 1e-307 : 1e-38;
   if (!(std::isfinite(t) && t >= min))
-    throw std::invalid_argument("temperature must be a finite number >= " +
-                                std::string(logits == logcal::DType::kFloat64 ? "1e-307"
-                                                                               : "1e-38"));
+    throw std::invalid_argument(
+        "temperature must be a finite number >= " +
+        std::string(logits == logcal::DType::kFloat64 ? "1e-307" : "1e-38"));
   return t;
 }
 
@@ -147,7 +147,8 @@ struct TokenStatsCall {
 // The device every argument of a call must be on: the host for the CPU module, the first
 // input's GPU for the CUDA module.
 inline int call_device(const Array& first, bool gpu) {
-  if (gpu && first.device < 0) throw std::invalid_argument(first.name + ": must be in CUDA memory here");
+  if (gpu && first.device < 0)
+    throw std::invalid_argument(first.name + ": must be in CUDA memory here");
   return gpu ? first.device : -1;
 }
 
@@ -166,8 +167,8 @@ inline TokenStatsCall token_stats_call(const py::object& logits, const py::objec
   a.logits = rows_of<logcal::ConstRows>(x, device);
   const int64_t vocab = a.logits.vocab;
   if (top_k < 0 || top_k > vocab)
-    throw std::invalid_argument("top_k = " + std::to_string(top_k) + " is outside [0, V = " +
-                                std::to_string(vocab) + "]");
+    throw std::invalid_argument("top_k = " + std::to_string(top_k) +
+                                " is outside [0, V = " + std::to_string(vocab) + "]");
   a.top_k = top_k;
   a.temperature = checked_temperature(temperature, a.logits.dtype);
   a.ignore_index = ignore_index;
@@ -206,20 +207,21 @@ void token_stats_entry(const py::object& logits, const py::object& targets, int6
                        const py::object& entropy, const py::object& target_logprob,
                        const py::object& target_rank, const py::object& topk_ids,
                        const py::object& topk_logprobs) {
-  TokenStatsCall call = token_stats_call(logits, targets, top_k, temperature, ignore_index,
-                                         logsumexp, max_logprob, argmax, entropy, target_logprob,
-                                         target_rank, topk_ids, topk_logprobs, kGpu);
+  TokenStatsCall call =
+      token_stats_call(logits, targets, top_k, temperature, ignore_index, logsumexp, max_logprob,
+                       argmax, entropy, target_logprob, target_rank, topk_ids, topk_logprobs, kGpu);
   Run(call);
 }
 
 template <bool kGpu, void (*Run)(TokenStatsCall&)>
 void def_token_stats(py::module_& m) {
-  m.def("token_stats", &token_stats_entry<kGpu, Run>, py::kw_only(), py::arg("logits"), py::arg("targets") = py::none(),
-        py::arg("top_k") = 0, py::arg("temperature") = 1.0, py::arg("ignore_index") = -100,
-        py::arg("logsumexp") = py::none(), py::arg("max_logprob") = py::none(),
-        py::arg("argmax") = py::none(), py::arg("entropy") = py::none(),
-        py::arg("target_logprob") = py::none(), py::arg("target_rank") = py::none(),
-        py::arg("topk_ids") = py::none(), py::arg("topk_logprobs") = py::none(),
+  m.def("token_stats", &token_stats_entry<kGpu, Run>, py::kw_only(), py::arg("logits"),
+        py::arg("targets") = py::none(), py::arg("top_k") = 0, py::arg("temperature") = 1.0,
+        py::arg("ignore_index") = -100, py::arg("logsumexp") = py::none(),
+        py::arg("max_logprob") = py::none(), py::arg("argmax") = py::none(),
+        py::arg("entropy") = py::none(), py::arg("target_logprob") = py::none(),
+        py::arg("target_rank") = py::none(), py::arg("topk_ids") = py::none(),
+        py::arg("topk_logprobs") = py::none(),
         "Per-row statistics of softmax(logits / temperature), written into the given outputs\n"
         "(ArrayViews of dense arrays; None: not wanted). targets are copied and checked as\n"
         "they are read: a value outside [0, V) that is not ignore_index raises ValueError\n"
@@ -319,15 +321,15 @@ void sequence_stats_entry(const py::object& token_logprobs, const py::object& of
                           const py::object& mask, const py::object& sum, const py::object& mean,
                           const py::object& min, const py::object& perplexity,
                           const py::object& count) {
-  SequenceStatsCall call = sequence_stats_call(token_logprobs, offsets, mask, sum, mean, min,
-                                               perplexity, count, kGpu);
+  SequenceStatsCall call =
+      sequence_stats_call(token_logprobs, offsets, mask, sum, mean, min, perplexity, count, kGpu);
   Run(call);
 }
 
 template <bool kGpu, void (*Run)(SequenceStatsCall&)>
 void def_sequence_stats(py::module_& m) {
-  m.def("sequence_stats", &sequence_stats_entry<kGpu, Run>, py::kw_only(), py::arg("token_logprobs"),
-        py::arg("offsets") = py::none(), py::arg("mask") = py::none(),
+  m.def("sequence_stats", &sequence_stats_entry<kGpu, Run>, py::kw_only(),
+        py::arg("token_logprobs"), py::arg("offsets") = py::none(), py::arg("mask") = py::none(),
         py::arg("sum") = py::none(), py::arg("mean") = py::none(), py::arg("min") = py::none(),
         py::arg("perplexity") = py::none(), py::arg("count") = py::none(),
         "Per-sequence sum, mean, min, perplexity and count of token log-probabilities: flat\n"

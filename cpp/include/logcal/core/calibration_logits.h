@@ -41,7 +41,7 @@ LOGCAL_HD double exp_det(double x) {
   if (hx >= 0x40862E42u) {  // |x| >= 709.78...
     if (hx >= 0x7ff00000u) {
       if (((hx & 0xfffffu) | static_cast<uint32_t>(bits)) != 0) return x + x;  // NaN
-      return xsb == 0 ? x : 0.0;                                                // exp(+-inf)
+      return xsb == 0 ? x : 0.0;                                               // exp(+-inf)
     }
     if (x > E::o_threshold) return bits_double(0x7ff0000000000000ull);  // overflow: +inf
     if (x < E::u_threshold) return 0.0;                                 // underflow

@@ -3,8 +3,9 @@
 // Such values are never trusted where they are read: a caller's thread may change them while a
 // kernel runs. So each is read exactly once, by a copy into memory private to the call, and
 // checked as it is copied (copy_indices below on the host, cuda::CopyIndices on a GPU); the
-// kernels then read only that private copy. Whatever happens to the caller's array meanwhile, no read or write leaves
-// the arrays' bounds, and a bad value is reported with its position and the value that was read.
+// kernels then read only that private copy. Whatever happens to the caller's array meanwhile, no
+// read or write leaves the arrays' bounds, and a bad value is reported with its position and the
+// value that was read.
 #pragma once
 
 #include <cstdint>
