@@ -51,7 +51,7 @@ def calibration_stats(
     n_bins : int
         Number of bins, 1 to 2**17 (the bins cost memory and time whether or not samples land
         in them).
-    binning : {"uniform", "quantile"} or array of edges
+    binning : {"uniform", "quantile"} or array_like of float
         Exact uniform bins, equal-mass bins from the data, or explicit non-decreasing edges
         from 0 to 1 (bins ``[e_k, e_{k+1})``, the last one closed; ``n_bins`` is then ignored).
     weights : array of the same shape, optional
