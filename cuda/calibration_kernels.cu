@@ -13,6 +13,8 @@
 // CPU; otherwise a bin holding count and six sums.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "logcal/core/calibration.h"
@@ -28,9 +30,15 @@ using calib::U128;
 constexpr int kCalThreads = 256;
 constexpr int kCalWarps = kCalThreads / 32;
 constexpr size_t kSmemBudget = 48 * 1024;
-// Per-launch (or per-block) bound on the samples summed into one set of 64-bit half sums: a
-// half of one term is below 2^37 (nll <= 28), so 2^26 samples stay below 2^63.
-constexpr int64_t kMaxSamplesPerCells = int64_t(1) << 26;
+// Per-launch (or per-block) bound on the samples summed into one set of 64-bit half sums. A
+// half of one term is below 2^32 * 2^b, where 2^b bounds the term: 1 for the confidence,
+// correctness and squared error, -ln(eps) for the NLL (28 at the default eps 1e-12, 691 at
+// eps = 1e-300). So 2^(31 - b) samples keep every half sum below 2^63: 2^26 at the default eps.
+int64_t max_samples_per_cells(double eps) {
+  const double max_term = std::max(1.0, -std::log(eps));
+  const int b = int(std::ceil(std::log2(max_term)));
+  return int64_t(1) << (31 - b);
+}
 
 constexpr int kBinaryVals = 7;  // count, conf (a, b), sq (a, b), nll (a, b)
 constexpr int kSoftVals = 13;   // count, then (a, b) of conf, correct, sq, cy, yy, nll
@@ -275,7 +283,8 @@ cudaError_t launch(const CalibDeviceArgs& a, const CellPlan& p, void* ws, cudaSt
   const int64_t sms = sm_count();
   if (p.copies > 0) {
     int64_t blocks = sms * 4;
-    const int64_t min_blocks = (a.n + kMaxSamplesPerCells - 1) / kMaxSamplesPerCells;
+    const int64_t per_cells = max_samples_per_cells(a.eps);
+    const int64_t min_blocks = (a.n + per_cells - 1) / per_cells;
     blocks = blocks > min_blocks ? blocks : min_blocks;
     const int64_t wanted = (a.n + kCalThreads - 1) / kCalThreads;  // at least a thread a sample
     blocks = blocks < wanted ? blocks : wanted;
@@ -288,8 +297,9 @@ cudaError_t launch(const CalibDeviceArgs& a, const CellPlan& p, void* ws, cudaSt
   }
   unsigned long long* cells = static_cast<unsigned long long*>(ws);
   const int64_t fold_blocks = (p.n_cells + kCalThreads - 1) / kCalThreads;
-  for (int64_t b = 0; b < a.n; b += kMaxSamplesPerCells) {
-    const int64_t e = b + kMaxSamplesPerCells < a.n ? b + kMaxSamplesPerCells : a.n;
+  const int64_t per_cells = max_samples_per_cells(a.eps);
+  for (int64_t b = 0; b < a.n; b += per_cells) {
+    const int64_t e = b + per_cells < a.n ? b + per_cells : a.n;
     cudaError_t err = cudaMemsetAsync(cells, 0, p.bytes, stream);
     if (err != cudaSuccess) return err;
     const int64_t want = (e - b + kCalThreads - 1) / kCalThreads;

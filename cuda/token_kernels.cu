@@ -587,8 +587,7 @@ __device__ void write_piece(const In* src, int64_t in_stride, Out* dst, int64_t 
     return;
   }
   const RowSoftmax rs = RowSoftmax::from(st, inv_t);
-  const C ref = C(rs.ref), it = C(rs.inv_temperature), ls = C(rs.log_sum);
-  auto value = [&](C x) { return Scalar<Out>::store((x - ref) * it - ls); };
+  auto value = [&](C x) { return Scalar<Out>::store(rs.logprob_in<C>(x)); };
   const uintptr_t addr = reinterpret_cast<uintptr_t>(src + begin);
   if (in_stride != 1 || addr % sizeof(In) != 0) {
     for (int64_t j = begin + t; j < end; j += kThreads)

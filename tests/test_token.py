@@ -496,3 +496,27 @@ def test_candidates_in_torch_and_choice_confidence():
     assert_close(choice.probs, [[0.857142857, 0.142857143], [0.25, 0.75]], rtol=1e-6, atol=0)
     with pytest.raises(ValueError, match=r"^choice_logprobs is a TokenStats without candidate"):
         logcal.choice_confidence(logcal.token_stats(logits))
+
+
+def test_log_softmax_of_logits_whose_difference_overflows_float32():
+    """3e38 - (-3e38) overflows float32, but divided by T = 10 the log-probability is finite:
+    it must come out as -6e37 (as token_stats' target_logprob does), at every ISA level."""
+    x = np.full((3, 1000), -3e38, np.float32)
+    x[:, 5] = 3e38
+    x[1, 7] = -np.inf  # a masked token stays -inf
+    want = logcal.reference.log_softmax(x, temperature=10)
+    cpu = logcal._native.cpu
+    before = cpu.isa()
+    try:
+        for level in ("baseline", "avx2", "avx512"):
+            try:
+                cpu.set_isa(level)
+            except ValueError:
+                continue
+            got = logcal.log_softmax(x, temperature=10)
+            assert_close(got, want, **TOL["float32"], what=level)
+            assert got[1, 7] == -np.inf
+    finally:
+        cpu.set_isa(before)
+    t = logcal.token_stats(x, np.full(3, 0), temperature=10)
+    assert_close(t.target_logprob, want[:, 0], **TOL["float32"], what="target_logprob")

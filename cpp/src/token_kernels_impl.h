@@ -395,25 +395,34 @@ struct LogSoftmaxJob {
     const VC ref_v = simd::broadcast(C(rs.ref));
     const VC inv_t_v = simd::broadcast(C(rs.inv_temperature));
     const VC log_sum_v = simd::broadcast(C(rs.log_sum));
+    const VC neg_inf_v = simd::broadcast(-std::numeric_limits<C>::infinity());
     alignas(64) C y[kChunk];
     for (int64_t chunk_begin = begin; chunk_begin < end; chunk_begin += kChunk) {
       const int64_t len = std::min(kChunk, end - chunk_begin);
       const C* x = load_chunk(src, a.logits.col_stride, chunk_begin, len, buf);
       const bool direct = std::is_same_v<Out, C> && out_stride == 1;
       C* target = direct ? reinterpret_cast<C*>(dst + chunk_begin) : y;
-      auto value = [&](int64_t i) {
-        return (x[i] - C(rs.ref)) * C(rs.inv_temperature) - C(rs.log_sum);
+      auto value = [&](int64_t i) { return rs.logprob_in<C>(x[i]); };
+      // One vector of log-probabilities; lanes whose difference overflowed C are redone by
+      // logprob_in (never for float64: its difference cannot overflow where C's could).
+      auto vec = [&](int64_t i) {
+        const VC xv = simd::load(x + i);
+        const VC d = xv - ref_v;
+        VC yv = d * inv_t_v - log_sum_v;
+        if constexpr (std::is_same_v<C, float>) {
+          if (simd::any((d == neg_inf_v) & (xv > neg_inf_v)))
+            for (int l = 0; l < W; ++l) yv[l] = value(i + l);
+        }
+        return yv;
       };
       int64_t i = 0;
       if (direct && streaming) {
         // Scalar head up to a vector-aligned address, then non-temporal vector stores.
         for (; i < len && reinterpret_cast<uintptr_t>(target + i) % sizeof(VC) != 0; ++i)
           target[i] = value(i);
-        for (; i + W <= len; i += W)
-          simd::stream(target + i, (simd::load(x + i) - ref_v) * inv_t_v - log_sum_v);
+        for (; i + W <= len; i += W) simd::stream(target + i, vec(i));
       } else {
-        for (; i + W <= len; i += W)
-          simd::store(target + i, (simd::load(x + i) - ref_v) * inv_t_v - log_sum_v);
+        for (; i + W <= len; i += W) simd::store(target + i, vec(i));
       }
       for (; i < len; ++i) target[i] = value(i);
       if (!direct) {

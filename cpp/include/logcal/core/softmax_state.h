@@ -88,6 +88,21 @@ struct RowSoftmax {
   LOGCAL_HD double logsumexp() const { return ref * inv_temperature + log_sum; }
   LOGCAL_HD double max_logprob() const { return -log_sum; }
   LOGCAL_HD double logprob(double x) const { return (x - ref) * inv_temperature - log_sum; }
+
+  // logprob in the compute type C of the write passes. The difference x - ref of two finite
+  // logits can overflow C (float32 logits of both signs near 3e38) while the tempered result is
+  // finite (T > 1): then, and only then, it is taken in double.
+  template <class C>
+  LOGCAL_HD C logprob_in(C x) const {
+    const C d = x - C(ref);
+    if (overflowed(d, x)) return C(logprob(double(x)));
+    return d * C(inv_temperature) - C(log_sum);
+  }
+  template <class C>
+  LOGCAL_HD static bool overflowed(C difference, C x) {
+    return difference == -C(INFINITY) && x > -C(INFINITY);
+  }
+
   LOGCAL_HD static double entropy(const SoftmaxState& s) {
     const double h = log(s.sum) - kLn2 * s.tsum / s.sum;
     return h > 0.0 ? h : 0.0;  // rounding can leave -1e-17 for a one-hot row
