@@ -9,11 +9,15 @@ buffers hold int32 codes into the table until the end.
 
 from __future__ import annotations
 
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
 
 from .._record import Record
+from ._formats import _text_or_id
+from ._schema import ChatEntry
 
 _ARRAYS = (
     "token_logprob",
@@ -139,7 +143,15 @@ class LogprobBatch(Record):
 
 # --- the builder --------------------------------------------------------------------------
 
-_FLUSH_TOKENS = 2048  # tokens held as Python objects before packing: about 1 MB
+_FLUSH_TOKENS = 1024  # tokens held as decoded objects before packing: about 1 MB
+# OpenAI and vLLM write -9999.0 for a log-probability they do not report; any value at or
+# below this (and -inf) reads as -inf: "less likely than anything listed".
+SENTINEL = -9999.0
+
+_logprob = attrgetter("logprob")
+_token = attrgetter("token")
+_bytes = attrgetter("bytes")
+_tops = attrgetter("top_logprobs")
 
 
 class _Grow:
@@ -177,13 +189,18 @@ class _Grow:
 
 
 class _Interner:
-    """Distinct values get codes 0, 1, ...; ``None`` is -1."""
+    """Distinct values get codes 0, 1, ...; ``None`` is -1.
 
-    __slots__ = ("codes", "values")
+    For token strings it also knows which are vLLM's ``"token_id:N"`` renderings: ``ids``
+    holds N for those and -1 for text.
+    """
+
+    __slots__ = ("codes", "id_of", "values")
 
     def __init__(self) -> None:
         self.codes: dict = {}
         self.values: list = []
+        self.id_of: list = []
 
     def __call__(self, value: Any) -> int:
         if value is None:
@@ -192,7 +209,27 @@ class _Interner:
         if code is None:
             code = self.codes[value] = len(self.values)
             self.values.append(value)
+            tid = _text_or_id(value)[1] if type(value) is str else None
+            self.id_of.append(-1 if tid is None else tid)
         return code
+
+    def many(self, values: list) -> list:
+        """The codes of a list of values (most of them met before: one dict look-up each)."""
+        out = list(map(self.codes.get, values))
+        if None in out:
+            for i, code in enumerate(out):
+                if code is None:
+                    out[i] = self(values[i])
+        return out
+
+    def split_ids(self, codes: np.ndarray) -> np.ndarray | None:
+        """For codes of token strings: the token ids of ``"token_id:N"`` strings (their codes
+        become -1, no text), or None if there are none."""
+        if not any(i >= 0 for i in self.id_of):
+            return None
+        ids = np.asarray(self.id_of + [-1], dtype=np.int64)[codes]
+        codes[ids >= 0] = -1
+        return ids
 
     def lookup(self, codes: np.ndarray) -> np.ndarray:
         table = np.empty(len(self.values) + 1, dtype=object)
@@ -200,11 +237,29 @@ class _Interner:
         return table[codes]
 
 
+class _Columns:
+    """The tokens of a flush, column by column, in Python lists (then packed at once)."""
+
+    def __init__(self) -> None:
+        self.rows: list = []  # row of each token in the flush
+        self.lp: list = []
+        self.code: list = []
+        self.id: list = []
+        self.bcode: list = []
+        self.prompt: list = []
+        self.top_row: list = []
+        self.top_col: list = []
+        self.top_lp: list = []
+        self.top_code: list = []
+        self.top_id: list = []
+
+
 class Builder:
     """Accumulates sequences of tokens; :meth:`finish` returns the :class:`LogprobBatch`.
 
-    A token is ``(logprob, text, id, bytes, is_prompt, tops)`` with ``tops`` a list of
-    ``(logprob, text, id)``; ``text``, ``id`` and ``bytes`` may be ``None``.
+    A sequence is ``(choice, tokens, ids)`` as the parsers in ``_formats`` return them: a list
+    of :class:`ChatEntry`, read column-wise, or of ``(logprob, text, id, bytes, is_prompt,
+    tops)`` tuples; ``text``, ``id`` and ``bytes`` may be ``None``.
     """
 
     def __init__(self) -> None:
@@ -223,15 +278,21 @@ class Builder:
         self.choice = _Grow(np.int64, -1)
         self.skipped: list[int] = []
         self.n_tokens = 0
-        self._pending: list = []  # (record, choice, tokens) not yet flushed
+        self.has_text = False
+        self._pending: list = []  # (record, choice, tokens, ids) not yet flushed
         self._pending_tokens = 0
+
+    @property
+    def size(self) -> int:
+        """Tokens added so far, flushed or not."""
+        return self.n_tokens + self._pending_tokens
 
     # -- input ---------------------------------------------------------------------------
 
     def add(self, record: int, sequences: list) -> None:
-        """Add the sequences ``[(choice, tokens), ...]`` of one record."""
-        for choice, tokens in sequences:
-            self._pending.append((record, choice, tokens))
+        """Add the sequences ``[(choice, tokens, ids), ...]`` of one record."""
+        for choice, tokens, ids in sequences:
+            self._pending.append((record, choice, tokens, ids))
             self._pending_tokens += len(tokens)
         if self._pending_tokens >= _FLUSH_TOKENS:
             self._flush()
@@ -272,76 +333,127 @@ class Builder:
             buf.arr[buf.n : buf.n + len(values)] = values
             buf.n += len(values)
 
+    def _tuples(self, cols: _Columns, row: int, tokens: list) -> None:
+        intern, intern_bytes = self.strings, self.bytes_
+        for lp, text, tid, raw, is_prompt, tops in tokens:
+            cols.rows.append(row)
+            cols.lp.append(lp)
+            cols.code.append(intern(text))
+            cols.prompt.append(is_prompt)
+            cols.id.append(-1 if tid is None else tid)
+            cols.bcode.append(-1 if raw is None else intern_bytes(raw))
+            for j, (tlp, ttext, ttid) in enumerate(tops):
+                cols.top_row.append(row)
+                cols.top_col.append(j)
+                cols.top_lp.append(tlp)
+                cols.top_code.append(intern(ttext))
+                cols.top_id.append(-1 if ttid is None else ttid)
+            row += 1
+
+    def _entries(self, cols: _Columns, start: int, entries: list, ids: Any) -> None:
+        """OpenAI chat entries, column by column: attribute gets over the whole list."""
+        n = len(entries)
+        cols.rows.extend(range(start, start + n))
+        cols.lp.extend(map(_logprob, entries))
+        cols.code.extend(self.strings.many(list(map(_token, entries))))
+        cols.prompt.extend([False] * n)
+        cols.id.extend([-1] * n if ids is None else ids)
+        intern_bytes = self.bytes_
+        cols.bcode.extend([-1 if b is None else intern_bytes(bytes(b))
+                           for b in map(_bytes, entries)])  # fmt: skip
+        tops = [t or () for t in map(_tops, entries)]
+        widths = list(map(len, tops))
+        flat = list(chain.from_iterable(tops))
+        if not flat:
+            return
+        cols.top_row.extend(np.repeat(np.arange(start, start + n), widths).tolist())
+        cols.top_col.extend(chain.from_iterable(map(range, widths)))
+        cols.top_lp.extend(map(_logprob, flat))
+        cols.top_code.extend(self.strings.many(list(map(_token, flat))))
+        cols.top_id.extend([-1] * len(flat))
+
     def _flush(self) -> None:
         pending, self._pending, self._pending_tokens = self._pending, [], 0
         if not pending:
             return
-        intern, intern_bytes = self.strings, self.bytes_
-        lps, codes, ids, bcodes, prompts = [], [], [], [], []
-        t_rows, t_cols, t_lps, t_codes, t_ids = [], [], [], [], []
+        cols = _Columns()
         seq_len, seq_rec, seq_choice = [], [], []
-        any_id = any_bytes = False
-        width = 0
         row = 0
-        for record, choice, tokens in pending:
+        for record, choice, tokens, ids in pending:
             seq_rec.append(record)
             seq_choice.append(choice)
             seq_len.append(len(tokens))
-            for lp, text, tid, raw, is_prompt, tops in tokens:
-                lps.append(lp)
-                codes.append(intern(text))
-                prompts.append(is_prompt)
-                if tid is None:
-                    ids.append(-1)
-                else:
-                    ids.append(tid)
-                    any_id = True
-                if raw is None:
-                    bcodes.append(-1)
-                else:
-                    bcodes.append(intern_bytes(raw))
-                    any_bytes = True
-                if tops:
-                    if len(tops) > width:
-                        width = len(tops)
-                    for j, (tlp, ttext, ttid) in enumerate(tops):
-                        t_rows.append(row)
-                        t_cols.append(j)
-                        t_lps.append(tlp)
-                        t_codes.append(intern(ttext))
-                        if ttid is None:
-                            t_ids.append(-1)
-                        else:
-                            t_ids.append(ttid)
-                            any_id = True
-                row += 1
+            if tokens and type(tokens[0]) is ChatEntry:
+                self._entries(cols, row, tokens, ids)
+            else:
+                self._tuples(cols, row, tokens)
+            row += len(tokens)
         n = row
         start = self.lp.n
-        if any_id:
+        stop = start + n
+        rows = np.asarray(cols.rows, dtype=np.int64)
+        code = np.asarray(cols.code, dtype=np.int32)
+        ids = np.asarray(cols.id, dtype=np.int64)
+        token_ids = self.strings.split_ids(code)
+        if token_ids is not None:
+            ids = np.maximum(ids, token_ids)
+        top_rows = np.asarray(cols.top_row, dtype=np.int64)
+        top_cols = np.asarray(cols.top_col, dtype=np.int64)
+        top_code = np.asarray(cols.top_code, dtype=np.int32)
+        top_ids = np.asarray(cols.top_id, dtype=np.int64)
+        top_token_ids = self.strings.split_ids(top_code)
+        if top_token_ids is not None:
+            top_ids = np.maximum(top_ids, top_token_ids)
+        self.has_text = self.has_text or bool((code >= 0).any() or (top_code >= 0).any())
+        if (ids >= 0).any() or (top_ids >= 0).any():
             self._ensure_ids()
-        if any_bytes:
+        bcode = np.asarray(cols.bcode, dtype=np.int32)
+        if (bcode >= 0).any():
             self._ensure_bytes()
+        width = int(top_cols.max()) + 1 if top_cols.size else 0
         width = max(width, self.top_lp.arr.shape[1])
         self._grow_tokens(n, width)
-        stop = start + n
-        self.lp.arr[start:stop] = lps
-        self.code.arr[start:stop] = codes
-        self.prompt.arr[start:stop] = prompts
+        at = rows + start
+        self.lp.arr[at] = _logprobs(np.asarray(cols.lp, dtype=np.float64))
+        self.code.arr[at] = code
+        self.prompt.arr[at] = cols.prompt
         if self.ids is not None:
-            self.ids.arr[start:stop] = ids
+            self.ids.arr[at] = ids
         if self.bcode is not None:
-            self.bcode.arr[start:stop] = bcodes
-        if t_rows:
-            r = np.asarray(t_rows, dtype=np.int64) + start
-            c = np.asarray(t_cols, dtype=np.int64)
-            self.top_lp.arr[r, c] = t_lps
-            self.top_code.arr[r, c] = t_codes
+            self.bcode.arr[at] = bcode
+        if top_rows.size:
+            top_rows += start
+            top_lp = self.top_lp.arr
+            top_lp[top_rows, top_cols] = _logprobs(np.asarray(cols.top_lp, dtype=np.float64))
+            self.top_code.arr[top_rows, top_cols] = top_code
             if self.top_ids is not None:
-                self.top_ids.arr[r, c] = t_ids
+                self.top_ids.arr[top_rows, top_cols] = top_ids
+            self._sort_tops(start, stop)
         for buf in self._token_buffers():
             buf.n = stop
         self._add_sequences(seq_len, seq_rec, seq_choice)
         self.n_tokens = stop
+
+    def _sort_tops(self, start: int, stop: int) -> None:
+        """Top lists best first. Providers list them so, except for a sampled token appended or
+        prepended to the top k (vLLM): a stable sort restores the order, keeping ties as given;
+        ``NaN`` (no log-probability) sorts after every number, then the padding."""
+        lp = self.top_lp.arr[start:stop]
+        if lp.shape[1] < 2:
+            return
+        key = np.where(np.isnan(lp), -np.inf, lp)
+        pad = np.isnan(lp)
+        rising = (key[:, 1:] > key[:, :-1]) & ~pad[:, 1:]
+        bad = np.flatnonzero(rising.any(axis=1))
+        if bad.size == 0:
+            return
+        # padding last, then by log-probability descending, stable
+        order = np.lexsort((np.broadcast_to(np.arange(lp.shape[1]), key[bad].shape),
+                            -key[bad], pad[bad]))  # fmt: skip
+        for buf in (self.top_lp, self.top_code, self.top_ids):
+            if buf is not None:
+                part = buf.arr[start:stop]
+                part[bad] = np.take_along_axis(part[bad], order, axis=1)
 
     def add_arrays(
         self,
@@ -393,7 +505,7 @@ class Builder:
         if self.ids is not None:
             fields["token_ids"] = self.ids.finish()
             fields["top_token_ids"] = self.top_ids.finish()
-        if self.strings.values or self.ids is None:
+        if self.has_text or self.ids is None:
             fields["tokens"] = self.strings.lookup(code)
             del code
             fields["top_tokens"] = self.strings.lookup(top_code)
@@ -404,3 +516,11 @@ class Builder:
         if self.bcode is not None:
             fields["token_bytes"] = self.bytes_.lookup(self.bcode.finish())
         return LogprobBatch(**fields)
+
+
+def _logprobs(values: np.ndarray) -> np.ndarray:
+    """Sentinels (``<= -9999``) to ``-inf``, rounding noise above 0 to 0 (the schemas allow
+    no more than ``POSITIVE_SLACK``); ``NaN`` (``null``) stays."""
+    values[values <= SENTINEL] = -np.inf
+    values[values > 0.0] = 0.0
+    return values
