@@ -198,7 +198,7 @@ class _Interner:
     __slots__ = ("codes", "id_of", "values")
 
     def __init__(self) -> None:
-        self.codes: dict = {}
+        self.codes: dict = {None: -1}
         self.values: list = []
         self.id_of: list = []
 
@@ -225,7 +225,7 @@ class _Interner:
     def split_ids(self, codes: np.ndarray) -> np.ndarray | None:
         """For codes of token strings: the token ids of ``"token_id:N"`` strings (their codes
         become -1, no text), or None if there are none."""
-        if not any(i >= 0 for i in self.id_of):
+        if max(self.id_of, default=-1) < 0:
             return None
         ids = np.asarray(self.id_of + [-1], dtype=np.int64)[codes]
         codes[ids >= 0] = -1
@@ -238,17 +238,19 @@ class _Interner:
 
 
 class _Columns:
-    """The tokens of a flush, column by column, in Python lists (then packed at once)."""
+    """The tokens of a flush, column by column, in Python lists (then packed at once).
+
+    Sequences are added in order, so token ``i`` of the flush is row ``i``; ``width`` is the
+    length of each token's top list, whose entries follow one another in the ``top_`` lists.
+    """
 
     def __init__(self) -> None:
-        self.rows: list = []  # row of each token in the flush
         self.lp: list = []
         self.code: list = []
         self.id: list = []
         self.bcode: list = []
         self.prompt: list = []
-        self.top_row: list = []
-        self.top_col: list = []
+        self.width: list = []
         self.top_lp: list = []
         self.top_code: list = []
         self.top_id: list = []
@@ -333,41 +335,32 @@ class Builder:
             buf.arr[buf.n : buf.n + len(values)] = values
             buf.n += len(values)
 
-    def _tuples(self, cols: _Columns, row: int, tokens: list) -> None:
+    def _tuples(self, cols: _Columns, tokens: list) -> None:
         intern, intern_bytes = self.strings, self.bytes_
         for lp, text, tid, raw, is_prompt, tops in tokens:
-            cols.rows.append(row)
             cols.lp.append(lp)
             cols.code.append(intern(text))
             cols.prompt.append(is_prompt)
             cols.id.append(-1 if tid is None else tid)
-            cols.bcode.append(-1 if raw is None else intern_bytes(raw))
-            for j, (tlp, ttext, ttid) in enumerate(tops):
-                cols.top_row.append(row)
-                cols.top_col.append(j)
+            cols.bcode.append(intern_bytes(raw))
+            cols.width.append(len(tops))
+            for tlp, ttext, ttid in tops:
                 cols.top_lp.append(tlp)
                 cols.top_code.append(intern(ttext))
                 cols.top_id.append(-1 if ttid is None else ttid)
-            row += 1
 
-    def _entries(self, cols: _Columns, start: int, entries: list, ids: Any) -> None:
+    def _entries(self, cols: _Columns, entries: list, ids: list) -> None:
         """OpenAI chat entries, column by column: attribute gets over the whole list."""
         n = len(entries)
-        cols.rows.extend(range(start, start + n))
         cols.lp.extend(map(_logprob, entries))
         cols.code.extend(self.strings.many(list(map(_token, entries))))
         cols.prompt.extend([False] * n)
-        cols.id.extend([-1] * n if ids is None else ids)
-        intern_bytes = self.bytes_
-        cols.bcode.extend([-1 if b is None else intern_bytes(bytes(b))
-                           for b in map(_bytes, entries)])  # fmt: skip
+        cols.id.extend(ids)
+        raws = [b if b is None else bytes(b) for b in map(_bytes, entries)]
+        cols.bcode.extend(self.bytes_.many(raws))
         tops = [t or () for t in map(_tops, entries)]
-        widths = list(map(len, tops))
+        cols.width.extend(map(len, tops))
         flat = list(chain.from_iterable(tops))
-        if not flat:
-            return
-        cols.top_row.extend(np.repeat(np.arange(start, start + n), widths).tolist())
-        cols.top_col.extend(chain.from_iterable(map(range, widths)))
         cols.top_lp.extend(map(_logprob, flat))
         cols.top_code.extend(self.strings.many(list(map(_token, flat))))
         cols.top_id.extend([-1] * len(flat))
@@ -378,27 +371,31 @@ class Builder:
             return
         cols = _Columns()
         seq_len, seq_rec, seq_choice = [], [], []
-        row = 0
+        run: list = []  # consecutive chat entries, read together
+        run_ids: list = []
         for record, choice, tokens, ids in pending:
             seq_rec.append(record)
             seq_choice.append(choice)
             seq_len.append(len(tokens))
             if tokens and type(tokens[0]) is ChatEntry:
-                self._entries(cols, row, tokens, ids)
-            else:
-                self._tuples(cols, row, tokens)
-            row += len(tokens)
-        n = row
+                run.extend(tokens)
+                run_ids.extend([-1] * len(tokens) if ids is None else ids)
+                continue
+            if run:
+                self._entries(cols, run, run_ids)
+                run, run_ids = [], []
+            self._tuples(cols, tokens)
+        if run:
+            self._entries(cols, run, run_ids)
+        n = len(cols.lp)
         start = self.lp.n
         stop = start + n
-        rows = np.asarray(cols.rows, dtype=np.int64)
         code = np.asarray(cols.code, dtype=np.int32)
         ids = np.asarray(cols.id, dtype=np.int64)
         token_ids = self.strings.split_ids(code)
         if token_ids is not None:
             ids = np.maximum(ids, token_ids)
-        top_rows = np.asarray(cols.top_row, dtype=np.int64)
-        top_cols = np.asarray(cols.top_col, dtype=np.int64)
+        widths = np.asarray(cols.width, dtype=np.int64)
         top_code = np.asarray(cols.top_code, dtype=np.int32)
         top_ids = np.asarray(cols.top_id, dtype=np.int64)
         top_token_ids = self.strings.split_ids(top_code)
@@ -410,21 +407,21 @@ class Builder:
         bcode = np.asarray(cols.bcode, dtype=np.int32)
         if (bcode >= 0).any():
             self._ensure_bytes()
-        width = int(top_cols.max()) + 1 if top_cols.size else 0
-        width = max(width, self.top_lp.arr.shape[1])
+        width = max(int(widths.max()) if n else 0, self.top_lp.arr.shape[1])
         self._grow_tokens(n, width)
-        at = rows + start
-        self.lp.arr[at] = _logprobs(np.asarray(cols.lp, dtype=np.float64))
-        self.code.arr[at] = code
-        self.prompt.arr[at] = cols.prompt
+        self.lp.arr[start:stop] = _logprobs(np.asarray(cols.lp, dtype=np.float64))
+        self.code.arr[start:stop] = code
+        self.prompt.arr[start:stop] = cols.prompt
         if self.ids is not None:
-            self.ids.arr[at] = ids
+            self.ids.arr[start:stop] = ids
         if self.bcode is not None:
-            self.bcode.arr[at] = bcode
-        if top_rows.size:
-            top_rows += start
-            top_lp = self.top_lp.arr
-            top_lp[top_rows, top_cols] = _logprobs(np.asarray(cols.top_lp, dtype=np.float64))
+            self.bcode.arr[start:stop] = bcode
+        if top_code.size:
+            top_rows = np.repeat(np.arange(start, stop), widths)
+            firsts = np.cumsum(widths) - widths
+            top_cols = np.arange(top_code.size) - np.repeat(firsts, widths)
+            top_lp = _logprobs(np.asarray(cols.top_lp, dtype=np.float64))
+            self.top_lp.arr[top_rows, top_cols] = top_lp
             self.top_code.arr[top_rows, top_cols] = top_code
             if self.top_ids is not None:
                 self.top_ids.arr[top_rows, top_cols] = top_ids

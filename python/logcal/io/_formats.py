@@ -112,18 +112,21 @@ def check_explicit(fmt: str, kind: str | None, rec: dict) -> None:
         raise RecordError(f"{base}{key}", f"is missing: format={fmt!r} expects {what}")
 
 
-_VLLM_TOP = ("prompt_logprobs", "prompt_token_ids", "kv_transfer_params")
-_VLLM_CHOICE = ("stop_reason", "prompt_logprobs", "prompt_token_ids", "token_ids")
-
-
 def detect(kind: str, resp: Any) -> str:
     """The format of a typed response of the given kind."""
     if kind.startswith("gemini"):
         return "gemini"
-    vllm = any(getattr(resp, k) is not UNSET for k in _VLLM_TOP)
+    vllm = not (resp.prompt_logprobs is resp.prompt_token_ids is resp.kv_transfer_params is UNSET)
     found = None
     for choice in resp.choices:
-        vllm = vllm or any(getattr(choice, k) is not UNSET for k in _VLLM_CHOICE)
+        # UNSET is one object: all of them are UNSET if all are it
+        vllm = vllm or not (
+            choice.stop_reason
+            is choice.prompt_logprobs
+            is choice.prompt_token_ids
+            is choice.token_ids
+            is UNSET
+        )
         lp = choice.logprobs
         if lp is not None and lp is not UNSET:
             if lp.content is not UNSET or lp.refusal is not UNSET:

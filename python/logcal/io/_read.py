@@ -8,11 +8,13 @@ of record it is, whose validation error names the field.
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import os
 import warnings
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
@@ -348,7 +350,7 @@ def _batches(source: Any, reader: _Reader, chunk: int | None, progress: Any, wor
             if chunk is not None and reader.builder.size >= chunk:
                 yield reader.take()
     last = reader.take()
-    reader.check(name, stacklevel=4 if chunk is None else 3)
+    reader.check(name, stacklevel=4)
     if chunk is None or last.n_sequences or last.skipped:
         yield last
 
@@ -472,5 +474,29 @@ def read_logprobs(
     reader = _Reader(format, errors, top_k, eos_token_id)
     batches = _batches(source, reader, chunk_tokens, progress, workers)
     if chunk_tokens is not None:
-        return batches
-    return concat(list(batches))
+        return _collecting_paused(batches)
+    with _gc_paused():
+        return concat(list(batches))
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused: a read allocates millions of small containers
+    that hold no cycles, and would set off a collection every few hundred of them."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _collecting_paused(batches: Iterator[LogprobBatch]) -> Iterator[LogprobBatch]:
+    """The batches, the collector paused while each is read (not while the caller runs)."""
+    while True:
+        with _gc_paused():
+            batch = next(batches, None)
+        if batch is None:
+            return
+        yield batch
