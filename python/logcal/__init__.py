@@ -45,6 +45,7 @@ from ._sequence import (
     sequence_stats,
 )
 from ._token import TokenStats, log_softmax, token_stats
+from .io import read_logprobs
 
 __version__ = "0.1.0"
 
@@ -69,6 +70,7 @@ __all__ = [
     "log_softmax",
     "mce",
     "nll",
+    "read_logprobs",
     "reference",
     "rmsce",
     "sample_consistency",
