@@ -264,16 +264,24 @@ def _report(args: argparse.Namespace) -> int:
     from .io import read_logprobs
 
     if args.labels:
-        return _report_answers(args, read_logprobs(args.file, format=args.format,
-                                                   errors=args.errors, workers=args.workers))  # fmt: skip
+        batch = read_logprobs(
+            args.file, format=args.format, errors=args.errors, workers=args.workers
+        )
+        return _report_answers(args, batch)
     # Token level, streamed: the probability of the top-1 alternative, and whether it is the
     # token that was actually produced (teacher-forced prompt tokens and sampled tokens alike).
     acc = CalibrationAccumulator(n_bins=args.bins, n_bootstrap=args.bootstrap, seed=args.seed)
     ranks = _RankCounts()
     n_sequences = n_tokens = k = skipped = 0
     fmt = None
-    for batch in read_logprobs(args.file, format=args.format, errors=args.errors,
-                               workers=args.workers, chunk_tokens=_REPORT_CHUNK):  # fmt: skip
+    batches = read_logprobs(
+        args.file,
+        format=args.format,
+        errors=args.errors,
+        workers=args.workers,
+        chunk_tokens=_REPORT_CHUNK,
+    )
+    for batch in batches:
         n_sequences += batch.n_sequences
         n_tokens += batch.n_tokens
         skipped += batch.skipped

@@ -227,7 +227,7 @@ class _Interner:
         become -1, no text), or None if there are none."""
         if max(self.id_of, default=-1) < 0:
             return None
-        ids = np.asarray(self.id_of + [-1], dtype=np.int64)[codes]
+        ids = np.asarray([*self.id_of, -1], dtype=np.int64)[codes]
         codes[ids >= 0] = -1
         return ids
 

@@ -7,7 +7,6 @@ import numpy as np
 from ._batch import LogprobBatch
 
 
-
 def merged_format(formats: list) -> str | None:
     """vLLM's responses extend OpenAI's: where parts differ only so, the whole is vLLM's."""
     found = [f for f in formats if f is not None]
@@ -23,7 +22,7 @@ def _tokens(parts: list, name: str) -> np.ndarray:
     if all(v.dtype != object for v in values):
         return _stack(values, -1)
     out = []
-    for p, v in zip(parts, values):
+    for v in values:
         if v.dtype != object:  # a part of ids only: no text, the ids stay in token_ids
             v = np.full(v.shape, None, dtype=object)
         out.append(v)

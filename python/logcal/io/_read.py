@@ -421,8 +421,9 @@ def read_logprobs(
     Notes
     -----
     JSONL is streamed: one line in memory at a time (a gzip file too, without seeking, so a
-    pipe works), each line decoded into typed msgspec schemas in one pass, the values packed into growing numpy
-    arrays, so memory is the result (about 9 bytes per value) and not the text. A JSON
+    pipe works), each line decoded into typed msgspec schemas in one pass, the values
+    packed into growing numpy arrays, so memory is the result (about 9 bytes per value) and
+    not the text; with ``chunk_tokens``, one chunk. A JSON
     document (an array of responses, or one object over many lines) is parsed whole, as any
     JSON parser must; write big outputs as JSONL. ``errors="skip"`` skips records: a file
     that is not JSON at all, or a JSON document that does not parse, always raises.

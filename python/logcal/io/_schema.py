@@ -9,6 +9,10 @@ Fields read only to tell the formats apart (``message``, ``stop_reason``...) are
 ``Any``; ``UNSET`` marks a field that is absent, as distinct from one that is ``null``.
 """
 
+# msgspec reads these annotations at run time: Union and Optional, not ``X | Y``, which
+# Python 3.9 cannot evaluate.
+# ruff: noqa: UP007, UP045
+
 from __future__ import annotations
 
 import re
@@ -69,17 +73,17 @@ TokenIds = Union[list[TokenId], None, UnsetType]
 
 class ChoiceLogprobs(_Node):
     # chat
-    content: Union[list[ChatEntry], None, UnsetType] = UNSET
-    refusal: Union[list[ChatEntry], None, UnsetType] = UNSET
+    content: Union[list[ChatEntry], UnsetType, None] = UNSET
+    refusal: Union[list[ChatEntry], UnsetType, None] = UNSET
     # legacy completions
     tokens: Union[list[str], UnsetType] = UNSET
     token_logprobs: Union[list[Optional[LogProb]], UnsetType] = UNSET
-    top_logprobs: Union[list[Optional[dict[str, LogProb]]], None, UnsetType] = UNSET
+    top_logprobs: Union[list[Optional[dict[str, LogProb]]], UnsetType, None] = UNSET
 
 
 class Choice(_Node):
     index: Union[int, UnsetType] = UNSET
-    logprobs: Union[ChoiceLogprobs, None, UnsetType] = UNSET
+    logprobs: Union[ChoiceLogprobs, UnsetType, None] = UNSET
     message: Any = UNSET
     text: Any = UNSET
     delta: Any = UNSET
@@ -107,8 +111,8 @@ class GeminiEntry(_Node):
     token: str = ""
     logProbability: Union[LogProb, UnsetType] = UNSET
     log_probability: Union[LogProb, UnsetType] = UNSET
-    tokenId: Union[TokenId, None, UnsetType] = UNSET
-    token_id: Union[TokenId, None, UnsetType] = UNSET
+    tokenId: Union[TokenId, UnsetType, None] = UNSET
+    token_id: Union[TokenId, UnsetType, None] = UNSET
 
 
 class GeminiTop(_Node):
@@ -124,8 +128,8 @@ class LogprobsResult(_Node):
 
 class Candidate(_Node):
     index: Union[int, UnsetType] = UNSET
-    logprobsResult: Union[LogprobsResult, None, UnsetType] = UNSET
-    logprobs_result: Union[LogprobsResult, None, UnsetType] = UNSET
+    logprobsResult: Union[LogprobsResult, UnsetType, None] = UNSET
+    logprobs_result: Union[LogprobsResult, UnsetType, None] = UNSET
 
 
 class GeminiResponse(_Node):
@@ -282,4 +286,6 @@ def _is_byte_field(steps: list) -> bool:
 def _is_id_field(steps: list) -> bool:
     if steps and steps[-1] in ("tokenId", "token_id"):
         return True
-    return len(steps) > 1 and type(steps[-1]) is int and steps[-2] in ("prompt_token_ids", "token_ids")
+    return (
+        len(steps) > 1 and type(steps[-1]) is int and steps[-2] in ("prompt_token_ids", "token_ids")
+    )
