@@ -1,7 +1,7 @@
 """``LogprobBatch``, the flat record the readers return, and the builder that fills it.
 
-The builder streams: records are parsed into small Python lists, flushed every few thousand
-tokens into numpy buffers that grow by doubling in place (``ndarray.resize``), and trimmed in
+The builder streams: each record's values are taken into columns as it is added (C doubles
+and interned codes), packed every few thousand tokens into numpy buffers that grow by doubling in place (``ndarray.resize``), and trimmed in
 place at the end, so the result arrays are the buffers themselves and no second copy of the
 data is ever made. Token strings are interned: each distinct string is stored once and the
 buffers hold int32 codes into the table until the end.
@@ -9,8 +9,7 @@ buffers hold int32 codes into the table until the end.
 
 from __future__ import annotations
 
-from itertools import chain
-from operator import attrgetter
+from array import array
 from typing import Any
 
 import numpy as np
@@ -143,15 +142,12 @@ class LogprobBatch(Record):
 
 # --- the builder --------------------------------------------------------------------------
 
-_FLUSH_TOKENS = 1024  # tokens held as decoded objects before packing: about 1 MB
+# Tokens packed into numpy at a time: enough to spread the cost of a packing's numpy calls,
+# few enough that the Python values waiting for it stay in the CPU cache.
+_FLUSH_TOKENS = 4096
 # OpenAI and vLLM write -9999.0 for a log-probability they do not report; any value at or
 # below this (and -inf) reads as -inf: "less likely than anything listed".
 SENTINEL = -9999.0
-
-_logprob = attrgetter("logprob")
-_token = attrgetter("token")
-_bytes = attrgetter("bytes")
-_tops = attrgetter("top_logprobs")
 
 
 class _Grow:
@@ -188,46 +184,41 @@ class _Grow:
         return self.arr
 
 
-class _Interner:
-    """Distinct values get codes 0, 1, ...; ``None`` is -1.
+class _Interner(dict):
+    """Codes of distinct values, 0, 1, ... in order of appearance; ``None`` is -1.
 
-    For token strings it also knows which are vLLM's ``"token_id:N"`` renderings: ``ids``
-    holds N for those and -1 for text.
+    A dict that adds a value it does not hold: ``map(interner.__getitem__, values)`` codes a
+    list in one C-level look-up per value, the new ones included. ``convert`` turns a key into
+    the value kept (chat ``bytes`` are decoded as tuples, which hash, and kept as ``bytes``).
+    Of token strings it also knows which are vLLM's ``"token_id:N"`` renderings.
     """
 
-    __slots__ = ("codes", "id_of", "values")
-
-    def __init__(self) -> None:
-        self.codes: dict = {None: -1}
+    def __init__(self, convert: Any = None) -> None:
+        super().__init__({None: -1})
         self.values: list = []
-        self.id_of: list = []
+        self.convert = convert
+        self.id_of: list = []  # per code: N of a "token_id:N" string, else -1
+        self.has_ids = False
+        self._id_table = np.empty(0, dtype=np.int64)
 
-    def __call__(self, value: Any) -> int:
-        if value is None:
-            return -1
-        code = self.codes.get(value)
-        if code is None:
-            code = self.codes[value] = len(self.values)
-            self.values.append(value)
-            tid = _text_or_id(value)[1] if type(value) is str else None
-            self.id_of.append(-1 if tid is None else tid)
+    def __missing__(self, value: Any) -> int:
+        code = self[value] = len(self.values)
+        self.values.append(value if self.convert is None else self.convert(value))
+        tid = _text_or_id(value)[1] if type(value) is str else None
+        self.id_of.append(-1 if tid is None else tid)
+        self.has_ids = self.has_ids or tid is not None
         return code
-
-    def many(self, values: list) -> list:
-        """The codes of a list of values (most of them met before: one dict look-up each)."""
-        out = list(map(self.codes.get, values))
-        if None in out:
-            for i, code in enumerate(out):
-                if code is None:
-                    out[i] = self(values[i])
-        return out
 
     def split_ids(self, codes: np.ndarray) -> np.ndarray | None:
         """For codes of token strings: the token ids of ``"token_id:N"`` strings (their codes
         become -1, no text), or None if there are none."""
-        if max(self.id_of, default=-1) < 0:
+        if not self.has_ids:
             return None
-        ids = np.asarray([*self.id_of, -1], dtype=np.int64)[codes]
+        if len(self._id_table) < len(self.id_of):  # only the codes added since the last call
+            tail = np.asarray(self.id_of[len(self._id_table) :], dtype=np.int64)
+            self._id_table = np.concatenate([self._id_table, tail])
+        ids = self._id_table[np.maximum(codes, 0)]
+        ids[codes < 0] = -1
         codes[ids >= 0] = -1
         return ids
 
@@ -238,22 +229,29 @@ class _Interner:
 
 
 class _Columns:
-    """The tokens of a flush, column by column, in Python lists (then packed at once).
+    """The tokens waiting to be packed, column by column (log-probabilities already as C
+    doubles, texts and bytes as interned codes: no per-token Python object is kept).
 
-    Sequences are added in order, so token ``i`` of the flush is row ``i``; ``width`` is the
-    length of each token's top list, whose entries follow one another in the ``top_`` lists.
+    Token ``i`` is row ``i``; ``width`` is the length of each token's top list, whose entries
+    follow one another in the ``top_`` columns.
     """
 
+    __slots__ = ("lp", "code", "id", "bcode", "prompt", "width", "top_lp", "top_code",
+                 "top_id", "seq_len", "seq_rec", "seq_choice")  # fmt: skip
+
     def __init__(self) -> None:
-        self.lp: list = []
+        self.lp = array("d")
         self.code: list = []
         self.id: list = []
         self.bcode: list = []
         self.prompt: list = []
         self.width: list = []
-        self.top_lp: list = []
+        self.top_lp = array("d")
         self.top_code: list = []
         self.top_id: list = []
+        self.seq_len: list = []
+        self.seq_rec: list = []
+        self.seq_choice: list = []
 
 
 class Builder:
@@ -261,12 +259,14 @@ class Builder:
 
     A sequence is ``(choice, tokens, ids)`` as the parsers in ``_formats`` return them: a list
     of :class:`ChatEntry`, read column-wise, or of ``(logprob, text, id, bytes, is_prompt,
-    tops)`` tuples; ``text``, ``id`` and ``bytes`` may be ``None``.
+    tops)`` tuples; ``text``, ``id`` and ``bytes`` may be ``None``. Each record's values are
+    taken into columns as it is added, so its decoded objects are freed at once and their
+    memory reused by the next record's.
     """
 
     def __init__(self) -> None:
         self.strings = _Interner()
-        self.bytes_ = _Interner()
+        self.bytes_ = _Interner(convert=bytes)
         self.lp = _Grow(np.float64, np.nan)
         self.code = _Grow(np.int32, -1)
         self.prompt = _Grow(np.bool_, False)
@@ -281,26 +281,63 @@ class Builder:
         self.skipped: list[int] = []
         self.n_tokens = 0
         self.has_text = False
-        self._pending: list = []  # (record, choice, tokens, ids) not yet flushed
-        self._pending_tokens = 0
+        self._cols = _Columns()
 
     @property
     def size(self) -> int:
-        """Tokens added so far, flushed or not."""
-        return self.n_tokens + self._pending_tokens
+        """Tokens added so far, packed or not."""
+        return self.n_tokens + len(self._cols.lp)
 
     # -- input ---------------------------------------------------------------------------
 
     def add(self, record: int, sequences: list) -> None:
         """Add the sequences ``[(choice, tokens, ids), ...]`` of one record."""
+        cols = self._cols
         for choice, tokens, ids in sequences:
-            self._pending.append((record, choice, tokens, ids))
-            self._pending_tokens += len(tokens)
-        if self._pending_tokens >= _FLUSH_TOKENS:
+            cols.seq_rec.append(record)
+            cols.seq_choice.append(choice)
+            cols.seq_len.append(len(tokens))
+            if tokens and type(tokens[0]) is ChatEntry:
+                self._entries(cols, tokens, ids)
+            else:
+                self._tuples(cols, tokens)
+        if len(cols.lp) >= _FLUSH_TOKENS:
             self._flush()
 
     def skip(self, record: int) -> None:
         self.skipped.append(record)
+
+    def _entries(self, cols: _Columns, entries: list, ids: list | None) -> None:
+        """OpenAI chat entries, column by column (comprehensions over the entries' slots)."""
+        n = len(entries)
+        code = self.strings.__getitem__
+        cols.lp.fromlist([e.logprob for e in entries])
+        cols.code += map(code, [e.token for e in entries])
+        cols.bcode += map(self.bytes_.__getitem__, [e.bytes for e in entries])
+        cols.prompt += [False] * n
+        cols.id += [-1] * n if ids is None else ids
+        tops = [e.top_logprobs for e in entries]
+        if None in tops:
+            tops = [top or () for top in tops]
+        cols.width += map(len, tops)
+        flat = [t for top in tops for t in top]
+        cols.top_lp.fromlist([t.logprob for t in flat])
+        cols.top_code += map(code, [t.token for t in flat])
+        cols.top_id += [-1] * len(flat)
+
+    def _tuples(self, cols: _Columns, tokens: list) -> None:
+        code, bcode = self.strings.__getitem__, self.bytes_.__getitem__
+        for lp, text, tid, raw, is_prompt, tops in tokens:
+            cols.lp.append(lp)
+            cols.code.append(code(text))
+            cols.prompt.append(is_prompt)
+            cols.id.append(-1 if tid is None else tid)
+            cols.bcode.append(bcode(raw))
+            cols.width.append(len(tops))
+            for tlp, ttext, ttid in tops:
+                cols.top_lp.append(tlp)
+                cols.top_code.append(code(ttext))
+                cols.top_id.append(-1 if ttid is None else ttid)
 
     def _ensure_ids(self) -> None:
         if self.ids is None:
@@ -335,58 +372,11 @@ class Builder:
             buf.arr[buf.n : buf.n + len(values)] = values
             buf.n += len(values)
 
-    def _tuples(self, cols: _Columns, tokens: list) -> None:
-        intern, intern_bytes = self.strings, self.bytes_
-        for lp, text, tid, raw, is_prompt, tops in tokens:
-            cols.lp.append(lp)
-            cols.code.append(intern(text))
-            cols.prompt.append(is_prompt)
-            cols.id.append(-1 if tid is None else tid)
-            cols.bcode.append(intern_bytes(raw))
-            cols.width.append(len(tops))
-            for tlp, ttext, ttid in tops:
-                cols.top_lp.append(tlp)
-                cols.top_code.append(intern(ttext))
-                cols.top_id.append(-1 if ttid is None else ttid)
-
-    def _entries(self, cols: _Columns, entries: list, ids: list) -> None:
-        """OpenAI chat entries, column by column: attribute gets over the whole list."""
-        n = len(entries)
-        cols.lp.extend(map(_logprob, entries))
-        cols.code.extend(self.strings.many(list(map(_token, entries))))
-        cols.prompt.extend([False] * n)
-        cols.id.extend(ids)
-        raws = [b if b is None else bytes(b) for b in map(_bytes, entries)]
-        cols.bcode.extend(self.bytes_.many(raws))
-        tops = [t or () for t in map(_tops, entries)]
-        cols.width.extend(map(len, tops))
-        flat = list(chain.from_iterable(tops))
-        cols.top_lp.extend(map(_logprob, flat))
-        cols.top_code.extend(self.strings.many(list(map(_token, flat))))
-        cols.top_id.extend([-1] * len(flat))
-
     def _flush(self) -> None:
-        pending, self._pending, self._pending_tokens = self._pending, [], 0
-        if not pending:
+        """Pack the waiting columns into the numpy buffers."""
+        cols, self._cols = self._cols, _Columns()
+        if not cols.seq_len:
             return
-        cols = _Columns()
-        seq_len, seq_rec, seq_choice = [], [], []
-        run: list = []  # consecutive chat entries, read together
-        run_ids: list = []
-        for record, choice, tokens, ids in pending:
-            seq_rec.append(record)
-            seq_choice.append(choice)
-            seq_len.append(len(tokens))
-            if tokens and type(tokens[0]) is ChatEntry:
-                run.extend(tokens)
-                run_ids.extend([-1] * len(tokens) if ids is None else ids)
-                continue
-            if run:
-                self._entries(cols, run, run_ids)
-                run, run_ids = [], []
-            self._tuples(cols, tokens)
-        if run:
-            self._entries(cols, run, run_ids)
         n = len(cols.lp)
         start = self.lp.n
         stop = start + n
@@ -409,7 +399,7 @@ class Builder:
             self._ensure_bytes()
         width = max(int(widths.max()) if n else 0, self.top_lp.arr.shape[1])
         self._grow_tokens(n, width)
-        self.lp.arr[start:stop] = _logprobs(np.asarray(cols.lp, dtype=np.float64))
+        self.lp.arr[start:stop] = _logprobs(np.frombuffer(cols.lp, dtype=np.float64))
         self.code.arr[start:stop] = code
         self.prompt.arr[start:stop] = cols.prompt
         if self.ids is not None:
@@ -417,18 +407,23 @@ class Builder:
         if self.bcode is not None:
             self.bcode.arr[start:stop] = bcode
         if top_code.size:
-            top_rows = np.repeat(np.arange(start, stop), widths)
-            firsts = np.cumsum(widths) - widths
-            top_cols = np.arange(top_code.size) - np.repeat(firsts, widths)
-            top_lp = _logprobs(np.asarray(cols.top_lp, dtype=np.float64))
-            self.top_lp.arr[top_rows, top_cols] = top_lp
-            self.top_code.arr[top_rows, top_cols] = top_code
+            top_lp = _logprobs(np.frombuffer(cols.top_lp, dtype=np.float64))
+            k = int(widths[0])
+            if (widths == k).all():  # top lists all as long: a block of rows
+                rows = (slice(start, stop), slice(0, k))
+                top_lp, top_code, top_ids = (a.reshape(n, k) for a in (top_lp, top_code, top_ids))
+            else:
+                firsts = np.cumsum(widths) - widths
+                rows = (np.repeat(np.arange(start, stop), widths),
+                        np.arange(top_code.size) - np.repeat(firsts, widths))  # fmt: skip
+            self.top_lp.arr[rows] = top_lp
+            self.top_code.arr[rows] = top_code
             if self.top_ids is not None:
-                self.top_ids.arr[top_rows, top_cols] = top_ids
+                self.top_ids.arr[rows] = top_ids
             self._sort_tops(start, stop)
         for buf in self._token_buffers():
             buf.n = stop
-        self._add_sequences(seq_len, seq_rec, seq_choice)
+        self._add_sequences(cols.seq_len, cols.seq_rec, cols.seq_choice)
         self.n_tokens = stop
 
     def _sort_tops(self, start: int, stop: int) -> None:

@@ -28,6 +28,8 @@ MAX_ID = 2**63 - 1  # token ids are stored as int64
 LogProb = Annotated[float, Meta(le=POSITIVE_SLACK)]
 Byte = Annotated[int, Meta(ge=0, le=255)]
 TokenId = Annotated[int, Meta(ge=0, le=MAX_ID)]
+# A token's UTF-8 bytes: a tuple, which hashes, so the builder interns it as it is.
+Bytes = Optional[tuple[Byte, ...]]
 
 
 class RecordError(Exception):
@@ -51,13 +53,13 @@ class _Node(Struct, gc=False):
 class TopEntry(_Node):
     token: str
     logprob: LogProb
-    bytes: Optional[list[Byte]] = None
+    bytes: Bytes = None
 
 
 class ChatEntry(_Node):
     token: str
     logprob: LogProb
-    bytes: Optional[list[Byte]] = None
+    bytes: Bytes = None
     top_logprobs: Optional[list[TopEntry]] = None
 
 
