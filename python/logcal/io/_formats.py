@@ -180,15 +180,16 @@ def parse_chat(resp: Any, base: str, vllm: bool) -> list:
         if prompt is not None:
             sequences.append((-1, prompt, None))
     for j, choice in enumerate(resp.choices):
-        path = f"{base}choices[{j}]"
-        lp = _choice_logprobs(choice, path)
+        lp = choice.logprobs
+        if lp is None or lp is UNSET:
+            _choice_logprobs(choice, f"{base}choices[{j}]")  # raises, saying which
         content = lp.content
         if (content is None or content is UNSET) and lp.refusal not in (None, UNSET):
             content = lp.refusal  # a refused request's message
         if content is None or content is UNSET:
             content = []  # no message text (a tool call, for example): an empty sequence
-        ids = _choice_ids(choice, len(content), path) if vllm else None
-        sequences.append((_index(choice, j), content, ids))
+        ids = _choice_ids(choice, len(content), f"{base}choices[{j}]") if vllm else None
+        sequences.append((j if choice.index is UNSET else choice.index, content, ids))
     return sequences
 
 

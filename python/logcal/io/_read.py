@@ -53,8 +53,8 @@ class _Reader:
         if self.first_error is None:
             self.first_error = message
 
-    def line(self, line: Any, index: int, where: str) -> None:
-        """One JSONL line (not blank)."""
+    def line(self, line: Any, index: int, name: str) -> None:
+        """One JSONL line (not blank), line ``index + 1`` of the file ``name``."""
         self.n_records += 1
         kind = self.kind
         if kind is not None:
@@ -66,8 +66,9 @@ class _Reader:
                 try:
                     self._add(index, resp, kind)
                 except RecordError as exc:
-                    self.fail(index, f"{where}{exc}")
+                    self.fail(index, f"{name}:{index + 1}: {exc}")
                 return
+        where = f"{name}:{index + 1}: "
         try:
             rec = json.loads(line)
         except ValueError as exc:
@@ -257,15 +258,15 @@ def _stream(
             if _is_document_start(line):
                 _document(line, f, name, lineno, reader)
                 return
-            reader.line(line, lineno - 1, f"{name}:{lineno}: ")
+            reader.line(line, lineno - 1, name)
             break
     for line in lines:
         lineno += 1
         if bar is not None:
             bar.advance(len(line))
-        if not line.strip():
+        if line.isspace():  # (no copy of the line, unlike strip)
             continue
-        reader.line(line, lineno - 1, f"{name}:{lineno}: ")
+        reader.line(line, lineno - 1, name)
         if chunk is not None and reader.builder.size >= chunk:
             yield reader.take()
 
