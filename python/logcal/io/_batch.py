@@ -1,10 +1,11 @@
 """``LogprobBatch``, the flat record the readers return, and the builder that fills it.
 
-The builder streams: each record's values are taken into columns as it is added (C doubles
-and interned codes), packed every few thousand tokens into numpy buffers that grow by doubling in place (``ndarray.resize``), and trimmed in
-place at the end, so the result arrays are the buffers themselves and no second copy of the
-data is ever made. Token strings are interned: each distinct string is stored once and the
-buffers hold int32 codes into the table until the end.
+The builder streams: each record's values are taken into columns as it is added (C doubles,
+interned codes), packed every few thousand tokens into numpy buffers that grow by doubling in
+place (``ndarray.resize``) and are trimmed in place at the end, so the result arrays are the
+buffers themselves and no second copy of the data is ever made. Token strings are interned:
+each distinct string is stored once and the buffers hold int32 codes into the table until
+the end.
 """
 
 from __future__ import annotations
@@ -222,11 +223,6 @@ class _Interner(dict):
         codes[ids >= 0] = -1
         return ids
 
-    def lookup(self, codes: np.ndarray) -> np.ndarray:
-        table = np.empty(len(self.values) + 1, dtype=object)
-        table[: len(self.values)] = self.values  # the last slot stays None, for code -1
-        return table[codes]
-
 
 class _Columns:
     """The tokens waiting to be packed, column by column (log-probabilities already as C
@@ -236,8 +232,8 @@ class _Columns:
     follow one another in the ``top_`` columns.
     """
 
-    __slots__ = ("lp", "code", "id", "bcode", "prompt", "width", "top_lp", "top_code",
-                 "top_id", "seq_len", "seq_rec", "seq_choice")  # fmt: skip
+    __slots__ = ("bcode", "code", "id", "lp", "prompt", "seq_choice", "seq_len", "seq_rec",
+                 "top_code", "top_id", "top_lp", "width")  # fmt: skip
 
     def __init__(self) -> None:
         self.lp = array("d")
@@ -478,6 +474,12 @@ class Builder:
     # -- output --------------------------------------------------------------------------
 
     def finish(self, fmt: str) -> LogprobBatch:
+        return unpack(self.packed(fmt))
+
+    def packed(self, fmt: str) -> dict:
+        """The fields of the batch, token texts and bytes as int32 codes into lists of their
+        distinct values (``strings``, ``bytes``): what a worker process sends back, a few
+        arrays to pickle rather than an object per token. :func:`unpack` makes the batch."""
         self._flush()
         lengths = self.lengths.finish()
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
@@ -498,16 +500,33 @@ class Builder:
             fields["token_ids"] = self.ids.finish()
             fields["top_token_ids"] = self.top_ids.finish()
         if self.has_text or self.ids is None:
-            fields["tokens"] = self.strings.lookup(code)
-            del code
-            fields["top_tokens"] = self.strings.lookup(top_code)
+            fields.update(tokens=code, top_tokens=top_code, strings=self.strings.values)
         else:  # ids only: the ids are the tokens
             fields["tokens"] = fields["token_ids"]
             fields["top_tokens"] = fields["top_token_ids"]
-        del top_code
         if self.bcode is not None:
-            fields["token_bytes"] = self.bytes_.lookup(self.bcode.finish())
-        return LogprobBatch(**fields)
+            fields.update(token_bytes=self.bcode.finish(), bytes=self.bytes_.values)
+        return fields
+
+
+def unpack(fields: dict) -> LogprobBatch:
+    """The :class:`LogprobBatch` of :meth:`Builder.packed` fields."""
+    fields = dict(fields)
+    strings = fields.pop("strings", None)
+    if strings is not None:
+        for name in ("tokens", "top_tokens"):
+            fields[name] = _lookup(strings, fields[name])
+    values = fields.pop("bytes", None)
+    if values is not None:
+        fields["token_bytes"] = _lookup(values, fields["token_bytes"])
+    return LogprobBatch(**fields)
+
+
+def _lookup(values: list, codes: np.ndarray) -> np.ndarray:
+    """The values of codes (-1: ``None``) as an object array."""
+    table = np.empty(len(values) + 1, dtype=object)
+    table[: len(values)] = values  # the last slot stays None, for code -1
+    return table[codes]
 
 
 def _logprobs(values: np.ndarray) -> np.ndarray:

@@ -18,8 +18,17 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from ._batch import LogprobBatch
+from ._batch import Builder, LogprobBatch, unpack
 from ._merge import merged_format
+from ._read import (
+    READ_BUFFER,
+    _gc_paused,
+    _is_document_start,
+    _is_gzip,
+    _Progress,
+    _Reader,
+    _stream,
+)
 
 _MIN_RANGE = 1 << 20
 _MAX_RANGE = 64 << 20
@@ -59,24 +68,30 @@ class _RangeLines:
                 return
 
 
-def _read_range(task: tuple) -> tuple:
-    """In a worker: the batches of one range, and what its reader counted."""
-    from ._read import _Reader, _stream
+class _RangeReader(_Reader):
+    """A worker's reader: its batches are packed, to be sent back."""
 
+    def take(self) -> dict:
+        fields = self.builder.packed(self.fmt)
+        self.builder = Builder()
+        return fields
+
+
+def _read_range(task: tuple) -> tuple:
+    """In a worker: the packed batches of one range (see ``Builder.packed``), and what its
+    reader counted."""
     path, start, stop, first, fmt, explicit, errors, chunk = task
-    reader = _Reader(fmt if explicit else "auto", errors, 5, None)
+    reader = _RangeReader(fmt if explicit else "auto", errors, 5, None)
     reader.fmt = fmt
-    with open(path, "rb") as f:
+    with open(path, "rb", buffering=READ_BUFFER) as f, _gc_paused():
         parts = list(_stream(_RangeLines(f, start, stop), path, reader, chunk, None, first))
-    parts.append(reader.take())
-    fields = [dict(p) for p in parts if p.n_sequences or p.skipped]
+        parts.append(reader.take())
+    fields = [p for p in parts if len(p["offsets"]) > 1 or p["skipped"]]
     return fields, reader.n_records, reader.n_skipped, reader.first_error, reader.fmt, stop - start
 
 
 def _first_format(f: Any, reader: Any) -> tuple[bool, str | None]:
     """Whether the file is JSONL, and the format of its first record (None if unknown)."""
-    from ._read import _is_document_start
-
     for line in f:
         line = line.removeprefix(b"\xef\xbb\xbf")
         if not line.strip():
@@ -96,8 +111,6 @@ def read_ranges(
 ) -> Iterator[LogprobBatch] | None:
     """The batches of ``path`` read by ``workers`` processes, or None where the file cannot
     be split (gzip, a JSON document) or is too small to gain from it."""
-    from ._read import _is_gzip, _Progress
-
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         if size < 2 * _MIN_RANGE or _is_gzip(f):
@@ -137,7 +150,7 @@ def _collect(result: tuple, reader: Any, bar: Any) -> Iterator[LogprobBatch]:
     reader.fmt = merged_format([reader.fmt, fmt])
     bar.advance(n_bytes)
     for part in fields:
-        yield LogprobBatch(**part)
+        yield unpack(part)
 
 
 def _context() -> Any:
