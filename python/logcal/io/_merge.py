@@ -30,7 +30,8 @@ def _tokens(parts: list, name: str) -> np.ndarray:
 
 
 def _stack(values: list, fill: object) -> np.ndarray:
-    if values[0].ndim == 1:
+    widths = {v.shape[1:] for v in values}
+    if len(widths) == 1:  # 1-D, or 2-D of one width
         return np.concatenate(values)
     width = max(v.shape[1] for v in values)
     dtype = values[0].dtype

@@ -11,12 +11,15 @@ gone on with it: the result is the same as one process's.
 from __future__ import annotations
 
 import json
+import mmap
 import multiprocessing
 import os
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
+
+import numpy as np
 
 from ._batch import Builder, LogprobBatch, unpack
 from ._merge import merged_format
@@ -36,21 +39,23 @@ _COUNT_BLOCK = 8 << 20
 
 
 def _ranges(f: Any, size: int, step: int) -> Iterator[tuple[int, int, int]]:
-    """``(start, stop, first line index)`` of ranges of about ``step`` bytes of whole lines."""
-    start = line = 0
-    while start < size:
-        f.seek(min(start + step, size))
-        if f.tell() < size:
-            f.readline()  # on to the end of the line
-        stop = f.tell()
-        yield start, stop, line
-        f.seek(start)
-        left = stop - start
-        while left:
-            block = f.read(min(left, _COUNT_BLOCK))
-            line += block.count(b"\n")
-            left -= len(block)
-        start = stop
+    """``(start, stop, first line index)`` of ranges of about ``step`` bytes of whole lines.
+
+    The lines are counted in the mapped file by numpy: no copy of the text, a few hundredths
+    of a second per 100 MB of this process's time, which the workers would otherwise share."""
+    with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        text = np.frombuffer(mapped, dtype=np.uint8)
+        start = line = 0
+        while start < size:
+            f.seek(min(start + step, size))
+            if f.tell() < size:
+                f.readline()  # on to the end of the line
+            stop = f.tell()
+            yield start, stop, line
+            for block in range(start, stop, _COUNT_BLOCK):
+                line += int(np.count_nonzero(text[block : min(block + _COUNT_BLOCK, stop)] == 10))
+            start = stop
+        del text  # before the map closes
 
 
 class _RangeLines:
