@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ._batch import Builder, LogprobBatch, unpack
-from ._merge import merged_format
+from ._merge import concat_packed, merged_format
 from ._read import (
     READ_BUFFER,
     _gc_paused,
@@ -128,8 +128,10 @@ def read_ranges(
 
 
 def _run(path, reader, chunk, workers, fmt, step, bar) -> Iterator[LogprobBatch]:
+    """The parts in file order: each as it comes with ``chunk``; else one batch of all."""
     errors = "skip" if reader.skip else "raise"
     pool = ProcessPoolExecutor(workers, mp_context=_context())
+    parts: list = []
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -138,15 +140,23 @@ def _run(path, reader, chunk, workers, fmt, step, bar) -> Iterator[LogprobBatch]
                 task = (path, start, stop, first, fmt, reader.explicit, errors, chunk)
                 window.append(pool.submit(_read_range, task))
                 if len(window) > workers:
-                    yield from _collect(window.popleft().result(), reader, bar)
+                    parts += _collect(window.popleft().result(), reader, bar)
+                    if chunk is not None:
+                        yield from map(unpack, parts)
+                        parts = []
             while window:
-                yield from _collect(window.popleft().result(), reader, bar)
+                parts += _collect(window.popleft().result(), reader, bar)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
+    if chunk is not None:
+        yield from map(unpack, parts)
+    elif parts:
+        yield concat_packed(parts)
 
 
-def _collect(result: tuple, reader: Any, bar: Any) -> Iterator[LogprobBatch]:
+def _collect(result: tuple, reader: Any, bar: Any) -> list:
+    """The packed parts of a range; what its reader counted added to ``reader``."""
     fields, n_records, n_skipped, first_error, fmt, n_bytes = result
     reader.n_records += n_records
     reader.n_skipped += n_skipped
@@ -154,8 +164,7 @@ def _collect(result: tuple, reader: Any, bar: Any) -> Iterator[LogprobBatch]:
         reader.first_error = first_error
     reader.fmt = merged_format([reader.fmt, fmt])
     bar.advance(n_bytes)
-    for part in fields:
-        yield unpack(part)
+    return fields
 
 
 def _context() -> Any:
