@@ -86,7 +86,12 @@ def main() -> None:
             jobs[f"read_logprobs, workers={workers}"] = lambda w=workers: logcal.read_logprobs(
                 path, workers=w, progress=False
             )
+        load_before = os.getloadavg()
         seconds = {name: timed(job) for name, job in jobs.items()}
+        load_after = os.getloadavg()
+        loads = " ".join(f"{x:.2f}" for x in load_before)
+        loads_after = " ".join(f"{x:.2f}" for x in load_after)
+        print(f"  load average (1, 5, 15 min): {loads} before, {loads_after} after")
         base = seconds["json.loads per line"]
         one = seconds["read_logprobs, workers=1"]
         for name, s in seconds.items():
