@@ -53,7 +53,8 @@ class _Node(Struct, gc=False):
 class TopEntry(_Node):
     token: str
     logprob: LogProb
-    bytes: Bytes = None
+    # validated only (a list: msgspec makes a tuple of unknown length from a list)
+    bytes: Optional[list[Byte]] = None
 
 
 class ChatEntry(_Node):
