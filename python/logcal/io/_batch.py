@@ -224,9 +224,12 @@ class _Interner(dict):
         return ids
 
 
+_UNKNOWN = array("q", [-1])  # a token id not given
+
+
 class _Columns:
-    """The tokens waiting to be packed, column by column (log-probabilities already as C
-    doubles, texts and bytes as interned codes: no per-token Python object is kept).
+    """The tokens waiting to be packed, column by column (numbers already in C arrays,
+    texts and bytes as interned codes: no per-token Python object is kept).
 
     Token ``i`` is row ``i``; ``width`` is the length of each token's top list, whose entries
     follow one another in the ``top_`` columns.
@@ -238,13 +241,13 @@ class _Columns:
     def __init__(self) -> None:
         self.lp = array("d")
         self.code: list = []
-        self.id: list = []
+        self.id = array("q")
         self.bcode: list = []
-        self.prompt: list = []
+        self.prompt = array("b")
         self.width: list = []
         self.top_lp = array("d")
         self.top_code: list = []
-        self.top_id: list = []
+        self.top_id = array("q")
         self.seq_len: list = []
         self.seq_rec: list = []
         self.seq_choice: list = []
@@ -310,8 +313,11 @@ class Builder:
         cols.lp.fromlist([e.logprob for e in entries])
         cols.code += map(code, [e.token for e in entries])
         cols.bcode += map(self.bytes_.__getitem__, [e.bytes for e in entries])
-        cols.prompt += [False] * n
-        cols.id += [-1] * n if ids is None else ids
+        cols.prompt.frombytes(bytes(n))
+        if ids is None:
+            cols.id += _UNKNOWN * n
+        else:
+            cols.id.fromlist(ids)
         tops = [e.top_logprobs for e in entries]
         if None in tops:
             tops = [top or () for top in tops]
@@ -319,7 +325,7 @@ class Builder:
         flat = [t for top in tops for t in top]
         cols.top_lp.fromlist([t.logprob for t in flat])
         cols.top_code += map(code, [t.token for t in flat])
-        cols.top_id += [-1] * len(flat)
+        cols.top_id += _UNKNOWN * len(flat)
 
     def _tuples(self, cols: _Columns, tokens: list) -> None:
         code, bcode = self.strings.__getitem__, self.bytes_.__getitem__
@@ -377,13 +383,13 @@ class Builder:
         start = self.lp.n
         stop = start + n
         code = np.asarray(cols.code, dtype=np.int32)
-        ids = np.asarray(cols.id, dtype=np.int64)
+        ids = np.frombuffer(cols.id, dtype=np.int64)
         token_ids = self.strings.split_ids(code)
         if token_ids is not None:
             ids = np.maximum(ids, token_ids)
         widths = np.asarray(cols.width, dtype=np.int64)
         top_code = np.asarray(cols.top_code, dtype=np.int32)
-        top_ids = np.asarray(cols.top_id, dtype=np.int64)
+        top_ids = np.frombuffer(cols.top_id, dtype=np.int64)
         top_token_ids = self.strings.split_ids(top_code)
         if top_token_ids is not None:
             top_ids = np.maximum(top_ids, top_token_ids)
@@ -397,7 +403,7 @@ class Builder:
         self._grow_tokens(n, width)
         self.lp.arr[start:stop] = _logprobs(np.frombuffer(cols.lp, dtype=np.float64))
         self.code.arr[start:stop] = code
-        self.prompt.arr[start:stop] = cols.prompt
+        self.prompt.arr[start:stop] = np.frombuffer(cols.prompt, dtype=np.bool_)
         if self.ids is not None:
             self.ids.arr[start:stop] = ids
         if self.bcode is not None:
