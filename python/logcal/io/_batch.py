@@ -240,13 +240,13 @@ class _Columns:
 
     def __init__(self) -> None:
         self.lp = array("d")
-        self.code: list = []
+        self.code = array("i")
         self.id = array("q")
-        self.bcode: list = []
+        self.bcode = array("i")
         self.prompt = array("b")
-        self.width: list = []
+        self.width = array("q")
         self.top_lp = array("d")
-        self.top_code: list = []
+        self.top_code = array("i")
         self.top_id = array("q")
         self.seq_len: list = []
         self.seq_rec: list = []
@@ -311,8 +311,8 @@ class Builder:
         n = len(entries)
         code = self.strings.__getitem__
         cols.lp.fromlist([e.logprob for e in entries])
-        cols.code += map(code, [e.token for e in entries])
-        cols.bcode += map(self.bytes_.__getitem__, [e.bytes for e in entries])
+        cols.code.extend(map(code, [e.token for e in entries]))
+        cols.bcode.extend(map(self.bytes_.__getitem__, [e.bytes for e in entries]))
         cols.prompt.frombytes(bytes(n))
         if ids is None:
             cols.id += _UNKNOWN * n
@@ -321,10 +321,10 @@ class Builder:
         tops = [e.top_logprobs for e in entries]
         if None in tops:
             tops = [top or () for top in tops]
-        cols.width += map(len, tops)
+        cols.width.extend(map(len, tops))
         flat = [t for top in tops for t in top]
         cols.top_lp.fromlist([t.logprob for t in flat])
-        cols.top_code += map(code, [t.token for t in flat])
+        cols.top_code.extend(map(code, [t.token for t in flat]))
         cols.top_id += _UNKNOWN * len(flat)
 
     def _tuples(self, cols: _Columns, tokens: list) -> None:
@@ -382,13 +382,13 @@ class Builder:
         n = len(cols.lp)
         start = self.lp.n
         stop = start + n
-        code = np.asarray(cols.code, dtype=np.int32)
+        code = np.frombuffer(cols.code, dtype=np.int32)
         ids = np.frombuffer(cols.id, dtype=np.int64)
         token_ids = self.strings.split_ids(code)
         if token_ids is not None:
             ids = np.maximum(ids, token_ids)
-        widths = np.asarray(cols.width, dtype=np.int64)
-        top_code = np.asarray(cols.top_code, dtype=np.int32)
+        widths = np.frombuffer(cols.width, dtype=np.int64)
+        top_code = np.frombuffer(cols.top_code, dtype=np.int32)
         top_ids = np.frombuffer(cols.top_id, dtype=np.int64)
         top_token_ids = self.strings.split_ids(top_code)
         if top_token_ids is not None:
@@ -396,7 +396,7 @@ class Builder:
         self.has_text = self.has_text or bool((code >= 0).any() or (top_code >= 0).any())
         if (ids >= 0).any() or (top_ids >= 0).any():
             self._ensure_ids()
-        bcode = np.asarray(cols.bcode, dtype=np.int32)
+        bcode = np.frombuffer(cols.bcode, dtype=np.int32)
         if (bcode >= 0).any():
             self._ensure_bytes()
         width = max(int(widths.max()) if n else 0, self.top_lp.arr.shape[1])
