@@ -8,8 +8,8 @@ whole file (a second pass would only time the page cache the first one filled): 
 with ``json.loads``, ``orjson.loads`` and untyped ``msgspec.json.decode`` per line, then
 ``read_logprobs`` with 1 and 2 worker processes, which also validates every field and packs the
 arrays. Then the peak RSS of ``read_logprobs(chunk_tokens=...)`` streaming a ``--rss-mb`` file
-into a CalibrationAccumulator, measured in a fresh process (VmHWM, Linux), against the same on a file 4x
-smaller: streaming memory does not grow with the file.
+into a CalibrationAccumulator, measured in a fresh process (VmHWM, Linux), against the same on
+a file 4x smaller: streaming memory does not grow with the file.
 """
 
 from __future__ import annotations
