@@ -116,6 +116,19 @@ def test_gzip_from_a_pipe(tmp_path):
     assert len(chunks) == 3 and sum(c.n_tokens for c in chunks) == got.n_tokens
 
 
+def test_broken_gzip_is_refused_naming_the_file(tmp_path):
+    # the gzip magic on a file that is not gzip, and a gzip stream cut short
+    fake = tmp_path / "fake.jsonl"
+    fake.write_bytes(b'\x1f\x8b{"choices": []}\n')
+    with pytest.raises(ValueError, match=re.escape(f"{fake}: not a readable gzip file (")):
+        read(fake, errors="skip")
+    cut = tmp_path / "cut.jsonl.gz"
+    whole = gzip.compress(DEMO.read_bytes())
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=re.escape(f"{cut}: not a readable gzip file (")):
+        read(cut)
+
+
 def test_vllm_per_choice_token_ids():
     rec = {"choices": [{"index": 0, "stop_reason": None, "token_ids": [17, 42],
                         "logprobs": {"content": [

@@ -45,17 +45,20 @@ def _ranges(f: Any, size: int, step: int) -> Iterator[tuple[int, int, int]]:
     of a second per 100 MB of this process's time, which the workers would otherwise share."""
     with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
         text = np.frombuffer(mapped, dtype=np.uint8)
-        start = line = 0
-        while start < size:
-            f.seek(min(start + step, size))
-            if f.tell() < size:
-                f.readline()  # on to the end of the line
-            stop = f.tell()
-            yield start, stop, line
-            for block in range(start, stop, _COUNT_BLOCK):
-                line += int(np.count_nonzero(text[block : min(block + _COUNT_BLOCK, stop)] == 10))
-            start = stop
-        del text  # before the map closes
+        try:
+            start = line = 0
+            while start < size:
+                f.seek(min(start + step, size))
+                if f.tell() < size:
+                    f.readline()  # on to the end of the line
+                stop = f.tell()
+                yield start, stop, line
+                for block in range(start, stop, _COUNT_BLOCK):
+                    end = min(block + _COUNT_BLOCK, stop)
+                    line += int(np.count_nonzero(text[block:end] == 10))
+                start = stop
+        finally:
+            del text  # the map cannot close while an array views it (also when closed early)
 
 
 class _RangeLines:
@@ -123,7 +126,8 @@ def read_ranges(
         jsonl, fmt = _first_format(f, reader)
     if not jsonl:
         return None
-    step = min(max(size // (4 * workers), _MIN_RANGE), _MAX_RANGE)
+    # 8 ranges a worker: the last range, run alone, is short
+    step = min(max(size // (8 * workers), _MIN_RANGE), _MAX_RANGE)
     return _run(path, reader, chunk, workers, fmt, step, _Progress(progress, size, path))
 
 

@@ -13,6 +13,7 @@ import gzip
 import json
 import os
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -308,8 +309,11 @@ def _read_file(
     bar = _Progress(progress, _size(f), os.path.basename(name))
     try:
         if _is_gzip(f):  # progress over the compressed bytes
-            with gzip.GzipFile(fileobj=_Counted(f, bar), mode="rb") as z:
-                yield from _stream(z, name, reader, chunk, None)
+            try:
+                with gzip.GzipFile(fileobj=_Counted(f, bar), mode="rb") as z:
+                    yield from _stream(z, name, reader, chunk, None)
+            except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+                raise ValueError(f"{name}: not a readable gzip file ({exc})") from None
         else:
             yield from _stream(f, name, reader, chunk, bar)
     finally:
