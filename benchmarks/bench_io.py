@@ -7,9 +7,10 @@ The file is the shipped demo JSONL (OpenAI chat completions, top-5 logprobs) rep
 whole file (a second pass would only time the page cache the first one filled): parsing only,
 with ``json.loads``, ``orjson.loads`` and untyped ``msgspec.json.decode`` per line, then
 ``read_logprobs`` with 1 and 2 worker processes, which also validates every field and packs the
-arrays. Then the peak RSS of ``read_logprobs(chunk_tokens=...)`` streaming a ``--rss-mb`` file
-into a CalibrationAccumulator, measured in a fresh process (VmHWM, Linux), against the same on
-a file 4x smaller: streaming memory does not grow with the file.
+arrays; beside them, what two processes gain on this machine at that moment. Then the peak
+RSS of ``read_logprobs(chunk_tokens=...)`` streaming a ``--rss-mb`` file into a
+CalibrationAccumulator, measured in a fresh process (VmHWM, Linux), against the same on a
+file 4x smaller: streaming memory does not grow with the file.
 """
 
 from __future__ import annotations
@@ -59,6 +60,19 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def parallel_capacity(path: str) -> float:
+    """What two processes gain here now: the json.loads loop run twice in two processes,
+    against twice in one. On a machine shared with others this is the most the workers can
+    gain (about 2.0 on two free cores)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2) as pool:
+        list(pool.map(per_line, [json.loads] * 2, [path] * 2))  # start the workers
+        parallel = timed(lambda: list(pool.map(per_line, [json.loads] * 2, [path] * 2)))
+    serial = timed(lambda: [per_line(json.loads, path) for _ in range(2)])
+    return serial / parallel
+
+
 def stream_rss(path: str) -> tuple[int, int]:
     out = subprocess.run([sys.executable, "-c", _STREAM, path], capture_output=True, text=True)
     if out.returncode:
@@ -104,6 +118,12 @@ def main() -> None:
                 f"  {name:40s} {s:7.2f} s {size / 1e6 / s:7.1f} MB/s   "
                 f"{base / s:5.2f}x json.loads   {one / s:5.2f}x read_logprobs(1)"
             )
+        os.remove(path)
+        write_file(path, args.mb / 8)
+        print(
+            f"  two processes gain {parallel_capacity(path):.2f}x here now (the json.loads loop, "
+            f"twice in two processes against twice in one, on {args.mb / 8:.0f} MB)"
+        )
         os.remove(path)
         rss = {}
         for mb in (args.rss_mb / 4, args.rss_mb):
