@@ -375,17 +375,17 @@ MALFORMED = [
     # OpenAI chat
     (CHAT, ["choices"], 3, "choices must be a list, got a number 3"),
     (CHAT, ["choices", 0], "x", "choices[0] must be an object, got a string 'x'"),
-    (CHAT, ["choices", 0, "index"], "0", "choices[0].index must be an integer, got '0'"),
+    (CHAT, ["choices", 0, "index"], "0", "choices[0].index must be an integer, got a string '0'"),
     (CHAT, Q, None, "choices[0].logprobs is null: the request did not ask for logprobs"),
     (CHAT, Q, DELETE, "choices[0].logprobs is missing: the request did not ask for logprobs"),
-    (CHAT, Q, [1], "choices[0].logprobs must be an object, got a list [1]"),
+    (CHAT, Q, [1], "choices[0].logprobs must be an object or null, got a list [1]"),
     (CHAT, [*Q, "content"], "abc", f"{QP}.content must be a list or null, got a string 'abc'"),
     (CHAT, C, 7, f"{CP} must be an object, got a number 7"),
     (CHAT, [*C, "token"], DELETE, f"{CP}.token is missing"),
     (CHAT, [*C, "token"], 5, f"{CP}.token must be a string, got a number 5"),
     (CHAT, [*C, "logprob"], DELETE, f"{CP}.logprob is missing"),
-    (CHAT, [*C, "logprob"], "abc", f"{CP}.logprob must be a number, got 'abc'"),
-    (CHAT, [*C, "logprob"], True, f"{CP}.logprob must be a number, got True"),
+    (CHAT, [*C, "logprob"], "abc", f"{CP}.logprob must be a number, got a string 'abc'"),
+    (CHAT, [*C, "logprob"], True, f"{CP}.logprob must be a number, got a boolean True"),
     (CHAT, [*C, "logprob"], None, f"{CP}.logprob must be a number, got null"),
     (CHAT, [*C, "logprob"], NAN, f"{CP}.logprob must be a number, got NaN"),
     (CHAT, [*C, "logprob"], 0.5, f"{CP}.logprob must be a log-probability (<= 0), got 0.5"),
@@ -394,7 +394,7 @@ MALFORMED = [
     (CHAT, [*C, "bytes"], [98, "x"], f"{CP}.bytes[1] must be an integer in [0, 256), got 'x'"),
     (CHAT, [*C, "top_logprobs"], {}, f"{CP}.top_logprobs must be a list or null, got an object {{}}"),
     (CHAT, [*C, "top_logprobs", 1], "b", f"{CP}.top_logprobs[1] must be an object, got a string 'b'"),
-    (CHAT, [*C, "top_logprobs", 1, "logprob"], "x", f"{CP}.top_logprobs[1].logprob must be a number, got 'x'"),
+    (CHAT, [*C, "top_logprobs", 1, "logprob"], "x", f"{CP}.top_logprobs[1].logprob must be a number, got a string 'x'"),
     (CHAT, [*C, "top_logprobs", 1, "token"], None, f"{CP}.top_logprobs[1].token must be a string, got null"),
     (CHAT, [*C, "top_logprobs", 0, "bytes"], [-1], f"{CP}.top_logprobs[0].bytes[0] must be an integer in [0, 256), got -1"),
     # OpenAI legacy completions
@@ -404,11 +404,11 @@ MALFORMED = [
     (COMPLETION, [*Q, "token_logprobs"], DELETE, f"{QP}.token_logprobs is missing"),
     (COMPLETION, [*Q, "token_logprobs"], [None, -0.5], f"{QP}.token_logprobs has 2 entries but tokens has 3"),
     (COMPLETION, [*Q, "token_logprobs", 2], None, f"{QP}.token_logprobs[2] is null; only the first token (of an echoed prompt) may be"),
-    (COMPLETION, [*Q, "token_logprobs", 1], "x", f"{QP}.token_logprobs[1] must be a number, got 'x'"),
+    (COMPLETION, [*Q, "token_logprobs", 1], "x", f"{QP}.token_logprobs[1] must be a number or null, got a string 'x'"),
     (COMPLETION, [*Q, "top_logprobs"], [None], f"{QP}.top_logprobs has 1 entry but tokens has 3"),
     (COMPLETION, [*Q, "top_logprobs"], "x", f"{QP}.top_logprobs must be a list or null, got a string 'x'"),
     (COMPLETION, [*Q, "top_logprobs", 1], [" a"], f"{QP}.top_logprobs[1] must be an object or null, got a list [' a']"),
-    (COMPLETION, [*Q, "top_logprobs", 1, " c"], "x", f"{QP}.top_logprobs[1][' c'] must be a number, got 'x'"),
+    (COMPLETION, [*Q, "top_logprobs", 1, " c"], "x", f"{QP}.top_logprobs[1][' c'] must be a number, got a string 'x'"),
     (COMPLETION, [*Q, "top_logprobs", 2, " b"], 1.0, f"{QP}.top_logprobs[2][' b'] must be a log-probability (<= 0), got 1.0"),
     # vLLM prompt_logprobs
     (VLLM_CHAT, ["prompt_logprobs"], "x", "prompt_logprobs must be a list or null, got a string 'x'"),
@@ -417,7 +417,7 @@ MALFORMED = [
     (VLLM_CHAT, R, None, "prompt_logprobs[1] is null; only the first prompt token may be"),
     (VLLM_CHAT, [*R, "abc"], {"logprob": -1.0}, "prompt_logprobs[1]['abc'] is not a token id (the keys are token ids)"),
     (VLLM_CHAT, [*R, "9906"], -9.3, "prompt_logprobs[1]['9906'] must be an object, got a number -9.3"),
-    (VLLM_CHAT, [*R, "9906", "logprob"], "x", "prompt_logprobs[1]['9906'].logprob must be a number, got 'x'"),
+    (VLLM_CHAT, [*R, "9906", "logprob"], "x", "prompt_logprobs[1]['9906'].logprob must be a number, got a string 'x'"),
     (VLLM_CHAT, [*R, "791", "logprob"], DELETE, "prompt_logprobs[1]['791'].logprob is missing"),
     (VLLM_CHAT, [*R, "9906", "decoded_token"], 5, "prompt_logprobs[1]['9906'].decoded_token must be a string or null, got a number 5"),
     (VLLM_CHAT, ["prompt_token_ids"], "x", "prompt_token_ids must be a list or null, got a string 'x'"),
@@ -428,13 +428,13 @@ MALFORMED = [
     # Gemini
     (GEMINI, ["candidates"], {}, "candidates must be a list, got an object {}"),
     (GEMINI, ["candidates", 0], 1, "candidates[0] must be an object, got a number 1"),
-    (GEMINI, ["candidates", 0, "index"], 1.5, "candidates[0].index must be an integer, got 1.5"),
+    (GEMINI, ["candidates", 0, "index"], 1.5, "candidates[0].index must be an integer, got a number 1.5"),
     (GEMINI, G, DELETE, f"{GP} is missing: the request did not set generationConfig.responseLogprobs"),
-    (GEMINI, G, [], f"{GP} must be an object, got a list []"),
+    (GEMINI, G, [], f"{GP} must be an object or null, got a list []"),
     (GEMINI, [*G, "chosenCandidates"], {}, f"{GP}.chosenCandidates must be a list, got an object {{}}"),
     (GEMINI, [*G, "topCandidates"], [{}, {}], f"{GP}.topCandidates has 2 entries but chosenCandidates has 1"),
     (GEMINI, [*G, "chosenCandidates", 0], "a", f"{GP}.chosenCandidates[0] must be an object, got a string 'a'"),
-    (GEMINI, [*G, "chosenCandidates", 0, "logProbability"], "x", f"{GP}.chosenCandidates[0].logProbability must be a number, got 'x'"),
+    (GEMINI, [*G, "chosenCandidates", 0, "logProbability"], "x", f"{GP}.chosenCandidates[0].logProbability must be a number, got a string 'x'"),
     (GEMINI, [*G, "chosenCandidates", 0, "token"], 1, f"{GP}.chosenCandidates[0].token must be a string, got a number 1"),
     (GEMINI, [*G, "chosenCandidates", 0, "tokenId"], -3, f"{GP}.chosenCandidates[0].tokenId must be a token id (an integer >= 0), got -3"),
     (GEMINI, [*G, "chosenCandidates", 0, "tokenId"], 2**64, f"{GP}.chosenCandidates[0].tokenId must be a token id (an integer >= 0), got 18446744073709551616"),
@@ -442,7 +442,7 @@ MALFORMED = [
     (GEMINI, [*G, "topCandidates", 0, "candidates"], "x", f"{GP}.topCandidates[0].candidates must be a list, got a string 'x'"),
     (GEMINI, [*G, "topCandidates", 0, "candidates", 1, "logProbability"], 2.0, f"{GP}.topCandidates[0].candidates[1].logProbability must be a log-probability (<= 0), got 2.0"),
     # batch-API wrappers: the path goes through them
-    (OPENAI_BATCH, ["response", "body", *C, "logprob"], "x", f"response.body.{CP}.logprob must be a number, got 'x'"),
+    (OPENAI_BATCH, ["response", "body", *C, "logprob"], "x", f"response.body.{CP}.logprob must be a number, got a string 'x'"),
 ]  # fmt: skip
 
 
@@ -524,12 +524,12 @@ def test_malformed_json_documents(tmp_path):
         read(file)
     file.write_text('{\n  "candidates": [\n    {"logprobsResult": 1}\n  ]\n}\n')
     with pytest.raises(ValueError, match=exact(
-        f"{file}: candidates[0].logprobsResult must be an object, got a number 1"
+        f"{file}: candidates[0].logprobsResult must be an object or null, got a number 1"
     )):  # fmt: skip
         read(file)
     file.write_text(json.dumps([CHAT, mutated(CHAT, [*C, "logprob"], "x")], indent=1))
     with pytest.raises(ValueError, match=exact(
-        f"{file}: record 1: {CP}.logprob must be a number, got 'x'"
+        f"{file}: record 1: {CP}.logprob must be a number, got a string 'x'"
     )):  # fmt: skip
         read(file)
 

@@ -46,6 +46,7 @@ from .calibration import (
     rmsce,
     top_label,
 )
+from .io import read_logprobs
 
 __version__ = "0.1.0"
 
@@ -70,6 +71,7 @@ __all__ = [
     "log_softmax",
     "mce",
     "nll",
+    "read_logprobs",
     "reference",
     "rmsce",
     "sample_consistency",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import warnings
@@ -47,22 +48,32 @@ class InputError(Exception):
 
 
 def _calibration_report(confidence, correct, *, bins: int, bootstrap: int, seed: int) -> tuple:
+    def compute() -> tuple:
+        stats = calibration_stats(
+            confidence, correct, n_bins=bins, n_bootstrap=bootstrap, seed=seed
+        )
+        return stats, selective(confidence, correct).auroc
+
+    return _noted(compute, bins, bootstrap)
+
+
+def _noted(compute, bins: int, bootstrap: int) -> tuple:
+    """``compute()``'s statistics and AUROC as a report; its warnings as notes on stderr."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        stats, report = _calibration_table(confidence, correct, bins, bootstrap, seed)
+        stats, auroc = compute()
+        report = _calibration_table(stats, auroc, bins, bootstrap)
     for message in dict.fromkeys(str(w.message) for w in caught):
         print(f"logcal: note: {message}", file=sys.stderr)
     return stats, report
 
 
-def _calibration_table(confidence, correct, bins: int, bootstrap: int, seed: int) -> tuple:
-    stats = calibration_stats(confidence, correct, n_bins=bins, n_bootstrap=bootstrap, seed=seed)
-    sel = selective(confidence, correct)
+def _calibration_table(stats, auroc: float, bins: int, bootstrap: int) -> dict:
     report: dict[str, Any] = {
         "n": int(stats.n),
         "accuracy": float(np.sum(stats.sum_correct) / stats.n),
         "mean_confidence": float(np.sum(stats.sum_confidence) / stats.n),
-        "auroc": None if np.isnan(sel.auroc) else float(sel.auroc),
+        "auroc": None if np.isnan(auroc) else float(auroc),
         "bins": bins,
         "bootstrap": bootstrap,
         "metrics": {},
@@ -84,7 +95,7 @@ def _calibration_table(confidence, correct, bins: int, bootstrap: int, seed: int
         for i in range(stats.n_bins)
         if stats.count[i] > 0
     ]
-    return stats, report
+    return report
 
 
 def _print_report(report: dict) -> None:
@@ -216,35 +227,102 @@ def _read_labels(path: str, n: int) -> np.ndarray:
     return labels.astype(bool)
 
 
+class _RankCounts:
+    """Right and wrong answers counted per distinct confidence, chunk by chunk: the AUROC of
+    a stream in memory bounded by its distinct values, not its length."""
+
+    def __init__(self) -> None:
+        self.values = np.empty(0)
+        self.right = np.empty(0, dtype=np.int64)
+        self.total = np.empty(0, dtype=np.int64)
+
+    def add(self, confidence: np.ndarray, correct: np.ndarray) -> None:
+        values = np.concatenate([self.values, confidence])
+        right = np.concatenate([self.right, correct.astype(np.int64)])
+        total = np.concatenate([self.total, np.ones(confidence.size, dtype=np.int64)])
+        self.values, where = np.unique(values, return_inverse=True)
+        self.right = np.bincount(where, weights=right, minlength=self.values.size)
+        self.total = np.bincount(where, weights=total, minlength=self.values.size)
+
+    def auroc(self) -> float:
+        """Probability that a right answer is more confident than a wrong one, ties half
+        (the Mann-Whitney statistic, as :func:`logcal.selective` computes it)."""
+        wrong = self.total - self.right
+        n_right, n_wrong = float(self.right.sum()), float(wrong.sum())
+        if n_right == 0 or n_wrong == 0:
+            return math.nan
+        below = np.cumsum(wrong) - wrong
+        return math.fsum(self.right * (below + wrong / 2)) / (n_right * n_wrong)
+
+
+# Tokens per chunk of a streamed report: about 100 MB of working memory.
+_REPORT_CHUNK = 1 << 20
+
+
 def _report(args: argparse.Namespace) -> int:
+    from . import CalibrationAccumulator
     from .io import read_logprobs
 
-    batch = read_logprobs(args.file, format=args.format, errors=args.errors)
+    if args.labels:
+        batch = read_logprobs(
+            args.file, format=args.format, errors=args.errors, workers=args.workers
+        )
+        return _report_answers(args, batch)
+    # Token level, streamed: the probability of the top-1 alternative, and whether it is the
+    # token that was actually produced (teacher-forced prompt tokens and sampled tokens alike).
+    acc = CalibrationAccumulator(n_bins=args.bins, n_bootstrap=args.bootstrap, seed=args.seed)
+    ranks = _RankCounts()
+    n_sequences = n_tokens = k = skipped = 0
+    fmt = None
+    batches = read_logprobs(
+        args.file,
+        format=args.format,
+        errors=args.errors,
+        workers=args.workers,
+        chunk_tokens=_REPORT_CHUNK,
+    )
+    for batch in batches:
+        n_sequences += batch.n_sequences
+        n_tokens += batch.n_tokens
+        skipped += batch.skipped
+        k = max(k, batch.k)
+        fmt = batch.format
+        if batch.k == 0:
+            continue
+        top = batch.top_logprobs[:, 0]
+        has_top = np.isfinite(top)
+        confidence = np.exp(top[has_top])
+        correct = (batch.tokens == batch.top_tokens[:, 0])[has_top].astype(bool)
+        acc.update(confidence, correct)
+        ranks.add(confidence, correct)
+    if n_tokens == 0:
+        raise InputError(f"{args.file}: no tokens with log-probabilities")
+    if k == 0:
+        raise InputError(
+            f"{args.file}: no top_logprobs to calibrate; request them from the API "
+            "(top_logprobs / logprobs=k), or pass --labels for answer-level calibration"
+        )
+    if not args.json:
+        print(
+            f"logcal {__version__} report: {args.file} ({fmt}, "
+            f"{n_sequences:,} sequences, {n_tokens:,} tokens"
+            f"{f', {skipped} records skipped' if skipped else ''})"
+        )
+        print(f"Calibration of {acc.n:,} tokens: top-1 probability vs the token produced:")
+    stats, report = _noted(lambda: (acc.compute(), ranks.auroc()), args.bins, args.bootstrap)
+    report["source"] = {"file": args.file, "format": fmt, "skipped": skipped}
+    return _finish(report, stats, args, Path(args.file).name)
+
+
+def _report_answers(args: argparse.Namespace, batch) -> int:
+    """Sequence level: the model's probability of each generated answer, against the labels."""
     if batch.n_tokens == 0:
         raise InputError(f"{args.file}: no tokens with log-probabilities")
-    if args.labels:
-        # Sequence level: the model's probability of each generated answer, against the labels.
-        generated = np.flatnonzero(np.asarray(batch.choice) >= 0)
-        sums = sequence_stats(batch.token_logprob, batch.offsets).sum
-        labels = _read_labels(args.labels, generated.size)
-        confidence = np.exp(np.asarray(sums, dtype=np.float64)[generated])
-        correct = labels
-        what = f"{generated.size:,} answers: probability of the answer vs its label"
-    else:
-        # Token level: the probability of the top-1 alternative, and whether it is the token
-        # that was actually produced (teacher-forced prompt tokens and sampled tokens alike).
-        if batch.k == 0:
-            raise InputError(
-                f"{args.file}: no top_logprobs to calibrate; request them from the API "
-                "(top_logprobs / logprobs=k), or pass --labels for answer-level calibration"
-            )
-        top = np.asarray(batch.top_logprobs)[:, 0]
-        has_top = np.isfinite(top)
-        tokens = np.asarray(batch.tokens, dtype=object)
-        top_tokens = np.asarray(batch.top_tokens, dtype=object)[:, 0]
-        confidence = np.exp(top[has_top])
-        correct = (tokens == top_tokens)[has_top].astype(bool)
-        what = f"{int(has_top.sum()):,} tokens: top-1 probability vs the token produced"
+    generated = np.flatnonzero(np.asarray(batch.choice) >= 0)
+    sums = sequence_stats(batch.token_logprob, batch.offsets).sum
+    labels = _read_labels(args.labels, generated.size)
+    confidence = np.exp(np.asarray(sums, dtype=np.float64)[generated])
+    what = f"{generated.size:,} answers: probability of the answer vs its label"
     if not args.json:
         print(
             f"logcal {__version__} report: {args.file} ({batch.format}, "
@@ -253,7 +331,7 @@ def _report(args: argparse.Namespace) -> int:
         )
         print(f"Calibration of {what}:")
     stats, report = _calibration_report(
-        confidence, correct, bins=args.bins, bootstrap=args.bootstrap, seed=args.seed
+        confidence, labels, bins=args.bins, bootstrap=args.bootstrap, seed=args.seed
     )
     report["source"] = {"file": args.file, "format": batch.format, "skipped": batch.skipped}
     return _finish(report, stats, args, Path(args.file).name)
@@ -354,6 +432,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=["raise", "skip"],
         default="raise",
         help="malformed records: stop (default) or skip and count them",
+    )
+    report.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes decoding a large JSONL file in parallel (default 1)",
     )
     _add_report_options(report, None)
     report.set_defaults(run=_report)

@@ -1,19 +1,23 @@
 """``LogprobBatch``, the flat record the readers return, and the builder that fills it.
 
-The builder streams: records are parsed into small Python lists, flushed every few thousand
-tokens into numpy buffers that grow by doubling in place (``ndarray.resize``), and trimmed in
-place at the end, so the result arrays are the buffers themselves and no second copy of the
-data is ever made. Token strings are interned: each distinct string is stored once and the
-buffers hold int32 codes into the table until the end.
+The builder streams: each record's values are taken into columns as it is added (C doubles,
+interned codes), packed every few thousand tokens into numpy buffers that grow by doubling in
+place (``ndarray.resize``) and are trimmed in place at the end, so the result arrays are the
+buffers themselves and no second copy of the data is ever made. Token strings are interned:
+each distinct string is stored once and the buffers hold int32 codes into the table until
+the end.
 """
 
 from __future__ import annotations
 
+from array import array
 from typing import Any
 
 import numpy as np
 
 from .._record import Record
+from ._formats import _text_or_id
+from ._schema import ChatEntry
 
 _ARRAYS = (
     "token_logprob",
@@ -139,7 +143,12 @@ class LogprobBatch(Record):
 
 # --- the builder --------------------------------------------------------------------------
 
-_FLUSH_TOKENS = 2048  # tokens held as Python objects before packing: about 1 MB
+# Tokens packed into numpy at a time: enough to spread the cost of a packing's twenty-odd
+# numpy calls; the columns waiting for it are C arrays (about 100 bytes a token with top-5).
+_FLUSH_TOKENS = 4096
+# OpenAI and vLLM write -9999.0 for a log-probability they do not report; any value at or
+# below this (and -inf) reads as -inf: "less likely than anything listed".
+SENTINEL = -9999.0
 
 
 class _Grow:
@@ -176,40 +185,87 @@ class _Grow:
         return self.arr
 
 
-class _Interner:
-    """Distinct values get codes 0, 1, ...; ``None`` is -1."""
+class _Interner(dict):
+    """Codes of distinct values, 0, 1, ... in order of appearance; ``None`` is -1.
 
-    __slots__ = ("codes", "values")
+    A dict that adds a value it does not hold: ``map(interner.__getitem__, values)`` codes a
+    list in one C-level look-up per value, the new ones included. ``convert`` turns a key into
+    the value kept (chat ``bytes`` are decoded as tuples, which hash, and kept as ``bytes``).
+    Of token strings it also knows which are vLLM's ``"token_id:N"`` renderings.
+    """
 
-    def __init__(self) -> None:
-        self.codes: dict = {}
+    def __init__(self, convert: Any = None) -> None:
+        super().__init__({None: -1})
         self.values: list = []
+        self.convert = convert
+        self.id_of: list = []  # per code: N of a "token_id:N" string, else -1
+        self.has_ids = False
+        self._id_table = np.empty(0, dtype=np.int64)
 
-    def __call__(self, value: Any) -> int:
-        if value is None:
-            return -1
-        code = self.codes.get(value)
-        if code is None:
-            code = self.codes[value] = len(self.values)
-            self.values.append(value)
+    def __missing__(self, value: Any) -> int:
+        code = self[value] = len(self.values)
+        self.values.append(value if self.convert is None else self.convert(value))
+        tid = _text_or_id(value)[1] if type(value) is str else None
+        self.id_of.append(-1 if tid is None else tid)
+        self.has_ids = self.has_ids or tid is not None
         return code
 
-    def lookup(self, codes: np.ndarray) -> np.ndarray:
-        table = np.empty(len(self.values) + 1, dtype=object)
-        table[: len(self.values)] = self.values  # the last slot stays None, for code -1
-        return table[codes]
+    def split_ids(self, codes: np.ndarray) -> np.ndarray | None:
+        """For codes of token strings: the token ids of ``"token_id:N"`` strings (their codes
+        become -1, no text), or None if there are none."""
+        if not self.has_ids:
+            return None
+        if len(self._id_table) < len(self.id_of):  # only the codes added since the last call
+            tail = np.asarray(self.id_of[len(self._id_table) :], dtype=np.int64)
+            self._id_table = np.concatenate([self._id_table, tail])
+        ids = self._id_table[np.maximum(codes, 0)]
+        ids[codes < 0] = -1
+        codes[ids >= 0] = -1
+        return ids
+
+
+_UNKNOWN = array("q", [-1])  # a token id not given
+
+
+class _Columns:
+    """The tokens waiting to be packed, column by column (numbers already in C arrays,
+    texts and bytes as interned codes: no per-token Python object is kept).
+
+    Token ``i`` is row ``i``; ``width`` is the length of each token's top list, whose entries
+    follow one another in the ``top_`` columns.
+    """
+
+    __slots__ = ("bcode", "code", "id", "lp", "prompt", "seq_choice", "seq_len", "seq_rec",
+                 "top_code", "top_id", "top_lp", "width")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.lp = array("d")
+        self.code = array("i")
+        self.id = array("q")
+        self.bcode = array("i")
+        self.prompt = array("b")
+        self.width = array("q")
+        self.top_lp = array("d")
+        self.top_code = array("i")
+        self.top_id = array("q")
+        self.seq_len: list = []
+        self.seq_rec: list = []
+        self.seq_choice: list = []
 
 
 class Builder:
     """Accumulates sequences of tokens; :meth:`finish` returns the :class:`LogprobBatch`.
 
-    A token is ``(logprob, text, id, bytes, is_prompt, tops)`` with ``tops`` a list of
-    ``(logprob, text, id)``; ``text``, ``id`` and ``bytes`` may be ``None``.
+    A sequence is ``(choice, tokens, ids)`` as the parsers in ``_formats`` return them: a list
+    of :class:`ChatEntry`, read column-wise, or of ``(logprob, text, id, bytes, is_prompt,
+    tops)`` tuples; ``text``, ``id`` and ``bytes`` may be ``None``. Each record's values are
+    taken into columns as it is added, so its decoded objects are freed at once and their
+    memory reused by the next record's.
     """
 
     def __init__(self) -> None:
         self.strings = _Interner()
-        self.bytes_ = _Interner()
+        self.bytes_ = _Interner(convert=bytes)
         self.lp = _Grow(np.float64, np.nan)
         self.code = _Grow(np.int32, -1)
         self.prompt = _Grow(np.bool_, False)
@@ -223,21 +279,67 @@ class Builder:
         self.choice = _Grow(np.int64, -1)
         self.skipped: list[int] = []
         self.n_tokens = 0
-        self._pending: list = []  # (record, choice, tokens) not yet flushed
-        self._pending_tokens = 0
+        self.has_text = False
+        self._cols = _Columns()
+
+    @property
+    def size(self) -> int:
+        """Tokens added so far, packed or not."""
+        return self.n_tokens + len(self._cols.lp)
 
     # -- input ---------------------------------------------------------------------------
 
     def add(self, record: int, sequences: list) -> None:
-        """Add the sequences ``[(choice, tokens), ...]`` of one record."""
-        for choice, tokens in sequences:
-            self._pending.append((record, choice, tokens))
-            self._pending_tokens += len(tokens)
-        if self._pending_tokens >= _FLUSH_TOKENS:
+        """Add the sequences ``[(choice, tokens, ids), ...]`` of one record."""
+        cols = self._cols
+        for choice, tokens, ids in sequences:
+            cols.seq_rec.append(record)
+            cols.seq_choice.append(choice)
+            cols.seq_len.append(len(tokens))
+            if tokens and type(tokens[0]) is ChatEntry:
+                self._entries(cols, tokens, ids)
+            else:
+                self._tuples(cols, tokens)
+        if len(cols.lp) >= _FLUSH_TOKENS:
             self._flush()
 
     def skip(self, record: int) -> None:
         self.skipped.append(record)
+
+    def _entries(self, cols: _Columns, entries: list, ids: list | None) -> None:
+        """OpenAI chat entries, column by column (comprehensions over the entries' slots)."""
+        n = len(entries)
+        code = self.strings.__getitem__
+        cols.lp.fromlist([e.logprob for e in entries])
+        cols.code.extend(map(code, [e.token for e in entries]))
+        cols.bcode.extend(map(self.bytes_.__getitem__, [e.bytes for e in entries]))
+        cols.prompt.frombytes(bytes(n))
+        if ids is None:
+            cols.id += _UNKNOWN * n
+        else:
+            cols.id.fromlist(ids)
+        tops = [e.top_logprobs for e in entries]
+        if None in tops:
+            tops = [top or () for top in tops]
+        cols.width.extend(map(len, tops))
+        flat = [t for top in tops for t in top]
+        cols.top_lp.fromlist([t.logprob for t in flat])
+        cols.top_code.extend(map(code, [t.token for t in flat]))
+        cols.top_id += _UNKNOWN * len(flat)
+
+    def _tuples(self, cols: _Columns, tokens: list) -> None:
+        code, bcode = self.strings.__getitem__, self.bytes_.__getitem__
+        for lp, text, tid, raw, is_prompt, tops in tokens:
+            cols.lp.append(lp)
+            cols.code.append(code(text))
+            cols.prompt.append(is_prompt)
+            cols.id.append(-1 if tid is None else tid)
+            cols.bcode.append(bcode(raw))
+            cols.width.append(len(tops))
+            for tlp, ttext, ttid in tops:
+                cols.top_lp.append(tlp)
+                cols.top_code.append(code(ttext))
+                cols.top_id.append(-1 if ttid is None else ttid)
 
     def _ensure_ids(self) -> None:
         if self.ids is None:
@@ -273,75 +375,79 @@ class Builder:
             buf.n += len(values)
 
     def _flush(self) -> None:
-        pending, self._pending, self._pending_tokens = self._pending, [], 0
-        if not pending:
+        """Pack the waiting columns into the numpy buffers."""
+        cols, self._cols = self._cols, _Columns()
+        if not cols.seq_len:
             return
-        intern, intern_bytes = self.strings, self.bytes_
-        lps, codes, ids, bcodes, prompts = [], [], [], [], []
-        t_rows, t_cols, t_lps, t_codes, t_ids = [], [], [], [], []
-        seq_len, seq_rec, seq_choice = [], [], []
-        any_id = any_bytes = False
-        width = 0
-        row = 0
-        for record, choice, tokens in pending:
-            seq_rec.append(record)
-            seq_choice.append(choice)
-            seq_len.append(len(tokens))
-            for lp, text, tid, raw, is_prompt, tops in tokens:
-                lps.append(lp)
-                codes.append(intern(text))
-                prompts.append(is_prompt)
-                if tid is None:
-                    ids.append(-1)
-                else:
-                    ids.append(tid)
-                    any_id = True
-                if raw is None:
-                    bcodes.append(-1)
-                else:
-                    bcodes.append(intern_bytes(raw))
-                    any_bytes = True
-                if tops:
-                    if len(tops) > width:
-                        width = len(tops)
-                    for j, (tlp, ttext, ttid) in enumerate(tops):
-                        t_rows.append(row)
-                        t_cols.append(j)
-                        t_lps.append(tlp)
-                        t_codes.append(intern(ttext))
-                        if ttid is None:
-                            t_ids.append(-1)
-                        else:
-                            t_ids.append(ttid)
-                            any_id = True
-                row += 1
-        n = row
+        n = len(cols.lp)
         start = self.lp.n
-        if any_id:
-            self._ensure_ids()
-        if any_bytes:
-            self._ensure_bytes()
-        width = max(width, self.top_lp.arr.shape[1])
-        self._grow_tokens(n, width)
         stop = start + n
-        self.lp.arr[start:stop] = lps
-        self.code.arr[start:stop] = codes
-        self.prompt.arr[start:stop] = prompts
+        code = np.frombuffer(cols.code, dtype=np.int32)
+        ids = np.frombuffer(cols.id, dtype=np.int64)
+        token_ids = self.strings.split_ids(code)
+        if token_ids is not None:
+            ids = np.maximum(ids, token_ids)
+        widths = np.frombuffer(cols.width, dtype=np.int64)
+        top_code = np.frombuffer(cols.top_code, dtype=np.int32)
+        top_ids = np.frombuffer(cols.top_id, dtype=np.int64)
+        top_token_ids = self.strings.split_ids(top_code)
+        if top_token_ids is not None:
+            top_ids = np.maximum(top_ids, top_token_ids)
+        self.has_text = self.has_text or bool((code >= 0).any() or (top_code >= 0).any())
+        if (ids >= 0).any() or (top_ids >= 0).any():
+            self._ensure_ids()
+        bcode = np.frombuffer(cols.bcode, dtype=np.int32)
+        if (bcode >= 0).any():
+            self._ensure_bytes()
+        width = max(int(widths.max()) if n else 0, self.top_lp.arr.shape[1])
+        self._grow_tokens(n, width)
+        self.lp.arr[start:stop] = _logprobs(np.frombuffer(cols.lp, dtype=np.float64))
+        self.code.arr[start:stop] = code
+        self.prompt.arr[start:stop] = np.frombuffer(cols.prompt, dtype=np.bool_)
         if self.ids is not None:
             self.ids.arr[start:stop] = ids
         if self.bcode is not None:
-            self.bcode.arr[start:stop] = bcodes
-        if t_rows:
-            r = np.asarray(t_rows, dtype=np.int64) + start
-            c = np.asarray(t_cols, dtype=np.int64)
-            self.top_lp.arr[r, c] = t_lps
-            self.top_code.arr[r, c] = t_codes
+            self.bcode.arr[start:stop] = bcode
+        if top_code.size:
+            top_lp = _logprobs(np.frombuffer(cols.top_lp, dtype=np.float64))
+            k = int(widths[0])
+            if (widths == k).all():  # top lists all as long: a block of rows
+                rows = (slice(start, stop), slice(0, k))
+                top_lp, top_code, top_ids = (a.reshape(n, k) for a in (top_lp, top_code, top_ids))
+            else:
+                firsts = np.cumsum(widths) - widths
+                rows = (np.repeat(np.arange(start, stop), widths),
+                        np.arange(top_code.size) - np.repeat(firsts, widths))  # fmt: skip
+            self.top_lp.arr[rows] = top_lp
+            self.top_code.arr[rows] = top_code
             if self.top_ids is not None:
-                self.top_ids.arr[r, c] = t_ids
+                self.top_ids.arr[rows] = top_ids
+            self._sort_tops(start, stop)
         for buf in self._token_buffers():
             buf.n = stop
-        self._add_sequences(seq_len, seq_rec, seq_choice)
+        self._add_sequences(cols.seq_len, cols.seq_rec, cols.seq_choice)
         self.n_tokens = stop
+
+    def _sort_tops(self, start: int, stop: int) -> None:
+        """Top lists best first. Providers list them so, except for a sampled token appended or
+        prepended to the top k (vLLM): a stable sort restores the order, keeping ties as given;
+        ``NaN`` (no log-probability) sorts after every number, then the padding."""
+        lp = self.top_lp.arr[start:stop]
+        if lp.shape[1] < 2:
+            return
+        key = np.where(np.isnan(lp), -np.inf, lp)
+        pad = np.isnan(lp)
+        rising = (key[:, 1:] > key[:, :-1]) & ~pad[:, 1:]
+        bad = np.flatnonzero(rising.any(axis=1))
+        if bad.size == 0:
+            return
+        # padding last, then by log-probability descending, stable
+        order = np.lexsort((np.broadcast_to(np.arange(lp.shape[1]), key[bad].shape),
+                            -key[bad], pad[bad]))  # fmt: skip
+        for buf in (self.top_lp, self.top_code, self.top_ids):
+            if buf is not None:
+                part = buf.arr[start:stop]
+                part[bad] = np.take_along_axis(part[bad], order, axis=1)
 
     def add_arrays(
         self,
@@ -374,6 +480,12 @@ class Builder:
     # -- output --------------------------------------------------------------------------
 
     def finish(self, fmt: str) -> LogprobBatch:
+        return unpack(self.packed(fmt))
+
+    def packed(self, fmt: str) -> dict:
+        """The fields of the batch, token texts and bytes as int32 codes into lists of their
+        distinct values (``strings``, ``bytes``): what a worker process sends back, a few
+        arrays to pickle rather than an object per token. :func:`unpack` makes the batch."""
         self._flush()
         lengths = self.lengths.finish()
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
@@ -393,14 +505,39 @@ class Builder:
         if self.ids is not None:
             fields["token_ids"] = self.ids.finish()
             fields["top_token_ids"] = self.top_ids.finish()
-        if self.strings.values or self.ids is None:
-            fields["tokens"] = self.strings.lookup(code)
-            del code
-            fields["top_tokens"] = self.strings.lookup(top_code)
+        if self.has_text or self.ids is None:
+            fields.update(tokens=code, top_tokens=top_code, strings=self.strings.values)
         else:  # ids only: the ids are the tokens
             fields["tokens"] = fields["token_ids"]
             fields["top_tokens"] = fields["top_token_ids"]
-        del top_code
         if self.bcode is not None:
-            fields["token_bytes"] = self.bytes_.lookup(self.bcode.finish())
-        return LogprobBatch(**fields)
+            fields.update(token_bytes=self.bcode.finish(), bytes=self.bytes_.values)
+        return fields
+
+
+def unpack(fields: dict) -> LogprobBatch:
+    """The :class:`LogprobBatch` of :meth:`Builder.packed` fields."""
+    fields = dict(fields)
+    strings = fields.pop("strings", None)
+    if strings is not None:
+        for name in ("tokens", "top_tokens"):
+            fields[name] = _lookup(strings, fields[name])
+    values = fields.pop("bytes", None)
+    if values is not None:
+        fields["token_bytes"] = _lookup(values, fields["token_bytes"])
+    return LogprobBatch(**fields)
+
+
+def _lookup(values: list, codes: np.ndarray) -> np.ndarray:
+    """The values of codes (-1: ``None``) as an object array."""
+    table = np.empty(len(values) + 1, dtype=object)
+    table[: len(values)] = values  # the last slot stays None, for code -1
+    return table[codes]
+
+
+def _logprobs(values: np.ndarray) -> np.ndarray:
+    """Sentinels (``<= -9999``) to ``-inf``, rounding noise above 0 to 0 (the schemas allow
+    no more than ``POSITIVE_SLACK``); ``NaN`` (``null``) stays."""
+    values[values <= SENTINEL] = -np.inf
+    values[values > 0.0] = 0.0
+    return values
