@@ -44,8 +44,8 @@ class LogprobBatch(Record):
     ``T`` tokens in ``S`` sequences (one per choice or candidate, plus one per vLLM prompt),
     sequence ``s`` being rows ``offsets[s]:offsets[s+1]``; ``k`` is the widest top list met.
 
-    Fields
-    ------
+    Attributes
+    ----------
     format : str
         The format read: ``"openai_chat"``, ``"openai_completions"``, ``"vllm_chat"``,
         ``"vllm_completions"``, ``"gemini"`` or ``"huggingface"``.
@@ -55,6 +55,7 @@ class LogprobBatch(Record):
         sentinel ``<= -9999`` (OpenAI and vLLM write ``-9999.0`` for "below the top 20").
         A value above 0 by at most 1e-5 is rounding and reads as 0; more is an error.
     offsets : int64 ``[S+1]``
+        CSR offsets: sequence ``s`` is tokens ``offsets[s]`` to ``offsets[s+1]``.
     top_logprobs : float64 ``[T, k]``
         The alternatives the provider lists, best first (``top_logprobs[:, 0]`` is the most
         likely token). Lists are kept whole: where OpenAI legacy completions or vLLM add the
