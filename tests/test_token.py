@@ -520,3 +520,23 @@ def test_log_softmax_of_logits_whose_difference_overflows_float32():
         cpu.set_isa(before)
     t = logcal.token_stats(x, np.full(3, 0), temperature=10)
     assert_close(t.target_logprob, want[:, 0], **TOL["float32"], what="target_logprob")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+def test_large_top_k_orders_signed_zeros_masks_and_ties_like_small_k(dtype):
+    """The selection path (k > 128) ranks by value, then the lower id: -0.0 and +0.0 tie, -inf
+    (masked) entries come last, exactly as the streaming path for small k does."""
+    x = np.zeros((2, 300), np.float32)
+    x[0, ::3] = -0.0
+    x[0, 1::7] = 1.5
+    x[0, 200:] = -np.inf
+    x[1] = np.round(np.random.default_rng(0).standard_normal(300))  # many ties
+    logits = x.astype(np.float64) if dtype == "float64" else x
+    if dtype == "bfloat16":
+        ml_dtypes = pytest.importorskip("ml_dtypes")
+        logits = x.astype(ml_dtypes.bfloat16)
+    big = logcal.token_stats(logits, top_k=250)
+    want = logcal.reference.token_stats(logits, top_k=250)
+    assert_equal(big.topk_ids, want.topk_ids, what="ids")
+    small = logcal.token_stats(logits, top_k=100)
+    assert_equal(big.topk_ids[:, :100], small.topk_ids, what="k=250 vs k=100")

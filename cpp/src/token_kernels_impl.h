@@ -15,6 +15,7 @@
 #endif
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -255,20 +256,44 @@ struct TokenStatsJob {
     return scan<ScanOptions<true, false, true>>(row, begin, end, list, buf);
   }
 
-  // Top-k for large k: select over the whole row (valid rows have no NaN).
-  void select_topk(int64_t row, C* values, int64_t* ids) const {
-    Vector<std::pair<C, int64_t>> all(static_cast<size_t>(vocab));
+  // Top-k for large k: the k best of the whole row (valid rows have no NaN) by selection,
+  // linear in V, then a sort of those k alone -- not a partial sort of all V, whose heap costs
+  // log k per element. For float rows the order (larger value, then lower id) is one 64-bit
+  // integer key per entry (the value's order-preserving bits, then the id), which selects and
+  // sorts far faster than (value, id) pairs. Buffers are per thread, reused row to row.
+  const std::pair<C, int64_t>* select_topk(int64_t row) const {
+    thread_local Vector<std::pair<C, int64_t>> best;
     const In* p = row_ptr(row);
-    for (int64_t j = 0; j < vocab; ++j)
-      all[size_t(j)] = {Scalar<In>::load(p[j * a.logits.col_stride]), j};
+    const int64_t cs = a.logits.col_stride;
+    if constexpr (std::is_same_v<C, float>) {
+      if (vocab <= int64_t(UINT32_MAX)) {
+        thread_local Vector<uint64_t> keys;
+        keys.resize(static_cast<size_t>(vocab));
+        for (int64_t j = 0; j < vocab; ++j) {
+          // +0.0f folds -0 into +0 (equal values tie on the id); then the bits, flipped so that
+          // a larger float is a smaller key.
+          uint32_t u = float_to_bits(Scalar<In>::load(p[j * cs]) + 0.0f);
+          u ^= (u >> 31) ? 0xffffffffu : 0x80000000u;
+          keys[size_t(j)] = (uint64_t(~u) << 32) | uint64_t(j);
+        }
+        std::nth_element(keys.begin(), keys.begin() + (k - 1), keys.end());
+        std::sort(keys.begin(), keys.begin() + k);
+        best.resize(static_cast<size_t>(k));
+        for (int64_t i = 0; i < k; ++i) {
+          const int64_t j = int64_t(keys[size_t(i)] & 0xffffffffu);
+          best[size_t(i)] = {Scalar<In>::load(p[j * cs]), j};
+        }
+        return best.data();
+      }
+    }
+    best.resize(static_cast<size_t>(vocab));
+    for (int64_t j = 0; j < vocab; ++j) best[size_t(j)] = {Scalar<In>::load(p[j * cs]), j};
     auto before = [](const std::pair<C, int64_t>& x, const std::pair<C, int64_t>& y) {
       return ranks_before(x.first, x.second, y.first, y.second);
     };
-    std::partial_sort(all.begin(), all.begin() + k, all.end(), before);
-    for (int64_t i = 0; i < k; ++i) {
-      values[i] = all[size_t(i)].first;
-      ids[i] = all[size_t(i)].second;
-    }
+    std::nth_element(best.begin(), best.begin() + (k - 1), best.end(), before);
+    std::sort(best.begin(), best.begin() + k, before);
+    return best.data();
   }
 
   void finish_row(int64_t row, const SegmentResult& r, const TopKList<C>& list) const {
@@ -280,18 +305,13 @@ struct TokenStatsJob {
     write_row_fields<C>(a, row, r.state, rs, list.ids[0], has_target(row), target_logit(row),
                         r.n_greater);
     if (k == 0) return;
-    const C* values = list.values;
-    const int64_t* ids = list.ids;
-    Vector<C> sel_values;
-    Vector<int64_t> sel_ids;
-    if (!streaming_topk) {
-      sel_values.resize(size_t(k));
-      sel_ids.resize(size_t(k));
-      select_topk(row, sel_values.data(), sel_ids.data());
-      values = sel_values.data();
-      ids = sel_ids.data();
+    if (streaming_topk) {
+      for (int64_t i = 0; i < k; ++i)
+        write_topk_entry<C>(a, row, i, rs, list.ids[i], list.values[i]);
+      return;
     }
-    for (int64_t i = 0; i < k; ++i) write_topk_entry<C>(a, row, i, rs, ids[i], values[i]);
+    const std::pair<C, int64_t>* best = select_topk(row);
+    for (int64_t i = 0; i < k; ++i) write_topk_entry<C>(a, row, i, rs, best[i].second, best[i].first);
   }
 
   Status run() const {
