@@ -15,8 +15,8 @@
 #endif
 
 #include <algorithm>
-#include <functional>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <type_traits>
@@ -311,7 +311,8 @@ struct TokenStatsJob {
       return;
     }
     const std::pair<C, int64_t>* best = select_topk(row);
-    for (int64_t i = 0; i < k; ++i) write_topk_entry<C>(a, row, i, rs, best[i].second, best[i].first);
+    for (int64_t i = 0; i < k; ++i)
+      write_topk_entry<C>(a, row, i, rs, best[i].second, best[i].first);
   }
 
   Status run() const {

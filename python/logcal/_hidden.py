@@ -26,7 +26,6 @@ import numpy as np
 
 from ._arrays import (
     FLOAT_NAMES,
-    INT_NAMES,
     ArrayView,
     format_index,
     int_arg,
@@ -40,6 +39,7 @@ from ._token import (
     _INT64_MAX,
     _INT64_MIN,
     TokenStats,
+    _targets,
     _temperature,
     checked_candidate_ids,
     token_stats,
@@ -184,16 +184,9 @@ def _views(hidden: Any, weight: Any, bias: Any) -> tuple:
 
 
 def _checked_targets(targets: Any, h: ArrayView, vocab: int, ignore_index: int) -> np.ndarray:
-    """Host int64 targets, every one in ``[0, V)`` or ``ignore_index`` (as token_stats says)."""
-    t = view(targets, "targets")
-    if t.dtype not in INT_NAMES:
-        raise TypeError(f"targets must be an array of integers, got dtype {t.dtype}")
-    lead = h.shape[:-1]
-    if t.shape != lead:
-        raise ValueError(
-            f"targets must have the leading shape of hidden {lead}, got shape {t.shape}"
-        )
-    same_device(h, t, "targets", "hidden")
+    """Host int64 targets, every one in ``[0, V)`` or ``ignore_index`` (as token_stats says),
+    checked on a private host copy, which is what the rest of the computation reads."""
+    t = _targets(targets, h, "hidden")
     a = to_host(t)
     if a.dtype.kind == "u":
         bad = (a >= vocab) & (a != ignore_index) if ignore_index >= 0 else a >= vocab

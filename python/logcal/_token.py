@@ -113,17 +113,18 @@ def _temperature(temperature: Any, dtype: str = "float64") -> float:
     return t
 
 
-def _targets(targets: Any, x: ArrayView) -> ArrayView:
-    """The targets' view; their values are checked by the kernel that reads them."""
+def _targets(targets: Any, x: ArrayView, x_name: str = "logits") -> ArrayView:
+    """The targets' view, of the leading shape of ``x`` (the logits, or the hidden states);
+    their values are checked where they are read."""
     t = view(targets, "targets")
     if t.dtype not in INT_NAMES:
         raise TypeError(f"targets must be an array of integers, got dtype {t.dtype}")
     lead = x.shape[:-1]
     if t.shape != lead:
         raise ValueError(
-            f"targets must have the leading shape of logits {lead}, got shape {t.shape}"
+            f"targets must have the leading shape of {x_name} {lead}, got shape {t.shape}"
         )
-    same_device(x, t, "targets", "logits")
+    same_device(x, t, "targets", x_name)
     return t
 
 
