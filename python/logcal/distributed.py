@@ -137,12 +137,12 @@ def _checked(summaries: list) -> tuple[int, tuple]:
     owners = sorted(
         (begin, end, rank) for rank, s in enumerate(summaries) for begin, end in s["ranges"]
     )
-    for (b0, e0, r0), (b1, e1, r1) in zip(owners, owners[1:]):
-        if b1 < e0:
+    for (_, end0, rank0), (begin1, end1, rank1) in zip(owners, owners[1:]):
+        if begin1 < end0:
             raise ValueError(
-                f"{_FUNC}: ranks {min(r0, r1)} and {max(r0, r1)} both hold positions "
-                f"[{b1}, {min(e0, e1)}) of the bootstrap's stream (each sample needs its own "
-                "position: place each rank's samples with logcal.distributed.bootstrap_offset)"
+                f"{_FUNC}: ranks {min(rank0, rank1)} and {max(rank0, rank1)} both hold positions "
+                f"[{begin1}, {min(end0, end1)}) of the bootstrap's stream (each sample needs its "
+                "own position: place each rank's samples with logcal.distributed.bootstrap_offset)"
             )
     ranges: tuple = ()
     for s in summaries:
