@@ -271,6 +271,9 @@ class CalibrationState(FixedSums):
             "edges": self._stored_edges(fmt),
         }
         bins = np.flatnonzero(sums.count)
+        empty = sums.count == 0
+        if sums.sums[empty].any() or sums.boot_bins[:, empty].any():
+            raise ValueError("limbs: a bin with no samples has nonzero sums")
         try:
             return type(self)._from_parts(
                 fmt,
