@@ -66,7 +66,7 @@ def calibration_stats(
     >>> conf = da.from_array(np.array([0.9, 0.8, 0.3, 0.6]), chunks=2)
     >>> correct = da.from_array(np.array([1, 1, 0, 0]), chunks=2)
     >>> logcal.dask.calibration_stats(conf, correct, n_bins=5).ece()
-    0.275
+    0.3
     """
     if isinstance(binning, str) and binning == "quantile":
         raise ValueError(
