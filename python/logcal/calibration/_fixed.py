@@ -131,3 +131,92 @@ class FixedSums:
                 (self.boot_totals, other.boot_totals),
             )
         )
+
+    # -- the summable view --
+
+    def to_limbs(self) -> np.ndarray:
+        """The sums as one flat int64 array whose element-wise sum with other such arrays is
+        their exact merge, once normalised by :meth:`from_limbs`: every integer split into
+        32-bit limbs (least significant first), the counts in 2, each 128-bit sum in 4."""
+        words = (
+            np.stack([self.count.astype(np.uint64), np.zeros_like(self.count, np.uint64)], -1),
+            self.sums,
+            self.boot_bins,
+            self.boot_totals,
+        )
+        out = []
+        for w, n in zip(words, (COUNT_LIMBS, SUM_LIMBS, SUM_LIMBS, SUM_LIMBS)):
+            lo, hi = w[..., 0], w[..., 1]
+            limbs = (lo & _LIMB, lo >> _SHIFT, hi & _LIMB, hi >> _SHIFT)[:n]
+            out.append(np.stack(limbs, axis=-1).astype(np.int64).reshape(-1))
+        return np.concatenate(out)
+
+    @classmethod
+    def from_limbs(cls, limbs: Any, n_bins: int, n_bootstrap: int = 0) -> FixedSums:
+        """The sums of a :meth:`to_limbs` array, or of an element-wise sum of up to
+        :data:`MAX_PARTS` of them (normalised here). ValueError for an array of another
+        layout or with negative limbs; OverflowError, naming the sum, for a merge that does not
+        fit, as :meth:`add` does."""
+        out = cls(n_bins, n_bootstrap)
+        size = limb_size(n_bins, n_bootstrap)
+        limbs = np.asarray(limbs)
+        if limbs.dtype != np.int64 or limbs.shape != (size,):
+            raise ValueError(
+                f"limbs must be an int64 array of shape ({size},) for {n_bins} bins and "
+                f"{n_bootstrap} bootstrap replicates, got {limbs.dtype} of shape {limbs.shape}"
+            )
+        if np.any(limbs < 0):
+            raise ValueError("limbs must be >= 0 (a sum of to_limbs arrays)")
+        sizes = [n_bins * COUNT_LIMBS] + [
+            getattr(out, name).size // 2 * SUM_LIMBS for name in ("sums", "boot_bins")
+        ]
+        count, sums, boot_bins, boot_totals = np.split(limbs, np.cumsum(sizes))
+        count = _normalised(count.reshape(n_bins, COUNT_LIMBS))
+        if np.any(count[:, 1:] > 0) or np.any(count[:, 0] > MAX_COUNT):
+            raise OverflowError(f"the sample count of a bin would exceed {MAX_COUNT} (2**63 - 1)")
+        out.count = count[:, 0].astype(np.int64)
+        for name, fields, part in (
+            ("sums", FIELDS, sums),
+            ("boot_bins", BOOT_BIN_FIELDS, boot_bins),
+            ("boot_totals", BOOT_TOTAL_FIELDS, boot_totals),
+        ):
+            shape = getattr(out, name).shape
+            words = _normalised(part.reshape(*shape[:-1], SUM_LIMBS))
+            wrapped = words[..., 2] > 0
+            if wrapped.any():
+                whose = "the" if name == "sums" else "a bootstrap replicate's"
+                raise overflow_error(f"{whose} {fields[int(np.argwhere(wrapped)[0][-1])]!r} sum")
+            setattr(out, name, np.ascontiguousarray(words[..., :2]))
+        return out
+
+
+# The summable view. Collectives and metric frameworks can only add tensors element-wise; a
+# 128-bit sum split into 32-bit limbs, each in an int64 slot, leaves 31 bits of headroom, so up
+# to 2**31 such arrays (ranks, blocks, partitions) add without wrapping, and carrying each
+# limb's excess into the next afterwards gives exactly the merged sums.
+LIMB_BITS = 32
+COUNT_LIMBS, SUM_LIMBS = 2, 4  # a count is below 2**63, a sum below 2**128
+MAX_PARTS = 2**31
+_LIMB = np.uint64((1 << LIMB_BITS) - 1)
+_SHIFT = np.uint64(LIMB_BITS)
+
+
+def limb_size(n_bins: int, n_bootstrap: int = 0) -> int:
+    """The length of :meth:`FixedSums.to_limbs` for these bins and replicates."""
+    per_bin = COUNT_LIMBS + SUM_LIMBS * (len(FIELDS) + n_bootstrap * len(BOOT_BIN_FIELDS))
+    return n_bins * per_bin + n_bootstrap * SUM_LIMBS * len(BOOT_TOTAL_FIELDS)
+
+
+def _normalised(limbs: np.ndarray) -> np.ndarray:
+    """(..., n) summed limbs (each below 2**63) as (..., 3) uint64: the (lo, hi) words of the
+    value modulo 2**128 and what it carries beyond (nonzero: it does not fit in 128 bits)."""
+    carry = np.zeros(limbs.shape[:-1], dtype=np.uint64)
+    digits = []
+    for k in range(SUM_LIMBS):
+        # below 2**63 + 2**32, so no wrap in uint64
+        v = carry + (limbs[..., k].astype(np.uint64) if k < limbs.shape[-1] else np.uint64(0))
+        digits.append(v & _LIMB)
+        carry = v >> _SHIFT
+    return np.stack(
+        [digits[0] | (digits[1] << _SHIFT), digits[2] | (digits[3] << _SHIFT), carry], axis=-1
+    )

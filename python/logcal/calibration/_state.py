@@ -37,6 +37,7 @@ from ._fixed import (
     FIELDS,
     FIXED_ONE,
     MAX_COUNT,
+    MAX_PARTS,
     MAX_WEIGHT,
     NLL,
     POISSON_MAX,
@@ -45,6 +46,7 @@ from ._fixed import (
     FixedSums,
     from_ints,
     le128,
+    limb_size,
     to_ints,
 )
 
@@ -83,6 +85,9 @@ _WEIGHTED, _BOOTSTRAP = 1, 2  # flag bits
 # The replicates are dense, a few sums per bin each: their memory is capped at 3 GiB.
 MAX_REPLICATE_CELLS = 2**26
 _DIGEST = 16
+# The slots of the summable view before the sums: the number of parts, and how many of them
+# were weighted.
+LIMB_HEAD = 2
 
 # What merging states with different settings says, in the words of their owner (statistics
 # name the setting; an accumulator names its bins, or its other settings, as a whole).
@@ -221,6 +226,80 @@ class CalibrationState(FixedSums):
         self.ranges = ranges
         self.weighted |= other.weighted
         self.position = max(self.position, other.position)
+
+    # -- the summable view --
+
+    def to_limbs(self) -> np.ndarray:
+        """The sums as a flat int64 array whose plain element-wise sum over parts (ranks,
+        blocks) is their exact merge (see :meth:`FixedSums.to_limbs`), after two slots: the
+        number of parts (1 here) and whether weights were given. The settings, the position
+        and the bootstrap's ranges are not in it: they do not add, and are checked and
+        combined before (:meth:`summary` is what processes compare)."""
+        head = np.array([1, int(self.weighted)], dtype=np.int64)
+        return np.concatenate([head, FixedSums.to_limbs(self)])
+
+    def limb_size(self) -> int:
+        """The length of :meth:`to_limbs`."""
+        return LIMB_HEAD + limb_size(self.count.size, self.boot_bins.shape[0])
+
+    def from_limbs(
+        self, limbs: Any, fmt: str, *, position: int | None = None, ranges: tuple | None = None
+    ) -> CalibrationState:
+        """The state of these settings with the sums of ``limbs``: one :meth:`to_limbs` array
+        or the element-wise sum of several, normalised and checked like decoded bytes
+        (ValueError naming what is wrong, OverflowError for sums past the capacity), ``fmt``
+        the owner's format. ``position`` and ``ranges`` (default: this state's) are those of
+        the merged parts."""
+        limbs = np.asarray(limbs)
+        if limbs.dtype != np.int64 or limbs.shape != (self.limb_size(),):
+            raise ValueError(
+                f"limbs must be an int64 array of shape ({self.limb_size()},) for these "
+                f"settings, got {limbs.dtype} of shape {limbs.shape}"
+            )
+        parts, weighted = (int(x) for x in limbs[:LIMB_HEAD])
+        if not 1 <= parts <= MAX_PARTS or not 0 <= weighted <= parts:
+            raise ValueError(
+                f"limbs hold {parts} parts ({weighted} weighted): a sum of 1 to 2**31 to_limbs "
+                "arrays has as many parts, some of them weighted"
+            )
+        sums = FixedSums.from_limbs(limbs[LIMB_HEAD:], self.count.size, self.boot_bins.shape[0])
+        settings = {
+            **self._settings(),
+            "weighted": weighted > 0,
+            "position": self.position if position is None else position,
+            "ranges": self.ranges if ranges is None else ranges,
+            "edges": self._stored_edges(fmt),
+        }
+        bins = np.flatnonzero(sums.count)
+        empty = sums.count == 0
+        if sums.sums[empty].any() or sums.boot_bins[:, empty].any():
+            raise ValueError("limbs: a bin with no samples has nonzero sums")
+        try:
+            return type(self)._from_parts(
+                fmt,
+                settings,
+                bins,
+                sums.count[bins],
+                sums.sums[bins],
+                sums.boot_bins[:, bins],
+                sums.boot_totals,
+            )
+        except ValueError as exc:
+            raise ValueError(f"limbs: {exc}") from None
+
+    def summary(self) -> dict:
+        """The settings that must match for a merge (the edges as a digest), and the
+        bootstrap's positions: small, for comparing states held by other processes."""
+        boot = self.bootstrap
+        return {
+            "binning": self.binning,
+            "n_bins": self.n_bins,
+            "edges": hashlib.blake2b(self.edges.tobytes(), digest_size=16).hexdigest(),
+            "eps": self.eps,
+            "bootstrap": None if boot is None else tuple(boot),
+            "position": self.position,
+            "ranges": self.ranges,
+        }
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CalibrationState):

@@ -23,6 +23,16 @@ Fast path: CPU tensors, float32/float64 ``preds`` in [0, 1]: one pass of a C++ l
 ``validate_args`` asks for torchmetrics' checks. Anything else (logits, NaN, other dtypes,
 CUDA tensors) runs a torch port of torchmetrics' code. For logcal's own exact, mergeable
 statistics use :func:`logcal.calibration_stats` instead.
+
+The metric classes, :class:`BinaryCalibrationError` and :class:`MulticlassCalibrationError`,
+take torchmetrics' arguments and put each sample in torchmetrics' bin (its float edges in the
+input's dtype, the phantom bin for 1.0, logits detected per ``update`` as its ``update``
+does), but keep the per-bin sums exact: their state is one int64 tensor of 32-bit limbs
+(``dist_reduce_fx="sum"``), so syncing across processes moves ``(n_bins + 1) * 30`` integers,
+not every prediction, and the result is the same bits whatever the ranks, batches or order.
+The numbers are torchmetrics' up to the rounding of its float sums (the exact means, rounded
+once, instead of float32 running sums). A NaN confidence is refused (ValueError) rather than
+turning the result into NaN.
 """
 
 from __future__ import annotations
@@ -31,11 +41,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from torchmetrics import Metric
 
 from .. import _native
 from .._arrays import view
+from ..calibration._fixed import CONF, CORRECT, FixedSums, limb_size, to_float
+from ..calibration._inputs import pairs
+from ..calibration._kernel import add_pairs_checked
 
-__all__ = ["binary_calibration_error", "multiclass_calibration_error"]
+__all__ = [
+    "BinaryCalibrationError",
+    "MulticlassCalibrationError",
+    "binary_calibration_error",
+    "multiclass_calibration_error",
+]
 
 _ALLOWED_NORM = ("l1", "l2", "max")
 
@@ -137,6 +156,36 @@ def _normalize(t: torch.Tensor, kind: str) -> torch.Tensor:
     return torch.where(
         condition, torch.sigmoid(t) if kind == "sigmoid" else torch.softmax(t, dim=1), t
     )
+
+
+def _check_multiclass_args(num_classes: Any, n_bins: Any, norm: Any, ignore_index: Any) -> None:
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(
+            f"Expected argument `num_classes` to be an integer larger than 1, but got {num_classes}"
+        )
+    _check_args(n_bins, norm, ignore_index)
+
+
+def _kept(
+    preds: torch.Tensor, target: torch.Tensor, ignore_index: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (preds, target) rows whose target is not ``ignore_index``."""
+    if ignore_index is None:
+        return preds, target
+    keep = target != ignore_index
+    return preds[keep], target[keep]
+
+
+def _top_label(
+    preds: torch.Tensor, target: torch.Tensor, ignore_index: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """torchmetrics' multiclass (confidence, accuracy): softmax if needed, the largest
+    probability as float32, and whether its class is the target."""
+    preds, target = _kept(
+        torch.movedim(preds, 1, -1).reshape(-1, preds.shape[1]), target.flatten(), ignore_index
+    )
+    confidences, predictions = _normalize(preds, "softmax").max(dim=1)
+    return confidences.float(), predictions.eq(target)
 
 
 # --- the computation ---------------------------------------------------------------------------
@@ -253,10 +302,7 @@ def binary_calibration_error(
         _check_args(n_bins, norm, ignore_index)
         if preds.shape != target.shape or not preds.is_floating_point():
             _check_binary_tensors(preds, target, ignore_index)  # raises as torchmetrics does
-    flat_preds, flat_target = preds.flatten(), target.flatten()
-    if ignore_index is not None:
-        keep = flat_target != ignore_index
-        flat_preds, flat_target = flat_preds[keep], flat_target[keep]
+    flat_preds, flat_target = _kept(preds.flatten(), target.flatten(), ignore_index)
     # The target check of torchmetrics (a torch.unique sort) is done in the same pass: only when
     # something is off does its own check run, for its exact error.
     fast = _fast_ce(flat_preds, flat_target, n_bins, norm, check_accuracy=validate_args)
@@ -293,22 +339,149 @@ def multiclass_calibration_error(
     tensor(0.2000)
     """
     if validate_args:
-        if not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(
-                f"Expected argument `num_classes` to be an integer larger than 1, but got {num_classes}"
-            )
-        _check_args(n_bins, norm, ignore_index)
+        _check_multiclass_args(num_classes, n_bins, norm, ignore_index)
         _check_multiclass_tensors(preds, target, num_classes, ignore_index)
-    preds = torch.movedim(preds, 1, -1).reshape(-1, preds.shape[1])
-    target = target.flatten()
-    if ignore_index is not None:
-        keep = target != ignore_index
-        preds, target = preds[keep], target[keep]
-    preds = _normalize(preds, "softmax")
-    confidences, predictions = preds.max(dim=1)
-    accuracies = predictions.eq(target)
-    confidences = confidences.float()
+    confidences, accuracies = _top_label(preds, target, ignore_index)
     fast = _fast_ce(confidences, accuracies, n_bins, norm)
     if fast is not None:
         return fast
     return _torch_ce(confidences, accuracies, n_bins, norm)
+
+
+# --- the metric classes ------------------------------------------------------------------------
+
+
+class _ExactCalibrationError(Metric):
+    """The exact, summable state behind both metric classes: the limbs of the fixed-point sums
+    of ``n_bins + 1`` bins (torchmetrics' bins and its phantom bin for 1.0)."""
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+
+    def _setup(self, n_bins: int, norm: str, ignore_index: int | None, validate_args: bool) -> None:
+        self.validate_args = validate_args
+        self.n_bins = n_bins
+        self.norm = norm
+        self.ignore_index = ignore_index
+        self._dtype = torch.float32  # the result's: that of the confidences last added
+        size = limb_size(n_bins + 1)
+        self.add_state("limbs", default=torch.zeros(size, dtype=torch.int64), dist_reduce_fx="sum")
+
+    def _sums(self) -> FixedSums:
+        return FixedSums.from_limbs(self.limbs.cpu().numpy(), self.n_bins + 1)
+
+    def _add(self, confidences: torch.Tensor, accuracies: torch.Tensor) -> None:
+        """Adds (confidence, accuracy) pairs into the limbs, in torchmetrics' bins: edges
+        ``linspace(0, 1, n_bins + 1)`` in the confidences' dtype, compared as they are."""
+        dtype = confidences.dtype
+        edges = torch.linspace(0, 1, self.n_bins + 1, dtype=dtype).double().numpy()
+        func = f"{type(self).__name__}.update"
+        p = pairs(
+            confidences.detach().cpu().double().numpy(),
+            accuracies.detach().cpu().numpy(),
+            None,
+            func,
+            allow_empty=True,
+        )
+        batch = FixedSums(self.n_bins + 1)
+        add_pairs_checked(p, batch, inner_edges=edges[1:], light=True)
+        sums = self._sums()
+        sums.add(batch)
+        # Normalised after every update, so the 2**31 parts of headroom are the sync's alone.
+        self.limbs = torch.from_numpy(sums.to_limbs()).to(self.limbs.device)
+        self._dtype = dtype
+
+    def compute(self) -> torch.Tensor:
+        """The calibration error of everything added (on every rank, after a sync)."""
+        sums = self._sums()
+        count = torch.from_numpy(sums.count.astype(np.float64))
+        conf_sum = torch.from_numpy(to_float(sums.sums[:, CONF]))
+        acc_sum = torch.from_numpy(to_float(sums.sums[:, CORRECT]))
+        out = _finish(count, conf_sum, acc_sum, self.norm)
+        return out if out.dtype == torch.int64 else out.to(self._dtype)
+
+
+class BinaryCalibrationError(_ExactCalibrationError):
+    """torchmetrics' ``BinaryCalibrationError`` with an exact state that syncs a few KB.
+
+    Parameters
+    ----------
+    n_bins, norm, ignore_index, validate_args, **kwargs
+        As for torchmetrics' class (``kwargs`` go to ``torchmetrics.Metric``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from logcal.compat.torchmetrics import BinaryCalibrationError
+    >>> metric = BinaryCalibrationError(n_bins=2, norm='l1')
+    >>> metric.update(torch.tensor([0.25, 0.25, 0.55]), torch.tensor([0, 0, 1]))
+    >>> metric.update(torch.tensor([0.75, 0.75]), torch.tensor([1, 1]))
+    >>> metric.compute()
+    tensor(0.2900)
+    """
+
+    def __init__(
+        self,
+        n_bins: int = 15,
+        norm: str = "l1",
+        ignore_index: int | None = None,
+        validate_args: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if validate_args:
+            _check_args(n_bins, norm, ignore_index)
+        self._setup(n_bins, norm, ignore_index, validate_args)
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """Adds a batch: ``preds`` P(y = 1) (or logits), ``target`` 0 or 1."""
+        if self.validate_args:
+            _check_binary_tensors(preds, target, self.ignore_index)
+        preds, target = _kept(preds.flatten(), target.flatten(), self.ignore_index)
+        if preds.is_floating_point():
+            preds = _normalize(preds, "sigmoid")
+        self._add(preds, target)
+
+
+class MulticlassCalibrationError(_ExactCalibrationError):
+    """torchmetrics' ``MulticlassCalibrationError`` (top-label) with an exact state that syncs
+    a few KB.
+
+    Parameters
+    ----------
+    num_classes, n_bins, norm, ignore_index, validate_args, **kwargs
+        As for torchmetrics' class (``kwargs`` go to ``torchmetrics.Metric``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from logcal.compat.torchmetrics import MulticlassCalibrationError
+    >>> metric = MulticlassCalibrationError(num_classes=3, n_bins=3, norm='l1')
+    >>> preds = torch.tensor([[0.25, 0.20, 0.55], [0.55, 0.05, 0.40],
+    ...                       [0.10, 0.30, 0.60], [0.90, 0.05, 0.05]])
+    >>> metric.update(preds, torch.tensor([0, 1, 2, 0]))
+    >>> metric.compute()
+    tensor(0.2000)
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        n_bins: int = 15,
+        norm: str = "l1",
+        ignore_index: int | None = None,
+        validate_args: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if validate_args:
+            _check_multiclass_args(num_classes, n_bins, norm, ignore_index)
+        self.num_classes = num_classes
+        self._setup(n_bins, norm, ignore_index, validate_args)
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """Adds a batch: ``preds`` [N, C, ...] probabilities (or logits), ``target`` [N, ...]."""
+        if self.validate_args:
+            _check_multiclass_tensors(preds, target, self.num_classes, self.ignore_index)
+        self._add(*_top_label(preds, target, self.ignore_index))

@@ -1,0 +1,107 @@
+"""logcal.dask on a 2-process dask.distributed LocalCluster: per-block states merged up a tree
+give the one-shot statistics bit for bit, whatever the chunks and fan-in."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("dask.distributed")
+
+import logcal  # noqa: E402
+import logcal.dask  # noqa: E402
+
+TIMEOUT_S = 60
+
+
+@pytest.fixture(scope="module")
+def client():
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            timeout=TIMEOUT_S,
+        ) as cluster,
+        distributed.Client(cluster, timeout=TIMEOUT_S) as c,
+    ):
+        yield c
+
+
+def _data(seed: int, n: int):
+    rng = np.random.default_rng(seed)
+    c = rng.uniform(size=n)
+    c[::5] = np.round(c[::5], 1)
+    return c, rng.uniform(size=n) < c, rng.uniform(0, 4, n)
+
+
+def _chunks(rng, n: int) -> tuple:
+    cuts = sorted(rng.integers(0, n, rng.integers(0, 9)).tolist())
+    return tuple(b - a for a, b in zip([0, *cuts], [*cuts, n]))  # empty blocks too
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_blocks_merged_on_the_cluster_equal_one_call_bit_for_bit(client, seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 5000))
+    c, y, w = _data(seed, n)
+    kw = [
+        {"n_bins": 12},
+        {"binning": [0, 0.05, 0.3, 0.3, 0.75, 1.0]},
+        {"n_bins": 6, "n_bootstrap": 5, "seed": 3},
+        {"n_bins": 6, "n_bootstrap": 4, "bootstrap_block": 7},
+    ][seed]
+    weighted = seed % 2 == 1
+    chunks = _chunks(rng, n)
+    job = logcal.dask.calibration_stats(
+        da.from_array(c, chunks=(chunks,)),
+        da.from_array(y, chunks=(_chunks(rng, n),)),  # other chunks: rechunked to confidence's
+        weights=da.from_array(w, chunks=(chunks,)) if weighted else None,
+        split_every=int(rng.integers(2, 5)),
+        compute=False,
+        **kw,
+    )
+    got = client.compute(job).result(timeout=TIMEOUT_S)
+    one = logcal.calibration_stats(c, y, weights=w if weighted else None, **kw)
+    assert got == one
+    assert got.to_bytes() == one.to_bytes()
+
+
+def test_two_dimensional_arrays_are_flattened(client):
+    c, y, _ = _data(9, 600)
+    job = logcal.dask.calibration_stats(
+        da.from_array(c.reshape(20, 30), chunks=(7, 11)), y.reshape(20, 30), compute=False
+    )
+    assert client.compute(job).result(timeout=TIMEOUT_S) == logcal.calibration_stats(c, y)
+
+
+def test_bad_input_is_refused():
+    c = da.from_array(np.array([0.5, 0.7]), chunks=1)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "logcal.dask.calibration_stats: binning='quantile' needs all the data at once"
+        ),
+    ):
+        logcal.dask.calibration_stats(c, c, binning="quantile")
+    with pytest.raises(ValueError, match=re.escape("split_every must be an integer >= 2, got 1")):
+        logcal.dask.calibration_stats(c, c, split_every=1)
+    with pytest.raises(
+        ValueError, match=re.escape("correct must have as many values as confidence (2), got 3")
+    ):
+        logcal.dask.calibration_stats(c, np.array([1, 0, 1]))
+    with pytest.raises(ValueError, match=re.escape("confidence is empty")):
+        logcal.dask.calibration_stats(da.zeros(0, chunks=1), np.zeros(0))
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "logcal.dask.calibration_stats: the block from position 1: confidence[0] = 1.5 is outside [0, 1]"
+        ),
+    ):
+        logcal.dask.calibration_stats(
+            da.from_array(np.array([0.5, 1.5]), chunks=1), np.array([1, 0])
+        )
