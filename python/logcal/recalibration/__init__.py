@@ -9,6 +9,15 @@ map serialises with ``to_dict``/``from_dict``.
 
 from __future__ import annotations
 
+from ._confidence import BetaCalibration, HistogramBinning, IsotonicCalibration, PlattScaling
 from ._temperature import TemperatureFit, TemperatureScaling, fit_temperature
 
-__all__ = ["TemperatureFit", "TemperatureScaling", "fit_temperature"]
+__all__ = [
+    "BetaCalibration",
+    "HistogramBinning",
+    "IsotonicCalibration",
+    "PlattScaling",
+    "TemperatureFit",
+    "TemperatureScaling",
+    "fit_temperature",
+]
