@@ -20,8 +20,9 @@ array([-0.4076, -1.0986], dtype=float32)
 
 from __future__ import annotations
 
-from . import io, reference
+from . import io, recalibration, reference
 from ._hidden import token_stats_from_hidden
+from ._metrics import SmoothECE, smooth_ece, spiegelhalter
 from ._native import cuda_available, cuda_compiled, get_num_threads, set_num_threads
 from ._selective import SelectiveStats, selective
 from ._sequence import (
@@ -57,6 +58,7 @@ __all__ = [
     "ReliabilityBin",
     "SelectiveStats",
     "SequenceStats",
+    "SmoothECE",
     "TokenStats",
     "brier_score",
     "calibration_stats",
@@ -70,12 +72,15 @@ __all__ = [
     "log_softmax",
     "mce",
     "nll",
+    "recalibration",
     "reference",
     "rmsce",
     "sample_consistency",
     "selective",
     "sequence_stats",
     "set_num_threads",
+    "smooth_ece",
+    "spiegelhalter",
     "token_stats",
     "token_stats_from_hidden",
     "top_label",
