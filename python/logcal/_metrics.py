@@ -145,11 +145,11 @@ def _checked(confidence: Any, correct: Any) -> tuple[np.ndarray, np.ndarray]:
     bad = ~((c >= 0) & (c <= 1))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"confidence[{i}] = {c[i]!r} is not in [0, 1]")
+        raise ValueError(f"confidence[{i}] = {float(c[i])!r} is not in [0, 1]")
     off = ~((y == 0) | (y == 1))
     if off.any():
         i = int(np.flatnonzero(off)[0])
-        raise ValueError(f"correct[{i}] = {y[i]!r} is not 0 or 1")
+        raise ValueError(f"correct[{i}] = {y[i].item()!r} is not 0 or 1")
     return c, y
 
 

@@ -32,7 +32,7 @@ def _confidence(confidence: Any, name: str = "confidence") -> np.ndarray:
     bad = ~((c >= 0.0) & (c <= 1.0))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{name}[{i}] = {c[i]!r} is not in [0, 1]")
+        raise ValueError(f"{name}[{i}] = {float(c[i])!r} is not in [0, 1]")
     return c
 
 
@@ -48,7 +48,7 @@ def _pairs(confidence: Any, correct: Any, who: str) -> tuple[np.ndarray, np.ndar
         off = ~((y == 0) | (y == 1))
         if off.any():
             i = int(np.flatnonzero(off)[0])
-            raise ValueError(f"correct[{i}] = {y[i]!r} is not 0 or 1")
+            raise ValueError(f"correct[{i}] = {y[i].item()!r} is not 0 or 1")
     y = y.astype(np.float64)
     if y.min() == y.max():
         raise ValueError(
@@ -59,7 +59,9 @@ def _pairs(confidence: Any, correct: Any, who: str) -> tuple[np.ndarray, np.ndar
 
 def _not_constant(c: np.ndarray, who: str) -> None:
     if c.min() == c.max():
-        raise ValueError(f"confidence is constant ({c[0]!r}): {who} needs two distinct values")
+        raise ValueError(
+            f"confidence is constant ({float(c[0])!r}): {who} needs two distinct values"
+        )
 
 
 def _check_fitted(est: Any, attr: str) -> None:

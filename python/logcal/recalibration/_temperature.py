@@ -100,6 +100,16 @@ def _pass_sums(
     return _PassSums(int(nll.size), _fixed_sum(nll), _fixed_sum(nll - entropy))
 
 
+def _check_has_minimum(logits: Any, targets: Any, ignore_index: int, keep: np.ndarray) -> None:
+    """Refuses data whose NLL falls all the way to T -> 0: every target its row's argmax."""
+    s = token_stats(logits, targets, ignore_index=ignore_index)
+    if (to_host(view(s.target_rank, "target_rank"))[keep] == 0).all():
+        raise ValueError(
+            "every target is its row's most likely token: the NLL decreases towards T = 0 "
+            "and has no minimum"
+        )
+
+
 def _check_temperatures(temperatures: Any) -> tuple:
     ts = tuple(_temperature(t) for t in temperatures)
     if not ts:
@@ -268,6 +278,7 @@ def fit_temperature(
         sums = _pass_sums(logits, targets, 1.0 / beta, ignore_index, keep)
         return sums.gradient(1.0 / beta), sums
 
+    _check_has_minimum(logits, targets, ignore_index, keep)
     beta = 1.0 / t0
     g, sums = evaluate(beta)
     points = [(beta, sums.mean_nll(), g)]
