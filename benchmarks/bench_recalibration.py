@@ -81,9 +81,8 @@ def main():
     (t_scipy, calls), t_sp = timed(lambda: scipy_temperature(z, y))
     print(f"fit_temperature: T = {ts.temperature:.7f}, {ts.n_passes} passes, {t_ours:.2f} s")
     print(f"scipy bounded:   T = {t_scipy:.7f}, {calls} passes, {t_sp:.2f} s")
-    print(
-        f"  relative difference {abs(ts.temperature / t_scipy - 1):.2e}; speed-up {t_sp / t_ours:.1f}x"
-    )
+    rel = abs(ts.temperature / t_scipy - 1)
+    print(f"  relative difference {rel:.2e}; speed-up {t_sp / t_ours:.1f}x")
     if not a.skip_torch:
         t_torch, t_tl = timed(lambda: torch_lbfgs_temperature(z, y))
         print(f"torch LBFGS:     T = {t_torch:.7f}, {t_tl:.2f} s; speed-up {t_tl / t_ours:.1f}x")
