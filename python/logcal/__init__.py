@@ -20,8 +20,9 @@ array([-0.4076, -1.0986], dtype=float32)
 
 from __future__ import annotations
 
-from . import io, reference
+from . import io, recalibration, reference
 from ._hidden import token_stats_from_hidden
+from ._metrics import SmoothECE, smooth_ece, spiegelhalter
 from ._native import cuda_available, cuda_compiled, get_num_threads, set_num_threads
 from ._selective import SelectiveStats, selective
 from ._sequence import (
@@ -58,6 +59,7 @@ __all__ = [
     "ReliabilityBin",
     "SelectiveStats",
     "SequenceStats",
+    "SmoothECE",
     "TokenStats",
     "brier_score",
     "calibration_stats",
@@ -72,12 +74,15 @@ __all__ = [
     "mce",
     "nll",
     "read_logprobs",
+    "recalibration",
     "reference",
     "rmsce",
     "sample_consistency",
     "selective",
     "sequence_stats",
     "set_num_threads",
+    "smooth_ece",
+    "spiegelhalter",
     "token_stats",
     "token_stats_from_hidden",
     "top_label",

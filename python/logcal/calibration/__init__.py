@@ -21,9 +21,10 @@ from ._functions import (
     top_label,
 )
 from ._state import CalibrationState
-from ._stats import CalibrationStats, ReliabilityBin
+from ._stats import BrierDecomposition, CalibrationStats, ReliabilityBin
 
 __all__ = [
+    "BrierDecomposition",
     "CalibrationAccumulator",
     "CalibrationState",
     "CalibrationStats",

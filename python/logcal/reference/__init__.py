@@ -26,6 +26,14 @@ from .calibration import (
     top_label,
     uniform_bin_index,
 )
+from .recalibration import (
+    brier_decomposition,
+    fit_temperature,
+    isotonic_regression,
+    nll_at_temperature,
+    platt_scaling,
+    spiegelhalter,
+)
 from .selective import selective
 from .sequence import choice_confidence, sample_consistency, sequence_stats
 from .token import log_softmax, token_stats
@@ -33,20 +41,26 @@ from .token import log_softmax, token_stats
 __all__ = [
     "ReferenceCalibrationStats",
     "bootstrap_weights",
+    "brier_decomposition",
     "brier_score",
     "calibration",
     "calibration_stats",
     "choice_confidence",
     "classwise_ece",
     "ece",
+    "fit_temperature",
+    "isotonic_regression",
     "log_softmax",
     "mce",
     "nll",
+    "nll_at_temperature",
+    "platt_scaling",
     "quantile_edges",
     "rmsce",
     "sample_consistency",
     "selective",
     "sequence_stats",
+    "spiegelhalter",
     "token_stats",
     "top_label",
     "uniform_bin_index",

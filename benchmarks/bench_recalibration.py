@@ -1,0 +1,114 @@
+"""Recalibration: fit_temperature against scipy's minimize_scalar driving token_stats and torch
+LBFGS over all logits (the common recipe); Platt and isotonic against scikit-learn.
+
+    PYTHONPATH=python python3 benchmarks/bench_recalibration.py --rows 4096 --vocab 32000
+
+Synthetic LM-like logits (scaled normal) with targets drawn at temperature 1.3; every method
+fits the same data; T of each is compared with scipy's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import logcal
+from logcal.recalibration import IsotonicCalibration, PlattScaling, fit_temperature
+
+
+def timed(f):
+    t = time.perf_counter()
+    out = f()
+    return out, time.perf_counter() - t
+
+
+def lm_logits(rows, vocab, seed=0):
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((rows, vocab), dtype=np.float32) * 2.5
+    targets = np.empty(rows, dtype=np.int64)
+    for start in range(0, rows, 256):  # draw the targets at T = 1.3, a chunk at a time
+        p = np.exp(z[start : start + 256] / 1.3)
+        p /= p.sum(1, keepdims=True)
+        u = rng.uniform(size=(p.shape[0], 1))
+        targets[start : start + 256] = np.minimum((u > p.cumsum(1)).sum(1), vocab - 1)
+    return z, targets
+
+
+def scipy_temperature(z, y):
+    from scipy.optimize import minimize_scalar
+
+    calls = [0]
+
+    def nll(t):
+        calls[0] += 1
+        return -float(
+            np.mean(logcal.token_stats(z, y, temperature=t).target_logprob, dtype=np.float64)
+        )
+
+    r = minimize_scalar(nll, bounds=(0.05, 10.0), method="bounded", options={"xatol": 1e-6})
+    return r.x, calls[0]
+
+
+def torch_lbfgs_temperature(z, y):
+    import torch
+
+    logits, targets = torch.from_numpy(z), torch.from_numpy(y)
+    t = torch.ones(1, requires_grad=True)
+    opt = torch.optim.LBFGS([t], lr=0.01, max_iter=50)  # gpleiss' temperature_scaling
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logits / t, targets)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(t.item())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=4096)
+    ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--confidences", type=int, default=10**6)
+    ap.add_argument("--skip-torch", action="store_true")
+    a = ap.parse_args()
+    z, y = lm_logits(a.rows, a.vocab)
+    print(f"logits [{a.rows}, {a.vocab}] float32, {z.nbytes / 1e6:.0f} MB")
+    ts, t_ours = timed(lambda: fit_temperature(z, y))
+    (t_scipy, calls), t_sp = timed(lambda: scipy_temperature(z, y))
+    print(f"fit_temperature: T = {ts.temperature:.7f}, {ts.n_passes} passes, {t_ours:.2f} s")
+    print(f"scipy bounded:   T = {t_scipy:.7f}, {calls} passes, {t_sp:.2f} s")
+    rel = abs(ts.temperature / t_scipy - 1)
+    print(f"  relative difference {rel:.2e}; speed-up {t_sp / t_ours:.1f}x")
+    if not a.skip_torch:
+        t_torch, t_tl = timed(lambda: torch_lbfgs_temperature(z, y))
+        print(f"torch LBFGS:     T = {t_torch:.7f}, {t_tl:.2f} s; speed-up {t_tl / t_ours:.1f}x")
+
+    rng = np.random.default_rng(1)
+    n = a.confidences
+    c = rng.beta(5, 2, n).astype(np.float32).astype(np.float64)
+    yc = (rng.uniform(size=n) < c**1.5).astype(np.int64)
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.linear_model import LogisticRegression
+
+    p, tp = timed(lambda: PlattScaling().fit(c, yc))
+    x = (np.log(c) - np.log1p(-c))[:, None]
+    lr, tlr = timed(lambda: LogisticRegression(C=1e12, tol=1e-10, max_iter=1000).fit(x, yc))
+    print(
+        f"Platt, {n} confidences: {tp:.2f} s, scikit-learn {tlr:.2f} s ({tlr / tp:.1f}x); "
+        f"|da| = {abs(p.coef_ - lr.coef_[0, 0]):.1e}, "
+        f"|db| = {abs(p.intercept_ - lr.intercept_[0]):.1e}"
+    )
+    iso, ti = timed(lambda: IsotonicCalibration().fit(c, yc))
+    ir, tir = timed(lambda: IsotonicRegression(out_of_bounds="clip").fit(c, yc))
+    diff = np.abs(iso.transform(c) - ir.predict(c)).max()
+    print(
+        f"isotonic: {ti:.2f} s, scikit-learn {tir:.2f} s ({tir / ti:.1f}x); max |diff| {diff:.1e}"
+    )
+
+
+if __name__ == "__main__":
+    main()
