@@ -28,8 +28,9 @@ napoleon_use_rtype = False
 autodoc_default_options = {"members": True, "member-order": "bysource"}
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
-# logcal.compat.torchmetrics imports torch; a stand-in lets the reference build without it.
-autodoc_mock_imports = ["torch"]
+# The adapters import torch, torchmetrics, transformers and dask; stand-ins let the reference
+# build without them (torchmetrics itself would import scipy, which rejects a stand-in torch).
+autodoc_mock_imports = ["torch", "torchmetrics", "transformers", "dask"]
 
 html_theme = "alabaster"
 html_title = f"logcal {release} API reference"
