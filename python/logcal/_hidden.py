@@ -41,6 +41,7 @@ from ._token import (
     TokenStats,
     _targets,
     _temperature,
+    _top_k_and_ignore_index,
     checked_candidate_ids,
     token_stats,
 )
@@ -513,17 +514,10 @@ def token_stats_from_hidden(
     """
     h, w, b = _views(hidden, weight, bias)
     temperature = _temperature(temperature, h.dtype)
-    top_k = int_arg(top_k, "top_k")
-    ignore_index = int_arg(ignore_index, "ignore_index")
     lead, d = h.shape[:-1], h.shape[-1]
     vocab = w.shape[0]
     rows = int(np.prod(lead, dtype=np.int64))
-    if top_k < 0:
-        raise ValueError(f"top_k must be >= 0, got {top_k}")
-    if top_k > vocab:
-        raise ValueError(f"top_k = {top_k} is larger than the vocabulary size V = {vocab}")
-    if not _INT64_MIN <= ignore_index <= _INT64_MAX:
-        raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
+    top_k, ignore_index = _top_k_and_ignore_index(top_k, ignore_index, vocab)
     if vocab_chunk is None:
         chunk = _default_chunk(rows, vocab)
     else:

@@ -194,6 +194,19 @@ def _candidate_logprobs(x: ArrayView, ids: np.ndarray, stats: dict, temperature:
     return lp.astype(max_logprob.dtype)
 
 
+def _top_k_and_ignore_index(top_k: Any, ignore_index: Any, vocab: int) -> tuple[int, int]:
+    """top_k in [0, V] and an ignore_index that fits in int64, or errors naming them."""
+    top_k = int_arg(top_k, "top_k")
+    ignore_index = int_arg(ignore_index, "ignore_index")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0, got {top_k}")
+    if top_k > vocab:
+        raise ValueError(f"top_k = {top_k} is larger than the vocabulary size V = {vocab}")
+    if not _INT64_MIN <= ignore_index <= _INT64_MAX:
+        raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
+    return top_k, ignore_index
+
+
 def _float_out(x: ArrayView) -> str:
     return "float64" if x.dtype == "float64" else "float32"
 
@@ -258,15 +271,8 @@ def token_stats(
     """
     x = _logits(logits, "token_stats")
     temperature = _temperature(temperature, x.dtype)
-    top_k = int_arg(top_k, "top_k")
-    ignore_index = int_arg(ignore_index, "ignore_index")
     lead, vocab = x.shape[:-1], x.shape[-1]
-    if top_k < 0:
-        raise ValueError(f"top_k must be >= 0, got {top_k}")
-    if top_k > vocab:
-        raise ValueError(f"top_k = {top_k} is larger than the vocabulary size V = {vocab}")
-    if not _INT64_MIN <= ignore_index <= _INT64_MAX:
-        raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
+    top_k, ignore_index = _top_k_and_ignore_index(top_k, ignore_index, vocab)
     t = None if targets is None else _targets(targets, x)
     ids = None if candidate_ids is None else checked_candidate_ids(candidate_ids, lead, vocab)
 
