@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,16 @@ import pytest
 DATA = Path(__file__).with_name("data")
 
 
+# The code under test, also from another working directory (a relative PYTHONPATH would
+# find there nothing, or an installed logcal).
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(
+        os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p
+    ),
+}
+
+
 def run(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "logcal", *args],
@@ -20,6 +31,7 @@ def run(*args, cwd=None):
         text=True,
         timeout=180,
         cwd=cwd,
+        env=ENV,
     )
 
 
@@ -135,8 +147,9 @@ def test_demo_without_matplotlib_still_reports(tmp_path):
         "sys.exit(main(['demo', '--bootstrap', '0']))\n"
     )
     r = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=tmp_path
-    )
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=tmp_path,
+        env=ENV,
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "ECE (expected calibration error)" in r.stdout
     assert "reliability diagram skipped: matplotlib is not installed" in r.stdout
@@ -196,8 +209,9 @@ def test_plot_asked_for_without_matplotlib_is_an_error(tmp_path):
         " '--bootstrap', '0']))\n"
     )
     r = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=tmp_path
-    )
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=tmp_path,
+        env=ENV,
+    )  # fmt: skip
     assert r.returncode == 1
     assert "ECE (expected calibration error)" in r.stdout
     assert r.stderr == (
