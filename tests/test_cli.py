@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,16 @@ import pytest
 DATA = Path(__file__).with_name("data")
 
 
+# The code under test, also from another working directory (a relative PYTHONPATH would
+# find there nothing, or an installed logcal).
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(
+        os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p
+    ),
+}
+
+
 def run(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "logcal", *args],
@@ -20,6 +31,7 @@ def run(*args, cwd=None):
         text=True,
         timeout=180,
         cwd=cwd,
+        env=ENV,
     )
 
 
@@ -135,9 +147,111 @@ def test_demo_without_matplotlib_still_reports(tmp_path):
         "sys.exit(main(['demo', '--bootstrap', '0']))\n"
     )
     r = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=tmp_path
-    )
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=tmp_path,
+        env=ENV,
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "ECE (expected calibration error)" in r.stdout
     assert "reliability diagram skipped: matplotlib is not installed" in r.stdout
     assert not list(tmp_path.iterdir())
+
+
+# --- hardening: one-line messages, exit codes, the report printed where it can be ---------------
+
+WEAK_NOTE = (
+    "logcal: note: the bootstrap resampled only about 5 units of the data; its intervals are "
+    "unreliable (more data helps; --bootstrap 0 leaves them out)\n"
+)
+
+
+def test_plot_to_a_name_without_suffix_reports_the_file_written(tmp_path):
+    r = run("report", str(DATA / "vllm_chat.jsonl"), "--plot", "diagram", "--bootstrap", "0",
+            cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.endswith("\nreliability diagram written to diagram.png\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["diagram.png"]
+
+
+def test_plot_to_a_directory_is_refused_after_the_report(tmp_path):
+    r = run("report", str(DATA / "vllm_chat.jsonl"), "--plot", str(tmp_path), "--bootstrap", "0")
+    assert r.returncode == 1
+    assert "ECE (expected calibration error)" in r.stdout
+    assert r.stderr == (
+        f"logcal: error: cannot write the reliability diagram to {tmp_path}: it is a directory; "
+        f"give a file name, such as {tmp_path / 'reliability.png'}\n"
+    )
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_plot_that_cannot_be_written_still_prints_the_report(tmp_path, as_json):
+    target = tmp_path / "missing" / "x.png"
+    extra = ["--json"] if as_json else []
+    r = run("report", str(DATA / "vllm_chat.jsonl"), "--plot", str(target), "--bootstrap", "0",
+            *extra)  # fmt: skip
+    assert r.returncode == 1
+    assert r.stderr == (
+        f"logcal: error: cannot write the reliability diagram to {target}: "
+        f"No such file or directory\n"
+    )
+    if as_json:
+        report = json.loads(r.stdout)
+        assert report["plot"] is None and report["n"] > 0
+    else:
+        assert "ECE (expected calibration error)" in r.stdout
+
+
+def test_plot_asked_for_without_matplotlib_is_an_error(tmp_path):
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "from logcal.cli import main\n"
+        f"sys.exit(main(['report', {str(DATA / 'vllm_chat.jsonl')!r}, '--plot', 'x.png',"
+        " '--bootstrap', '0']))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=tmp_path,
+        env=ENV,
+    )  # fmt: skip
+    assert r.returncode == 1
+    assert "ECE (expected calibration error)" in r.stdout
+    assert r.stderr == (
+        "logcal: error: cannot draw the reliability diagram: matplotlib is not installed "
+        "(pip install 'logcal[plot]')\n"
+    )
+
+
+def test_huge_bootstrap_and_threads_are_usage_errors():
+    r = run("report", str(DATA / "vllm_chat.jsonl"), "--bootstrap", str(10**12))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines()[-1] == (
+        "logcal: error: --bootstrap x --bins = 15,000,000,000,000 replicate bins is more than "
+        "the 67,108,864 (2**26) a report can hold; ask for fewer"
+    )
+    for args in (["--threads", str(10**10), "info"], ["info", "--threads", "-1"]):
+        r = run(*args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert r.stderr.splitlines()[-1] == (
+            "logcal: error: --threads must be from 1 to 1024, or 0 for all CPUs"
+        )
+
+
+def test_threads_after_the_subcommand():
+    for args in (["info", "--threads", "3"], ["--threads", "3", "info"],
+                 ["--threads", "2", "info", "--threads", "3"]):  # fmt: skip
+        r = run(*args)
+        assert r.returncode == 0, r.stderr
+        assert ", 3 threads" in r.stdout
+
+
+def test_warnings_are_one_clean_line_each_and_the_bootstrap_note_once(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text((DATA / "vllm_chat.jsonl").read_text().splitlines()[0] + "\nnot json\n")
+    r = run("report", str(bad), "--errors", "skip", "--plot", str(tmp_path / "d.png"))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == (
+        f"logcal: warning: skipped 1 malformed record(s) of 2 in {bad}; the first: {bad}:2: "
+        f"not valid JSON: Expecting value (column 1)\n"
+        + WEAK_NOTE.replace("about 5 units", "about 4 units")
+    )
+    r = run("report", str(DATA / "vllm_chat.jsonl"), "--plot", str(tmp_path / "e.png"))
+    assert r.returncode == 0 and r.stderr == WEAK_NOTE

@@ -7,7 +7,8 @@
   (OpenAI, vLLM, Gemini; JSON or JSONL of any size).
 - ``logcal info``: how this installation was built.
 
-Exit codes: 0 success, 1 bad input (one line on stderr says why), 2 usage error.
+Exit codes: 0 success, 1 bad input or an output that could not be written (one line on
+stderr says why; the report is still printed where it was computed), 2 usage error.
 """
 
 from __future__ import annotations
@@ -15,21 +16,31 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import __version__
-from ._native import cpu, cuda_available, cuda_compiled, get_num_threads, set_num_threads
+from ._native import (
+    MAX_THREADS,
+    cpu,
+    cuda_available,
+    cuda_compiled,
+    get_num_threads,
+    set_num_threads,
+)
 from ._selective import selective
 from ._sequence import sequence_stats
 from ._token import token_stats
 from .calibration import calibration_stats
+from .calibration._state import MAX_REPLICATE_CELLS
 
 _METRIC_ROWS = [
     ("ece", "ECE (expected calibration error)"),
@@ -44,28 +55,53 @@ class InputError(Exception):
     """Bad input from the user: reported in one line, exit code 1."""
 
 
+class OutputError(Exception):
+    """An output that could not be written: reported in one line after the report, exit 1."""
+
+
+# --- warnings: one line each, once -------------------------------------------------------------
+
+_WEAK_BOOTSTRAP = re.compile(r"the bootstrap resampled only about (\d+) units")
+
+
+def _one_line(message: str) -> str:
+    """A warning as the command says it: on one line, in the command's terms."""
+    text = " ".join(message.split())
+    weak = _WEAK_BOOTSTRAP.match(text)
+    if weak:
+        # the library's advice (a smaller bootstrap_block) is no option of the command
+        return (
+            f"logcal: note: the bootstrap resampled only about {weak.group(1)} units of the "
+            f"data; its intervals are unreliable (more data helps; --bootstrap 0 leaves them out)"
+        )
+    return f"logcal: warning: {text.removeprefix('read_logprobs ')}"
+
+
+@contextmanager
+def _warnings_as_notes() -> Iterator[None]:
+    """Warnings printed on stderr as they come, one line each and each once, without the
+    file and line of the code that gave them."""
+    said: set = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = _one_line(str(message))
+        if text not in said:
+            said.add(text)
+            print(text, file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        yield
+
+
 # --- the calibration report shared by `demo` and `report` ---------------------------------------
 
 
 def _calibration_report(confidence, correct, *, bins: int, bootstrap: int, seed: int) -> tuple:
-    def compute() -> tuple:
-        stats = calibration_stats(
-            confidence, correct, n_bins=bins, n_bootstrap=bootstrap, seed=seed
-        )
-        return stats, selective(confidence, correct).auroc
-
-    return _noted(compute, bins, bootstrap)
-
-
-def _noted(compute, bins: int, bootstrap: int) -> tuple:
-    """``compute()``'s statistics and AUROC as a report; its warnings as notes on stderr."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        stats, auroc = compute()
-        report = _calibration_table(stats, auroc, bins, bootstrap)
-    for message in dict.fromkeys(str(w.message) for w in caught):
-        print(f"logcal: note: {message}", file=sys.stderr)
-    return stats, report
+    stats = calibration_stats(confidence, correct, n_bins=bins, n_bootstrap=bootstrap, seed=seed)
+    auroc = selective(confidence, correct).auroc
+    return stats, _calibration_table(stats, auroc, bins, bootstrap)
 
 
 def _calibration_table(stats, auroc: float, bins: int, bootstrap: int) -> dict:
@@ -125,10 +161,22 @@ def _print_report(report: dict) -> None:
         )
 
 
-def _write_plot(stats, path: str | None, what: str) -> str | None:
-    """Draw the reliability diagram to `path`; returns a note for the user."""
-    if path is None:
-        return None
+def _plot_path(path: str) -> Path:
+    """Where the diagram is written: a name without a suffix gets ``.png``, as matplotlib
+    would give it (and then the name said is the name written)."""
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(
+            f"cannot write the reliability diagram to {path}: it is a directory; give a file "
+            f"name, such as {target / 'reliability.png'}"
+        )
+    return target if target.suffix else target.with_name(target.name + ".png")
+
+
+def _write_plot(stats, path: str, what: str, asked: bool) -> str | None:
+    """Draw the reliability diagram to ``path``; the path written. Without matplotlib a
+    diagram the user asked for is an error, the demo's default one a note (None)."""
+    target = _plot_path(path)
     try:
         import matplotlib
 
@@ -137,26 +185,58 @@ def _write_plot(stats, path: str | None, what: str) -> str | None:
 
         from .plot import reliability_diagram
     except ImportError:
-        return (
-            "reliability diagram skipped: matplotlib is not installed (pip install 'logcal[plot]')"
-        )
+        if asked:
+            raise OutputError(
+                "cannot draw the reliability diagram: matplotlib is not installed "
+                "(pip install 'logcal[plot]')"
+            ) from None
+        return None
     fig = reliability_diagram(stats, title=what)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return f"reliability diagram written to {path}"
+    try:
+        fig.savefig(target, dpi=120, bbox_inches="tight")
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write the reliability diagram to {target}: {exc.strerror or exc}"
+        ) from None
+    except ValueError as exc:  # a suffix matplotlib has no format for
+        raise OutputError(
+            f"cannot write the reliability diagram to {target}: {' '.join(str(exc).split())}"
+        ) from None
+    finally:
+        plt.close(fig)
+    return str(target)
 
 
 def _finish(report: dict, stats, args: argparse.Namespace, what: str) -> int:
-    note = _write_plot(stats, args.plot, what)
+    """Print the report and write the diagram; 1 if the diagram could not be written (the
+    report is printed all the same)."""
+    asked = args.plot is not None
+    path = args.plot if asked else getattr(args, "default_plot", None)
+    if args.no_plot:
+        path = None
+    written = problem = None
+    if path is not None:
+        try:
+            written = _write_plot(stats, path, what, asked)
+        except OutputError as exc:
+            problem = str(exc)
     if args.json:
-        if note:
-            report["plot"] = args.plot if note.startswith("reliability diagram written") else None
+        if path is not None:
+            report["plot"] = written
         print(json.dumps(report, indent=2))
-        return 0
-    _print_report(report)
-    if note:
-        print()
-        print(note)
+    else:
+        _print_report(report)
+        if path is not None and problem is None:
+            print()
+            print(
+                f"reliability diagram written to {written}"
+                if written
+                else "reliability diagram skipped: matplotlib is not installed "
+                "(pip install 'logcal[plot]')"
+            )
+    if problem is not None:
+        print(f"logcal: error: {problem}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -309,7 +389,8 @@ def _report(args: argparse.Namespace) -> int:
             f"{f', {skipped} records skipped' if skipped else ''})"
         )
         print(f"Calibration of {acc.n:,} tokens: top-1 probability vs the token produced:")
-    stats, report = _noted(lambda: (acc.compute(), ranks.auroc()), args.bins, args.bootstrap)
+    stats = acc.compute()
+    report = _calibration_table(stats, ranks.auroc(), args.bins, args.bootstrap)
     report["source"] = {"file": args.file, "format": fmt, "skipped": skipped}
     return _finish(report, stats, args, Path(args.file).name)
 
@@ -354,6 +435,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _add_report_options(p: argparse.ArgumentParser, default_plot: str | None) -> None:
+    p.set_defaults(default_plot=default_plot, no_plot=False)
     p.add_argument("--bins", type=int, default=15, help="equal-width confidence bins (default 15)")
     p.add_argument(
         "--bootstrap",
@@ -365,39 +447,42 @@ def _add_report_options(p: argparse.ArgumentParser, default_plot: str | None) ->
     p.add_argument(
         "--plot",
         metavar="PNG",
-        default=default_plot,
-        help="write the reliability diagram here"
+        help="write the reliability diagram here (.png added to a name without a suffix)"
         + (f" (default {default_plot})" if default_plot else ""),
     )
     if default_plot:
-        p.add_argument(
-            "--no-plot",
-            dest="plot",
-            action="store_const",
-            const=None,
-            help="do not draw the diagram",
-        )
+        p.add_argument("--no-plot", action="store_true", help="do not draw the diagram")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _threads_option(default: Any) -> argparse.ArgumentParser:
+    """``--threads``, before the command or after it: the subcommands' copy has no default,
+    so that it leaves a value given before the command as it is."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=default,
+        help="CPU threads for the kernels (default: all CPUs available)",
+    )
+    return p
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="logcal",
         description="Confidence and calibration statistics for language models.",
-        epilog="Exit codes: 0 success, 1 bad input, 2 usage error.",
+        epilog="Exit codes: 0 success, 1 bad input or an output not written, 2 usage error.",
+        parents=[_threads_option(0)],
     )
     parser.add_argument("--version", action="version", version=f"logcal {__version__}")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="CPU threads for the kernels (default: all CPUs available)",
-    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    threads = _threads_option(argparse.SUPPRESS)
 
     demo = sub.add_parser(
         "demo",
+        parents=[threads],
         help="report on a real model's predictions shipped with logcal",
         description="Score the next-character predictions of a small real "
         "language model on 1,025 names: token statistics, calibration "
@@ -408,6 +493,7 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser(
         "report",
+        parents=[threads],
         help="calibration report of a logprob file",
         description="Calibration report of a file of logprobs (OpenAI chat "
         "or completions, vLLM, Gemini; JSON or JSONL, .gz too). Without "
@@ -442,7 +528,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_report_options(report, None)
     report.set_defaults(run=_report)
 
-    info = sub.add_parser("info", help="show how this installation was built")
+    info = sub.add_parser("info", parents=[threads], help="show how this installation was built")
     info.set_defaults(run=_info)
     return parser
 
@@ -455,10 +541,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--bins must be at least 1")
     if getattr(args, "bootstrap", 0) < 0:
         parser.error("--bootstrap must be >= 0")
+    cells = getattr(args, "bins", 0) * getattr(args, "bootstrap", 0)
+    if cells > MAX_REPLICATE_CELLS:
+        parser.error(
+            f"--bootstrap x --bins = {cells:,} replicate bins is more than the "
+            f"{MAX_REPLICATE_CELLS:,} (2**26) a report can hold; ask for fewer"
+        )
+    if getattr(args, "workers", 1) < 1:
+        parser.error("--workers must be at least 1")
+    if not 0 <= args.threads <= MAX_THREADS:
+        parser.error(f"--threads must be from 1 to {MAX_THREADS}, or 0 for all CPUs")
     if args.threads:
         set_num_threads(args.threads)
     try:
-        return args.run(args)
+        with _warnings_as_notes():
+            return args.run(args)
     except OSError as exc:
         where = exc.filename if exc.filename is not None else ""
         print(f"logcal: error: cannot read {where}: {exc.strerror or exc}", file=sys.stderr)

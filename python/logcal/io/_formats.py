@@ -141,7 +141,7 @@ def detect(kind: str, resp: Any) -> str:
         if found is not None:
             break
     if found is None:
-        obj = resp.object
+        obj = resp.object if isinstance(resp.object, str) else None  # (read as Any)
         # vLLM's chat responses carry prompt_logprobs at the top, its completions per choice
         default = "chat" if resp.prompt_logprobs is not UNSET or obj != "text_completion" else None
         found = {"chat.completion": "chat", "text_completion": "completions"}.get(obj, default)

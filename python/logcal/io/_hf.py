@@ -29,28 +29,57 @@ def _field(source: Any, name: str) -> Any:
     return getattr(source, name, None)
 
 
-def _host(x: Any) -> Any:
-    """torch tensors to CPU (token_stats reads host memory); anything else to numpy."""
+def _host(x: Any, name: str) -> Any:
+    """torch tensors to CPU (token_stats reads host memory); anything else to a numpy array
+    of floating-point numbers (JSON writes a whole number without a point: an integer)."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):
         return x.detach().cpu()
-    return np.asarray(x)
+    try:
+        arr = np.asarray(x)
+    except ValueError:  # numpy refuses lists of unequal lengths
+        raise ValueError(
+            f"{name} must be an array of numbers, got lists of unequal lengths"
+        ) from None
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.float64)
+    if arr.dtype.kind != "f":
+        raise ValueError(f"{name} must be an array of numbers, got {_kind(arr)}")
+    return arr
 
 
-def _stack(steps: Any) -> Any:
+def _kind(arr: np.ndarray) -> str:
+    """What a non-numeric array holds, for an error message."""
+    if arr.dtype == object:
+        items = set(map(type, arr.ravel().tolist()))
+        if type(None) in items:
+            return "null"
+        if int in items:
+            return "an integer out of range"
+        return ", ".join(sorted(t.__name__ for t in items)) or "nothing"
+    return {"b": "booleans", "U": "strings", "S": "bytes"}.get(arr.dtype.kind, str(arr.dtype))
+
+
+def _stack(steps: Any, name: str) -> Any:
     """``[B, N, V]`` from a tuple of ``N`` arrays ``[B, V]`` (or a ``[B, N, V]`` array)."""
     if isinstance(steps, (tuple, list)):
         if not steps:
-            raise ValueError("logits is an empty tuple: nothing was generated")
-        steps = [_host(s) for s in steps]
+            raise ValueError(f"{name} is an empty tuple: nothing was generated")
+        steps = [_host(s, f"{name}[{i}]") for i, s in enumerate(steps)]
+        shapes = {tuple(s.shape) for s in steps}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            raise ValueError(
+                f"{name} must be a tuple of [batch, vocab] arrays of one shape, got shapes "
+                f"{sorted(shapes)[:3]}"
+            )
         if hasattr(steps[0], "detach"):
             import torch
 
             return torch.stack(steps, dim=1)
         return np.stack(steps, axis=1)
-    arr = _host(steps)
+    arr = _host(steps, name)
     if arr.ndim != 3:
         raise ValueError(
-            f"logits must be a tuple of [batch, vocab] arrays or one [batch, steps, vocab] "
+            f"{name} must be a tuple of [batch, vocab] arrays or one [batch, steps, vocab] "
             f"array, got shape {tuple(arr.shape)}"
         )
     return arr
@@ -71,7 +100,7 @@ def read_hf(source: Any, *, top_k: int, eos_token_id: Any) -> tuple:
     name = "logits"
     if logits is None:
         logits, name = _field(source, "scores"), "scores"
-    stacked = _stack(logits)
+    stacked = _stack(logits, name)
     sequences = _numpy(_field(source, "sequences"))
     if sequences.ndim != 2 or sequences.dtype.kind not in "iu":
         raise ValueError(

@@ -10,7 +10,6 @@ gone on with it: the result is the same as one process's.
 
 from __future__ import annotations
 
-import json
 import mmap
 import multiprocessing
 import os
@@ -25,9 +24,12 @@ from ._batch import Builder, LogprobBatch, unpack
 from ._merge import concat_packed, merged_format
 from ._read import (
     READ_BUFFER,
+    _cut_short,
+    _first_line,
     _gc_paused,
-    _is_document_start,
     _is_gzip,
+    _lines,
+    _loads,
     _Progress,
     _Reader,
     _stream,
@@ -42,16 +44,16 @@ def _ranges(f: Any, size: int, step: int) -> Iterator[tuple[int, int, int]]:
     """``(start, stop, first line index)`` of ranges of about ``step`` bytes of whole lines.
 
     The lines are counted in the mapped file by numpy: no copy of the text, a few hundredths
-    of a second per 100 MB of this process's time, which the workers would otherwise share."""
+    of a second per 100 MB of this process's time, which the workers would otherwise share.
+    A range ends after the first line end found in the map past ``step`` bytes: a line is
+    never read whole here, however long."""
     with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
         text = np.frombuffer(mapped, dtype=np.uint8)
         try:
             start = line = 0
             while start < size:
-                f.seek(min(start + step, size))
-                if f.tell() < size:
-                    f.readline()  # on to the end of the line
-                stop = f.tell()
+                end = mapped.find(b"\n", min(start + step, size))
+                stop = size if end < 0 else end + 1
                 yield start, stop, line
                 for block in range(start, stop, _COUNT_BLOCK):
                     end = min(block + _COUNT_BLOCK, stop)
@@ -62,18 +64,18 @@ def _ranges(f: Any, size: int, step: int) -> Iterator[tuple[int, int, int]]:
 
 
 class _RangeLines:
-    """The lines of ``[start, stop)`` of a binary file."""
+    """The lines of ``[start, stop)`` of a binary file (a range ends at a line end)."""
 
     def __init__(self, f: Any, start: int, stop: int) -> None:
         f.seek(start)
         self.f, self.left = f, stop - start
 
-    def __iter__(self) -> Iterator[bytes]:
-        for line in self.f:
-            yield line
-            self.left -= len(line)
-            if self.left <= 0:
-                return
+    def readline(self, size: int) -> bytes:
+        if self.left <= 0:
+            return b""
+        line = self.f.readline(size)
+        self.left -= len(line)
+        return line
 
 
 class _RangeReader(_Reader):
@@ -88,8 +90,8 @@ class _RangeReader(_Reader):
 def _read_range(task: tuple) -> tuple:
     """In a worker: the packed batches of one range (see ``Builder.packed``), and what its
     reader counted."""
-    path, start, stop, first, fmt, explicit, errors, chunk = task
-    reader = _RangeReader(fmt if explicit else "auto", errors, 5, None)
+    path, start, stop, first, fmt, explicit, errors, chunk, cap = task
+    reader = _RangeReader(fmt if explicit else "auto", errors, 5, None, cap)
     reader.fmt = fmt
     with open(path, "rb", buffering=READ_BUFFER) as f, _gc_paused():
         parts = list(_stream(_RangeLines(f, start, stop), path, reader, chunk, None, first))
@@ -99,17 +101,25 @@ def _read_range(task: tuple) -> tuple:
 
 
 def _first_format(f: Any, reader: Any) -> tuple[bool, str | None]:
-    """Whether the file is JSONL, and the format of its first record (None if unknown)."""
-    for line in f:
+    """Whether the file is JSONL, and the format of its first record (None if unknown).
+    A first line that is not a whole record (a document, or damaged) is left to one
+    process, which says what it is."""
+    cap = reader.max_record_bytes
+    for line in _lines(f, cap):
         line = line.removeprefix(b"\xef\xbb\xbf")
+        if _cut_short(line, cap):
+            return False, None
         if not line.strip():
             continue
-        if _is_document_start(line) is not False:
+        if _first_line(line) != "record":
             return False, None
         if reader.explicit:
             return True, reader.fmt
         probe = type(reader)("auto", "skip", 5, None)
-        probe.record(json.loads(line), 0, "")
+        try:
+            probe.record(_loads(line), 0, "")
+        except ValueError:
+            return False, None
         return True, probe.fmt
     return False, None
 
@@ -141,7 +151,8 @@ def _run(path, reader, chunk, workers, fmt, step, bar) -> Iterator[LogprobBatch]
             size = os.fstat(f.fileno()).st_size
             window: deque = deque()
             for start, stop, first in _ranges(f, size, step):
-                task = (path, start, stop, first, fmt, reader.explicit, errors, chunk)
+                task = (path, start, stop, first, fmt, reader.explicit, errors, chunk,
+                        reader.max_record_bytes)  # fmt: skip
                 window.append(pool.submit(_read_range, task))
                 if len(window) > workers:
                     parts += _collect(window.popleft().result(), reader, bar)

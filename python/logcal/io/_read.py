@@ -8,8 +8,9 @@ of record it is, whose validation error names the field.
 
 from __future__ import annotations
 
+import functools
 import gc
-import gzip
+import io
 import json
 import os
 import warnings
@@ -31,12 +32,34 @@ PROGRESS_BYTES = 64 * 1024 * 1024
 _PROGRESS_STEP = 1 << 20  # update the bar every MiB
 # Lines are cut from reads this big: a quarter of the time of the default 8 KiB reads.
 READ_BUFFER = 1 << 20
+# The longest JSONL line or JSON document read by default (max_record_bytes): far above any
+# API response, and a bound on the memory a damaged or hostile file can take.
+MAX_RECORD_BYTES = 64 << 20
+
+
+class _TooDeep(ValueError):
+    """JSON nested deeper than the parser can follow (Python's recursion limit)."""
+
+
+def _loads(text: Any) -> Any:
+    """``json.loads``, with nesting too deep for it a ValueError like any malformed text."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise _TooDeep("nested too deeply to parse") from None
 
 
 class _Reader:
     """Parses records one at a time into a :class:`Builder`; remembers what was skipped."""
 
-    def __init__(self, fmt: str, errors: str, top_k: int, eos_token_id: Any) -> None:
+    def __init__(
+        self,
+        fmt: str,
+        errors: str,
+        top_k: int,
+        eos_token_id: Any,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+    ) -> None:
         self.explicit = fmt != "auto"
         self.fmt: str | None = None if fmt == "auto" else fmt
         self.kind: str | None = None  # the schema the last record had: tried first
@@ -47,6 +70,8 @@ class _Reader:
         self.n_records = 0
         self.n_skipped = 0
         self.first_error: str | None = None
+        self.max_record_bytes = max_record_bytes
+        self.damage: str | None = None  # a file cut short, read up to the cut (errors="skip")
 
     def fail(self, index: int, message: str) -> None:
         if not self.skip:
@@ -63,7 +88,7 @@ class _Reader:
         if kind is not None:
             try:
                 resp = inner(kind, DECODERS[kind].decode(line))
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
                 pass  # the general path says what is wrong
             else:
                 try:
@@ -73,11 +98,20 @@ class _Reader:
                 return
         where = f"{name}:{index + 1}: "
         try:
-            rec = json.loads(line)
+            rec = _loads(line)
         except ValueError as exc:
             self.fail(index, f"{where}{_json_error(exc)}")
             return
         self._record(rec, index, where)
+
+    def too_long(self, index: int, name: str) -> None:
+        """Line ``index + 1`` of ``name`` is longer than ``max_record_bytes``."""
+        self.n_records += 1
+        self.fail(
+            index,
+            f"{name}:{index + 1}: the record is longer than max_record_bytes "
+            f"({self.max_record_bytes:,} bytes)",
+        )
 
     def record(self, rec: Any, index: int, where: str) -> None:
         """One parsed record."""
@@ -107,6 +141,8 @@ class _Reader:
             self.kind = kind
         except RecordError as exc:
             self.fail(index, f"{where}{exc}")
+        except RecursionError:  # a parsed record nested deeper than it can be walked
+            self.fail(index, f"{where}the record is nested too deeply to read")
 
     def _add(self, index: int, resp: Any, kind: str) -> None:
         fmt = self.fmt if self.explicit else self._format(F.detect(kind, resp))
@@ -117,7 +153,7 @@ class _Reader:
             self.fmt = "huggingface"
         try:
             arrays = read_hf(rec, top_k=self.top_k, eos_token_id=self.eos_token_id)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:  # the kernel's TypeError: a dtype it refuses
             raise RecordError("", str(exc)) from None
         self.builder.add_arrays(index, *arrays)
 
@@ -147,9 +183,10 @@ class _Reader:
         if self.n_records == 0:
             raise ValueError(f"{name} holds no records")
         if self.n_skipped == self.n_records:
+            damage = "" if self.damage is None else f"; {self.damage}"
             raise ValueError(
                 f"none of the {self.n_records} records of {name} could be read; the first "
-                f"error: {self.first_error}"
+                f"error: {self.first_error}{damage}"
             )
         if self.n_skipped:
             warnings.warn(
@@ -157,6 +194,8 @@ class _Reader:
                 f"{self.n_records} in {name}; the first: {self.first_error}",
                 stacklevel=stacklevel,
             )
+        if self.damage is not None:
+            warnings.warn(self.damage, stacklevel=stacklevel)
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -204,41 +243,180 @@ def _json_error(exc: ValueError, document: bool = False) -> str:
         return f"not valid JSON: {exc.msg} (column {column})"
     if isinstance(exc, UnicodeDecodeError):
         return f"not valid UTF-8 text ({exc.reason} at byte {exc.start})"
+    if isinstance(exc, _TooDeep):
+        return "JSON nested too deeply to parse"
     return f"not valid JSON: {exc}"  # pragma: no cover
 
 
-class _Counted:
-    """Counts the bytes read from a stream: the progress over a compressed file's bytes."""
+class _Cut(Exception):
+    """A gzip stream that ends without its end-of-stream marker (errors="raise")."""
 
-    def __init__(self, raw: Any, bar: _Progress) -> None:
-        self.raw, self.bar = raw, bar
 
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
+class _Gunzip(io.RawIOBase):
+    """The text of a gzip stream, for an ``io.BufferedReader`` to cut into lines.
+
+    Unlike ``gzip.GzipFile`` it never makes more text than it is asked for at a time (a
+    small file that expands to one huge line stays bounded by ``max_record_bytes``), and a
+    stream cut short ends the text where the cut is -- so that the lines before it are read
+    with ``errors="skip"`` -- instead of losing the last buffer in an ``EOFError``. Members
+    follow one another, and zero padding after one is ignored, as gzip allows.
+    """
+
+    def __init__(self, source: Any, bar: _Progress, strict: bool) -> None:
+        self.source, self.bar, self.strict = source, bar, strict
+        self.z = zlib.decompressobj(wbits=31)
+        self.read_bytes = 0  # compressed bytes read
+        self.lines = 0  # line ends made
+        self.cut: int | None = None  # where a stream cut short ends, in compressed bytes
+
+    def readable(self) -> bool:
+        return True
+
+    def _more(self) -> bytes:
+        data = self.source.read(READ_BUFFER)
+        self.read_bytes += len(data)
         self.bar.advance(len(data))
         return data
 
-    def readinto(self, buf: Any) -> int:  # pragma: no cover - gzip reads with read()
-        n = self.raw.readinto(buf)
-        self.bar.advance(n or 0)
-        return n
+    def where(self) -> str:
+        return (
+            f"its gzip stream ends at byte {self.read_bytes:,}, in line {self.lines + 1:,}, "
+            f"without its end-of-stream marker"
+        )
+
+    def readinto(self, buf: Any) -> int:
+        while True:
+            if self.z.eof:
+                rest = self.z.unused_data.lstrip(b"\0")
+                while not rest:
+                    more = self._more()
+                    if not more:
+                        return 0
+                    rest = more.lstrip(b"\0")
+                self.z = zlib.decompressobj(wbits=31)  # the next member
+                data = rest
+            elif self.z.unconsumed_tail:
+                data = self.z.unconsumed_tail
+            else:
+                data = self._more()
+                if not data:
+                    self.cut = self.read_bytes
+                    if self.strict:
+                        raise _Cut(self.where())
+                    return 0
+            text = self.z.decompress(data, len(buf))
+            if text:
+                buf[: len(text)] = text
+                self.lines += text.count(b"\n")
+                return len(text)
 
 
-def _is_document_start(line: Any) -> bool | None:
-    """True if a first line opens a JSON document (an array, or an object over many lines);
-    False if it is a JSONL record; None if it is not JSON at all."""
+class _Source(io.RawIOBase):
+    """Any object with ``read(n)`` returning bytes, for an ``io.BufferedReader``: lines,
+    and a look at the first bytes (is it gzip?) that reads nothing twice."""
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        data = self.f.read(len(buf)) or b""
+        if isinstance(data, str):
+            raise TypeError(
+                "source: a file object's read() must return bytes, or the file be an "
+                "io.TextIOBase (a file opened in text mode)"
+            )
+        buf[: len(data)] = data
+        return len(data)
+
+
+class _LineSource:
+    """A file object known by its lines only (iterated, never ``read()`` whole): its lines
+    in pieces of at most ``size``, as :func:`_lines` gives those of a file."""
+
+    def __init__(self, f: Any, size: int) -> None:
+        self.lines, self.size = iter(f), size
+        self.rest: Any = None  # what is left of the current line
+
+    def __iter__(self) -> _LineSource:
+        return self
+
+    def __next__(self) -> Any:
+        if not self.rest:
+            self.rest = next(self.lines)
+        piece, self.rest = self.rest[: self.size], self.rest[self.size :]
+        return piece
+
+    def read(self, n: int) -> Any:
+        """At most ``n`` more characters (or bytes): the rest of a JSON document."""
+        parts: list = []
+        have = 0
+        for piece in self:
+            parts.append(piece)
+            have += len(piece)
+            if have >= n:
+                break
+        return parts[0][:0].join(parts) if parts else ""
+
+
+def _buffered(f: Any, cap: int) -> Any:
+    """A file object to cut lines from, bounded by ``cap``: files and text files as they
+    are, raw and in-memory binary streams buffered (so that they can ``peek``: gzip?),
+    any other object by its lines."""
+    if isinstance(f, io.TextIOBase) or hasattr(f, "peek"):
+        return f
+    if isinstance(f, (io.RawIOBase, io.BufferedIOBase)):
+        return io.BufferedReader(_Source(f), READ_BUFFER)
+    return _LineSource(f, cap + 1)
+
+
+def _lines(f: Any, cap: int) -> Iterator[Any]:
+    """The lines of ``f``, a line longer than ``cap`` coming in pieces of ``cap + 1``
+    (see :func:`_cut_short`): no line is ever held whole whatever its length."""
+    if isinstance(f, _LineSource):
+        return f
+    return iter(functools.partial(f.readline, cap + 1), "" if isinstance(f, io.TextIOBase) else b"")
+
+
+def _cut_short(line: Any, cap: int) -> bool:
+    """A piece of a line longer than ``cap`` (a line within it ends with its line end)."""
+    return len(line) > cap and line[-1:] not in (b"\n", "\n")
+
+
+def _skip_rest(lines: Iterator[Any], bar: _Progress | None) -> None:
+    """Read past the rest of a line too long to hold, a piece at a time."""
+    for piece in lines:
+        if bar is not None:
+            bar.advance(len(piece))
+        if piece[-1:] in (b"\n", "\n"):
+            return
+
+
+def _first_line(line: Any) -> str:
+    """What the first line of a file says of it: ``"document"`` (it opens a JSON array),
+    ``"record"`` (a JSONL record, whole or malformed), or ``"open"``: it does not parse, and
+    stops where JSON goes on (after ``{``, ``[``, ``,`` or ``:``) -- the start of a
+    pretty-printed document, or a record cut there; the next line tells (:func:`_stream`)."""
     stripped = line.strip()
     if stripped[:1] in ("[", b"["):
-        return True
+        return "document"
     try:
-        json.loads(line)
-    except ValueError as exc:
-        # An object that goes on past its first line is a pretty-printed document.
-        text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
-        if isinstance(exc, json.JSONDecodeError) and exc.pos >= len(text.rstrip()):
-            return True
-        return None
-    return False
+        _loads(line)
+    except ValueError:
+        last = stripped[-1:]
+        return "open" if last in ("{", "[", ",", ":", b"{", b"[", b",", b":") else "record"
+    return "record"
+
+
+def _is_record(line: Any) -> bool:
+    """A line that is a JSON object by itself: a JSONL record, never a line of a document
+    (which, pretty-printed, is a part of an object)."""
+    try:
+        return isinstance(_loads(line), dict)
+    except ValueError:
+        return False
 
 
 def _stream(
@@ -247,26 +425,58 @@ def _stream(
     """JSONL line by line (yielding a batch whenever ``chunk`` tokens are read); a JSON
     document (array, or one object over many lines) whole. ``first``: the index of the first
     line (a byte range of a file begins part way)."""
+    cap = reader.max_record_bytes
     lineno = first
-    lines = iter(f)  # once: the second loop goes on where the first stopped
+    lines = _lines(f, cap)  # once: the second loop goes on where the first stopped
+    held: list = []  # the first non-blank line, and the next one where it takes two to tell
     if first == 0:
+        blanks = []  # between the two: part of a document's text
         for line in lines:
             lineno += 1
             if bar is not None:
                 bar.advance(len(line))
             if lineno == 1:
                 line = line.removeprefix(b"\xef\xbb\xbf" if isinstance(line, bytes) else "\ufeff")
+            if _cut_short(line, cap):
+                if held:
+                    _document([held[0][1], *blanks, line], f, name, held[0][0], reader)
+                    return
+                if line.lstrip()[:1] in ("[", b"["):
+                    _document([line], f, name, lineno, reader)
+                    return
+                held.append((lineno, line))
+                break
             if not line.strip():
+                if held:
+                    blanks.append(line)
                 continue
-            if _is_document_start(line):
-                _document(line, f, name, lineno, reader)
+            if held:  # the first line was "open": this one tells
+                if not _is_record(line):
+                    _document([held[0][1], *blanks, line], f, name, held[0][0], reader)
+                    return
+                held.append((lineno, line))
+                break
+            kind = _first_line(line)
+            if kind == "document":
+                _document([line], f, name, lineno, reader)
                 return
-            reader.line(line, lineno - 1, name)
-            break
+            held.append((lineno, line))
+            if kind == "record":
+                break
+    for n, line in held:
+        if _cut_short(line, cap):
+            reader.too_long(n - 1, name)
+            _skip_rest(lines, bar)
+        else:
+            reader.line(line, n - 1, name)
     for line in lines:
         lineno += 1
         if bar is not None:
             bar.advance(len(line))
+        if len(line) > cap and _cut_short(line, cap):
+            reader.too_long(lineno - 1, name)
+            _skip_rest(lines, bar)
+            continue
         if line.isspace():  # (no copy of the line, unlike strip)
             continue
         reader.line(line, lineno - 1, name)
@@ -274,11 +484,20 @@ def _stream(
             yield reader.take()
 
 
-def _document(first: Any, f: Any, name: str, lineno: int, reader: _Reader) -> None:
-    """A whole JSON document: held in memory, as any JSON parser must."""
-    text = first + f.read()
+def _document(parts: list, f: Any, name: str, lineno: int, reader: _Reader) -> None:
+    """A whole JSON document, ``parts`` its lines read so far (the first is line
+    ``lineno``): held in memory, as any JSON parser must, up to ``max_record_bytes``."""
+    cap = reader.max_record_bytes
+    text = parts[0][:0].join(parts)
+    if len(text) <= cap:
+        text += f.read(cap + 1 - len(text))
+    if len(text) > cap:
+        raise ValueError(
+            f"{name}: the JSON document is longer than max_record_bytes ({cap:,} bytes); "
+            f"pass a larger max_record_bytes, or write the records as JSONL (one a line)"
+        )
     try:
-        value = json.loads(text)
+        value = _loads(text)
     except ValueError as exc:
         line = lineno + exc.lineno - 1 if isinstance(exc, json.JSONDecodeError) else lineno
         raise ValueError(f"{name}:{line}: {_json_error(exc, document=True)}") from None
@@ -308,14 +527,21 @@ def _read_file(
     """A file object: gzip (read as a stream: pipes work) or plain, with the progress bar."""
     bar = _Progress(progress, _size(f), os.path.basename(name))
     try:
-        if _is_gzip(f):  # progress over the compressed bytes
-            try:
-                with gzip.GzipFile(fileobj=_Counted(f, bar), mode="rb") as z:
-                    yield from _stream(z, name, reader, chunk, None)
-            except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-                raise ValueError(f"{name}: not a readable gzip file ({exc})") from None
-        else:
+        f = _buffered(f, reader.max_record_bytes)
+        if not _is_gzip(f):
             yield from _stream(f, name, reader, chunk, bar)
+            return
+        text = _Gunzip(f, bar, strict=not reader.skip)  # progress over the compressed bytes
+        try:
+            yield from _stream(io.BufferedReader(text, READ_BUFFER), name, reader, chunk, None)
+        except _Cut as exc:
+            raise ValueError(f"{name}: not a readable gzip file (truncated: {exc})") from None
+        except zlib.error as exc:
+            raise ValueError(f"{name}: not a readable gzip file ({exc})") from None
+        if text.cut is not None:
+            if reader.n_records == 0:
+                raise ValueError(f"{name}: not a readable gzip file (truncated: {text.where()})")
+            reader.damage = f"{name} is truncated: {text.where()}; the lines before it were read"
     finally:
         bar.close()
 
@@ -375,6 +601,7 @@ def read_logprobs(
     eos_token_id: Any = None,
     chunk_tokens: int | None = None,
     workers: int = 1,
+    max_record_bytes: int = MAX_RECORD_BYTES,
 ) -> LogprobBatch | Iterator[LogprobBatch]:
     """Read token log-probabilities from model API outputs into flat arrays.
 
@@ -415,6 +642,13 @@ def read_logprobs(
         Processes decoding a JSONL file given by its path in parallel, each a range of
         lines; the result is the same as with one process, in file order. Gzip files (a
         stream cannot be split), JSON documents and other sources are read by this process.
+    max_record_bytes : int
+        The longest record read from a file or file object, in bytes (characters for a
+        file opened in text mode): a JSONL line (its line end not counted), or a whole JSON
+        document. Default 64 MiB. A longer line is never held whole: it is a malformed record
+        (a ``ValueError`` naming its line, or with ``errors="skip"`` a counted skip); a longer
+        document raises ``ValueError``. It bounds the memory a damaged file, or a small gzip
+        file that expands to one huge line, can take.
 
     Returns
     -------
@@ -433,7 +667,10 @@ def read_logprobs(
     not the text; with ``chunk_tokens``, one chunk. A JSON
     document (an array of responses, or one object over many lines) is parsed whole, as any
     JSON parser must; write big outputs as JSONL. ``errors="skip"`` skips records: a file
-    that is not JSON at all, or a JSON document that does not parse, always raises.
+    that is not JSON at all, or a JSON document that does not parse, always raises. A gzip
+    file cut short is read up to the cut with ``errors="skip"`` (its damaged last line a
+    counted skip, and a warning naming the byte where the stream ends); with
+    ``errors="raise"`` it raises ``ValueError`` naming that byte.
 
     Examples
     --------
@@ -469,6 +706,10 @@ def read_logprobs(
         raise TypeError(f"workers must be an int, got {type(workers).__name__}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if isinstance(max_record_bytes, bool) or not isinstance(max_record_bytes, int):
+        raise TypeError(f"max_record_bytes must be an int, got {type(max_record_bytes).__name__}")
+    if max_record_bytes < 1:
+        raise ValueError(f"max_record_bytes must be >= 1, got {max_record_bytes}")
     if not (
         isinstance(source, (str, os.PathLike, dict))
         or is_hf(source)
@@ -479,7 +720,7 @@ def read_logprobs(
             f"source must be a path, a file object, a dict, a list of dicts or a Hugging Face "
             f"generate output, got {type(source).__name__}"
         )
-    reader = _Reader(format, errors, top_k, eos_token_id)
+    reader = _Reader(format, errors, top_k, eos_token_id, max_record_bytes)
     batches = _batches(source, reader, chunk_tokens, progress, workers)
     if chunk_tokens is not None:
         return _collecting_paused(batches)

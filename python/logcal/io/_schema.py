@@ -28,6 +28,8 @@ MAX_ID = 2**63 - 1  # token ids are stored as int64
 LogProb = Annotated[float, Meta(le=POSITIVE_SLACK)]
 Byte = Annotated[int, Meta(ge=0, le=255)]
 TokenId = Annotated[int, Meta(ge=0, le=MAX_ID)]
+# A choice's or candidate's index: stored as int64, and -1 marks a vLLM prompt's sequence.
+Index = Annotated[int, Meta(ge=0, le=MAX_ID)]
 # A token's UTF-8 bytes: a tuple, which hashes, so the builder interns it as it is.
 Bytes = Optional[tuple[Byte, ...]]
 
@@ -85,7 +87,7 @@ class ChoiceLogprobs(_Node):
 
 
 class Choice(_Node):
-    index: Union[int, UnsetType] = UNSET
+    index: Union[Index, UnsetType] = UNSET
     logprobs: Union[ChoiceLogprobs, UnsetType, None] = UNSET
     message: Any = UNSET
     text: Any = UNSET
@@ -130,7 +132,7 @@ class LogprobsResult(_Node):
 
 
 class Candidate(_Node):
-    index: Union[int, UnsetType] = UNSET
+    index: Union[Index, UnsetType] = UNSET
     logprobsResult: Union[LogprobsResult, UnsetType, None] = UNSET
     logprobs_result: Union[LogprobsResult, UnsetType, None] = UNSET
 
@@ -254,6 +256,8 @@ def record_error(exc: msgspec.ValidationError, value: Any, base: str) -> RecordE
     if "<=" in problem and names == ["float"]:
         return RecordError(path, f"must be a log-probability (<= 0), got {show(bad)}")
     if ">=" in problem or "<=" in problem:  # an integer out of its range
+        if steps and steps[-1] == "index":
+            return RecordError(path, f"must be an index (an integer >= 0), got {show(bad)}")
         if _is_byte_field(steps):
             return RecordError(path, f"must be an integer in [0, 256), got {show(bad)}")
         return RecordError(path, f"must be a token id (an integer >= 0), got {show(bad)}")
