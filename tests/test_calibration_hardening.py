@@ -372,3 +372,15 @@ def test_the_number_of_bins_is_capped():
     with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
         logcal.CalibrationAccumulator(n_bins=100, n_bootstrap=10**6)
     assert logcal.calibration_stats(c, y, n_bins=2**17).n == 2
+
+
+def test_few_units_warning_names_growing_units_without_a_block_size():
+    """An accumulator's default units grow along the stream (no fixed block): the warning
+    counts them without printing a block size of None."""
+    acc = logcal.CalibrationAccumulator(n_bins=5, n_bootstrap=20, seed=0)
+    acc.update(np.array([0.2, 0.7, 0.9]), np.array([0, 1, 1]))
+    with pytest.warns(UserWarning) as caught:
+        acc.compute().interval("ece")
+    message = str(caught[0].message)
+    assert message.startswith("the bootstrap resampled only about 3 units;"), message
+    assert "None" not in message

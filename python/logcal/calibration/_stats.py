@@ -403,8 +403,9 @@ class CalibrationStats:
         block = self._state.bootstrap.block
         units = units_spanned(self._state.ranges, block)
         if units < 100:
+            of = f" of {block} samples" if block is not None else ""
             warnings.warn(
-                f"the bootstrap resampled only about {units} units of {block} samples; "
+                f"the bootstrap resampled only about {units} units{of}; "
                 "its interval is unreliable (pass a smaller bootstrap_block)",
                 stacklevel=2,
             )
