@@ -105,3 +105,54 @@ def test_bad_input_is_refused():
         logcal.dask.calibration_stats(
             da.from_array(np.array([0.5, 1.5]), chunks=1), np.array([1, 0])
         )
+
+
+def _row_chunks(rng, n: int) -> tuple:
+    cuts = sorted(rng.integers(0, n + 1, rng.integers(0, 4)).tolist())
+    return tuple(b - a for a, b in zip([0, *cuts], [*cuts, n]))  # empty blocks too
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_token_stats_of_row_blocks_equal_one_call_bit_for_bit(client, seed):
+    rng = np.random.default_rng(seed)
+    b, t, v = (int(x) for x in rng.integers(1, 9, 3) * (1, 3, 7))
+    logits = rng.normal(0, 3, (b, t, v)).astype([np.float32, np.float64, np.float32][seed])
+    logits[0, 0, : v // 2] = -np.inf  # masked tokens
+    targets = rng.integers(0, v, (b, t))
+    targets[-1, -1] = -100
+    kw = [
+        {"top_k": min(3, v)},
+        {"candidate_ids": rng.integers(0, v, 4), "temperature": 0.7},
+        {"candidate_ids": rng.integers(0, v, (b, t, 2)), "top_k": 1},
+    ][seed]
+    chunks = (_row_chunks(rng, b), _row_chunks(rng, t), _row_chunks(rng, v))  # vocab split too
+    stats = logcal.dask.token_stats(
+        da.from_array(logits, chunks=chunks), da.from_array(targets, chunks=3), **kw
+    )
+    got = dict(zip(stats.keys(), client.compute(list(stats.values()), sync=True)))
+    one = logcal.token_stats(logits, targets, **kw)
+    assert sorted(got) == sorted(one)
+    for name, value in one.items():
+        assert got[name].dtype == value.dtype, name
+        assert np.array_equal(got[name], value, equal_nan=True), name
+
+
+def test_token_stats_without_targets_and_its_bad_input(client):
+    logits = np.random.default_rng(5).normal(size=(10, 6))
+    stats = logcal.dask.token_stats(da.from_array(logits, chunks=(4, 6)))
+    assert not hasattr(stats, "target_logprob")
+    got = client.compute(stats.entropy, sync=True)
+    assert np.array_equal(got, logcal.token_stats(logits).entropy)
+    with pytest.raises(
+        ValueError, match=re.escape("targets must have the logits' leading shape (10,), got (9,)")
+    ):
+        logcal.dask.token_stats(da.from_array(logits), np.zeros(9, int))
+    with pytest.raises(
+        ValueError, match=re.escape("top_k = 7 is larger than the vocabulary size V = 6")
+    ):
+        logcal.dask.token_stats(da.from_array(logits), top_k=7)
+    bad = logcal.dask.token_stats(da.from_array(logits, chunks=(5, 6)), np.full(10, 6))
+    with pytest.raises(  # the index is the block's (each block is one call)
+        ValueError, match=re.escape("targets[0] = 6 is outside [0, 6) and is not ignore_index")
+    ):
+        client.compute(bad.target_logprob, sync=True)

@@ -1,6 +1,7 @@
-"""Calibration statistics of Dask arrays: one exact state per block, merged up a tree.
+"""Calibration and token statistics of Dask arrays.
 
-Each block becomes a :class:`~logcal.CalibrationStats` on its worker, placed at its position
+:func:`token_stats` runs :func:`logcal.token_stats` on each block of rows. For calibration,
+each block becomes a :class:`~logcal.CalibrationStats` on its worker, placed at its position
 in the whole array (so a bootstrap's replicates are those of one call on all the data); only
 its bytes (:meth:`~logcal.CalibrationStats.to_bytes`, a few hundred bytes for 15 bins) travel,
 merged ``split_every`` at a time. Integer sums merge exactly in any order, so the result is bit
@@ -17,11 +18,13 @@ import dask
 import dask.array as da
 import numpy as np
 
+from ._token import TokenStats
+from ._token import token_stats as _token_stats
 from .calibration import CalibrationStats
 from .calibration import calibration_stats as _calibration_stats
 from .calibration._binning import DEFAULT_EPS, auto_block
 
-__all__ = ["calibration_stats"]
+__all__ = ["calibration_stats", "token_stats"]
 
 _FUNC = "logcal.dask.calibration_stats"
 
@@ -138,3 +141,125 @@ def _merged(*states: bytes) -> bytes:
     for s in states[1:]:
         out = out.merge(CalibrationStats.from_bytes(s))
     return out.to_bytes()
+
+
+def token_stats(
+    logits: Any,
+    targets: Any = None,
+    *,
+    top_k: int = 0,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    candidate_ids: Any = None,
+) -> TokenStats:
+    """:func:`logcal.token_stats` of a Dask array, block by block of rows (lazily).
+
+    Each block of rows is one :func:`logcal.token_stats` call on its worker; a position's
+    statistics depend on its row only, so every field is bit for bit that of one call on the
+    whole array, whatever the chunks.
+
+    Parameters
+    ----------
+    logits : dask.array.Array or array, shape ``[..., V]``
+        Chunked along the leading axes as you like; the vocabulary axis is made one chunk
+        (a rechunk that moves data when it is split: chunk by rows to avoid it).
+    targets : dask.array.Array or array of shape ``[...]``, optional
+        Rechunked to the logits' rows.
+    top_k, temperature, ignore_index
+        As for :func:`logcal.token_stats`.
+    candidate_ids : array of shape ``[C]`` or ``[..., C]``, optional
+        ``[C]``: sent whole to every block; ``[..., C]``: rechunked to the logits' rows.
+
+    Returns
+    -------
+    TokenStats
+        A record of **Dask arrays** (not computed: the statistics are as long as the rows,
+        and often feed further Dask work, e.g. :func:`calibration_stats`), chunked like the
+        logits' rows. Compute the fields together, ``dask.compute(*stats.values())``, so that
+        each block's call runs once. Bad arguments (``top_k``, ``temperature``,
+        ``candidate_ids``, dtypes) raise here; bad values (a target out of range) when computed.
+
+    Examples
+    --------
+    >>> import dask, dask.array as da, numpy as np, logcal.dask
+    >>> logits = da.from_array(np.log(np.array([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]])), chunks=1)
+    >>> stats = logcal.dask.token_stats(logits, np.array([0, 1]))
+    >>> np.exp(dask.compute(stats.target_logprob)[0]).round(3)
+    array([0.5, 0.1])
+    """
+    x = da.asarray(logits)
+    if x.ndim == 0:  # the one-shot call's error
+        _token_stats(np.zeros(()))
+    x = x.rechunk({x.ndim - 1: -1})
+    lead = x.chunks[:-1]
+    if any(np.isnan(c) for chunks in lead for c in chunks):
+        raise ValueError(
+            "logcal.dask.token_stats: logits has blocks of unknown size "
+            "(call compute_chunk_sizes() first)"
+        )
+    rows = [x]
+    if targets is not None:
+        t = da.asarray(targets)
+        if t.shape != x.shape[:-1]:
+            raise ValueError(
+                f"targets must have the logits' leading shape {x.shape[:-1]}, got {t.shape}"
+            )
+        rows.append(t.rechunk(lead))
+    per_row = candidate_ids is not None and np.ndim(candidate_ids) > 1
+    if per_row:
+        c = da.asarray(candidate_ids)
+        rows.append(c.rechunk((*lead, -1)) if c.ndim == x.ndim else c)
+    settings = dict(top_k=top_k, temperature=temperature, ignore_index=ignore_index)
+    if candidate_ids is not None and not per_row:
+        settings["candidate_ids"] = np.asarray(candidate_ids)
+    # The arguments are checked, and the fields' dtypes and trailing shapes found, on one row.
+    meta = _token_stats(
+        np.zeros((1, x.shape[-1]), x.dtype),
+        None if targets is None else np.zeros(1, rows[1].dtype),
+        **settings,
+        **({"candidate_ids": np.zeros((1, rows[-1].shape[-1]), rows[-1].dtype)} if per_row else {}),
+    )
+    parts = [a.to_delayed().reshape(x.numblocks[:-1]) for a in rows]
+    fields = {name: np.empty(x.numblocks[:-1], object) for name in meta}
+    for index in np.ndindex(*x.numblocks[:-1]):
+        shape = tuple(chunks[i] for chunks, i in zip(lead, index))
+        block = dask.delayed(_block_token_stats)(
+            *(p[index] for p in parts),
+            shape=shape,
+            has_targets=targets is not None,
+            settings=settings,
+        )
+        for name, value in meta.items():
+            fields[name][index] = da.from_delayed(
+                block[name], shape + value.shape[1:], dtype=value.dtype
+            )
+    return TokenStats(**{name: _assembled(blocks) for name, blocks in fields.items()})
+
+
+def _block_token_stats(
+    logits: np.ndarray, *rest: np.ndarray, shape: tuple, has_targets: bool, settings: dict
+) -> dict:
+    """The fields of one block's token statistics (an empty block: empty fields, as the
+    one-shot call refuses empty logits)."""
+    if 0 in shape:
+        meta = _block_token_stats(
+            np.zeros((1, logits.shape[-1]), logits.dtype),
+            *(np.zeros((1, *r.shape[len(shape) :]), r.dtype) for r in rest),
+            shape=(1,),
+            has_targets=has_targets,
+            settings=settings,
+        )
+        return {k: np.empty(shape + v.shape[1:], v.dtype) for k, v in meta.items()}
+    targets = rest[0] if has_targets else None
+    candidates = {"candidate_ids": rest[-1]} if len(rest) > has_targets else {}
+    return dict(_token_stats(logits, targets, **settings, **candidates))
+
+
+def _assembled(blocks: np.ndarray, index: tuple = ()) -> Any:
+    """One Dask array of an array of blocks (concatenated axis by axis)."""
+    if len(index) == blocks.ndim:
+        return blocks[index]
+    return da.concatenate(
+        [_assembled(blocks, (*index, i)) for i in range(blocks.shape[len(index)])],
+        axis=len(index),
+    )
