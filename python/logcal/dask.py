@@ -1,16 +1,20 @@
-"""Calibration and token statistics of Dask arrays.
+"""Calibration and token statistics of Dask arrays, and calibration over many logprob files.
 
-:func:`token_stats` runs :func:`logcal.token_stats` on each block of rows. For calibration,
-each block becomes a :class:`~logcal.CalibrationStats` on its worker, placed at its position
-in the whole array (so a bootstrap's replicates are those of one call on all the data); only
-its bytes (:meth:`~logcal.CalibrationStats.to_bytes`, a few hundred bytes for 15 bins) travel,
-merged ``split_every`` at a time. Integer sums merge exactly in any order, so the result is bit
-for bit that of :func:`logcal.calibration_stats` on the concatenated data, whatever the chunks
-or workers.
+:func:`token_stats` runs :func:`logcal.token_stats` on each block of rows;
+:func:`read_calibration` builds one state per file. For calibration, each block becomes a
+:class:`~logcal.CalibrationStats` on its worker, placed at its position in the whole array (so a
+bootstrap's replicates are those of one call on all the data); only its bytes
+(:meth:`~logcal.CalibrationStats.to_bytes`, a few hundred bytes for 15 bins) travel, merged
+``split_every`` at a time. Integer sums merge exactly in any order, so the result is bit for bit
+that of :func:`logcal.calibration_stats` on the concatenated data, whatever the chunks or
+workers.
 """
 
 from __future__ import annotations
 
+import glob
+import operator
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,11 +24,11 @@ import numpy as np
 
 from ._token import TokenStats
 from ._token import token_stats as _token_stats
-from .calibration import CalibrationStats
+from .calibration import CalibrationAccumulator, CalibrationStats
 from .calibration import calibration_stats as _calibration_stats
 from .calibration._binning import DEFAULT_EPS, auto_block
 
-__all__ = ["calibration_stats", "token_stats"]
+__all__ = ["calibration_stats", "read_calibration", "token_stats"]
 
 _FUNC = "logcal.dask.calibration_stats"
 
@@ -263,3 +267,143 @@ def _assembled(blocks: np.ndarray, index: tuple = ()) -> Any:
         [_assembled(blocks, (*index, i)) for i in range(blocks.shape[len(index)])],
         axis=len(index),
     )
+
+
+# Tokens per chunk while a file is read: about 100 MB of working memory (as `logcal report`).
+_READ_CHUNK = 1 << 20
+
+
+def read_calibration(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    format: str = "auto",
+    errors: str = "raise",
+    n_bins: int = 15,
+    binning: str | Sequence[float] = "uniform",
+    eps: float = DEFAULT_EPS,
+    n_bootstrap: int = 0,
+    seed: int = 0,
+    split_every: int = 8,
+    compute: bool = True,
+) -> Any:
+    """Token-level calibration of many logprob files (JSON or JSONL, .gz too), one task per
+    file, merged up a tree: the numbers of ``logcal report`` on all of them, concatenated.
+
+    As ``logcal report`` without ``--labels``: each token's confidence is the probability of
+    its top-1 alternative, correct when that alternative is the token produced; tokens without
+    alternatives are left out. Each file's pairs are placed after those of the files before
+    it in the bootstrap's stream, so the result is bit for bit that of one
+    :class:`~logcal.CalibrationAccumulator` fed the files in order, whatever the workers.
+
+    Parameters
+    ----------
+    paths : str, path or sequence of them
+        Files; a string with ``*``, ``?`` or ``[`` is a glob (its matches in sorted order).
+    format, errors
+        As for :func:`logcal.io.read_logprobs`.
+    n_bins, binning, eps, n_bootstrap, seed
+        As for :class:`~logcal.CalibrationAccumulator`.
+    split_every : int
+        How many states each merge task combines, at least 2.
+    compute : bool
+        True: compute now and return the statistics; False: a ``dask.delayed`` of them.
+
+    Returns
+    -------
+    CalibrationStats or dask.delayed.Delayed
+
+    Notes
+    -----
+    A file's pairs (9 bytes a token) stay in its worker's memory until the files before it
+    are counted, which places them in the bootstrap's stream; only counts and states (a few
+    hundred bytes each) move between processes.
+
+    Examples
+    --------
+    >>> import logcal.dask  # doctest: +SKIP
+    >>> stats = logcal.dask.read_calibration("logs/*.jsonl", n_bootstrap=200)  # doctest: +SKIP
+    >>> stats.ece(), stats.interval("ece")  # doctest: +SKIP
+    """
+    files = _files(paths)
+    if isinstance(split_every, bool) or not isinstance(split_every, int) or split_every < 2:
+        raise ValueError(f"split_every must be an integer >= 2, got {split_every!r}")
+    settings = dict(n_bins=n_bins, binning=binning, eps=eps, n_bootstrap=n_bootstrap, seed=seed)
+    CalibrationAccumulator(**settings)  # checks the settings before any file is read
+    offset: Any = 0
+    states = []
+    for path in files:
+        pairs = dask.delayed(_file_pairs, pure=True)(path, format, errors)
+        states.append(dask.delayed(_file_state)(pairs, offset, settings))
+        offset = dask.delayed(operator.add)(offset, dask.delayed(len)(pairs[0]))
+    while len(states) > 1:
+        states = [
+            dask.delayed(_merged_accumulators)(*states[i : i + split_every])
+            for i in range(0, len(states), split_every)
+        ]
+    result = dask.delayed(_file_statistics)(states[0], files)
+    return result.compute() if compute else result
+
+
+def _files(paths: Any) -> list[str]:
+    """The files that ``paths`` names (a glob expanded, in sorted order)."""
+    if isinstance(paths, (str, os.PathLike)):
+        name = os.fspath(paths)
+        if glob.has_magic(name):
+            files = sorted(glob.glob(name))
+            if not files:
+                raise FileNotFoundError(f"logcal.dask.read_calibration: no file matches {name!r}")
+            return files
+        return [name]
+    files = [os.fspath(p) for p in paths]
+    if not files:
+        raise ValueError("logcal.dask.read_calibration: paths is empty")
+    return files
+
+
+def _top1_pairs(batch: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence, correct) of a :class:`~logcal.io.LogprobBatch`'s tokens, the rule of
+    ``logcal report``: the probability of the top-1 alternative, and whether it is the token
+    produced; tokens without alternatives are left out."""
+    if batch.k == 0:
+        return np.empty(0), np.empty(0, bool)
+    top = batch.top_logprobs[:, 0]
+    has_top = np.isfinite(top)
+    return np.exp(top[has_top]), (batch.tokens == batch.top_tokens[:, 0])[has_top].astype(bool)
+
+
+def _file_pairs(path: str, format: str, errors: str) -> tuple[np.ndarray, np.ndarray]:
+    """A file's (confidence, correct) pairs, read in chunks."""
+    from .io import read_logprobs
+
+    parts = [
+        _top1_pairs(batch)
+        for batch in read_logprobs(path, format=format, errors=errors, chunk_tokens=_READ_CHUNK)
+    ]
+    return (
+        np.concatenate([p[0] for p in parts] or [np.empty(0)]),
+        np.concatenate([p[1] for p in parts] or [np.empty(0, bool)]),
+    )
+
+
+def _file_state(pairs: tuple, offset: int, settings: dict) -> bytes:
+    """The bytes of an accumulator of a file's pairs, placed at ``offset``."""
+    return CalibrationAccumulator(**settings).update(*pairs, offset=offset).to_bytes()
+
+
+def _merged_accumulators(*states: bytes) -> bytes:
+    """The bytes of the merge of several accumulators' bytes."""
+    out = CalibrationAccumulator.from_bytes(states[0])
+    for s in states[1:]:
+        out.merge(CalibrationAccumulator.from_bytes(s))
+    return out.to_bytes()
+
+
+def _file_statistics(state: bytes, files: list) -> CalibrationStats:
+    """The statistics of the merged state (refused when no file had a top-1 alternative)."""
+    acc = CalibrationAccumulator.from_bytes(state)
+    if acc.n == 0:
+        raise ValueError(
+            f"logcal.dask.read_calibration: no tokens with top_logprobs in {len(files)} file(s) "
+            f"({files[0]}{', ...' if len(files) > 1 else ''})"
+        )
+    return acc.compute()
