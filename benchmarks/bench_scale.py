@@ -1,13 +1,23 @@
-"""logcal.dask at scale: pairs/s on 1 and 2 local worker processes, the engine's overhead
-against the kernel alone on the same partitions, and the bytes the states move.
+"""logcal across processes: Dask at scale, and torchmetrics' sync under DDP.
 
-The pairs are generated on the workers (a seeded generator per partition), so only states
-travel. Run: ``python benchmarks/bench_scale.py --log2-pairs 26 --log2-partition 24``.
+``dask``: pairs/s on 1 and 2 local worker processes, the engine's overhead against the kernel
+alone on the same partitions, and the bytes the states move. The pairs are generated on the
+workers (a seeded generator per partition), so only states travel.
+
+``ddp``: torchmetrics' own ``BinaryCalibrationError`` against logcal's drop-in
+(``logcal.compat.torchmetrics``) on 2 gloo processes on 127.0.0.1: the bytes each rank's
+states hold when ``compute()`` syncs them (torchmetrics all-gathers every prediction; logcal
+sums a fixed int64 tensor), and the time of that sync and compute.
+
+Run: ``python benchmarks/bench_scale.py dask --log2-pairs 26 --log2-partition 24`` and
+``python benchmarks/bench_scale.py ddp --log2-pairs 22``.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import socket
 import time
 
 import dask
@@ -33,10 +43,18 @@ def _state(i: int, size: int, n_bins: int) -> bytes:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("what", choices=["dask", "ddp"], nargs="?", default="dask")
     ap.add_argument("--log2-pairs", type=int, default=26)
     ap.add_argument("--log2-partition", type=int, default=24)
     ap.add_argument("--n-bins", type=int, default=15)
     args = ap.parse_args()
+    if args.what == "ddp":
+        _ddp(2**args.log2_pairs, args.n_bins)
+    else:
+        _dask(args)
+
+
+def _dask(args: argparse.Namespace) -> None:
     size, parts = 2**args.log2_partition, 2 ** (args.log2_pairs - args.log2_partition)
     n = size * parts
     logcal.set_num_threads(1)  # one core per worker, as the workers below
@@ -77,6 +95,68 @@ def main() -> None:
                 f"states moved ~{state_bytes} bytes (data would be {n * 9} bytes), "
                 f"bit-identical: {same}"
             )
+
+
+def _ddp(n: int, n_bins: int, world: int = 2) -> None:
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    print(f"{n} pairs over {world} gloo ranks (n_bins={n_bins}); per rank:")
+    mp.start_processes(_ddp_rank, args=(world, port, n, n_bins), nprocs=world, start_method="spawn")
+
+
+def _ddp_rank(rank: int, world: int, port: int, n: int, n_bins: int) -> None:
+    import torch
+    import torch.distributed as dist
+    import torchmetrics.classification as tm
+
+    from logcal.compat import torchmetrics as lc
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=300),
+    )
+    gen = torch.Generator().manual_seed(rank)
+    preds = torch.rand(n // world, generator=gen, dtype=torch.float32)
+    target = (torch.rand(n // world, generator=gen) < preds).long()
+    values = {}
+    for name, cls in (
+        ("torchmetrics", tm.BinaryCalibrationError),
+        ("logcal", lc.BinaryCalibrationError),
+    ):
+        metric = cls(n_bins=n_bins)
+        metric.update(preds, target)
+        held = sum(
+            sum(t.numel() * t.element_size() for t in (v if isinstance(v, list) else [v]))
+            for v in (getattr(metric, k) for k in metric._defaults)
+        )
+        dist.barrier()
+        t = time.perf_counter()
+        values[name] = float(metric.compute())  # syncs the states across the ranks
+        took = time.perf_counter() - t
+        if rank == 0:
+            print(
+                f"  {name:12s} states {held:>12,d} bytes, sync + compute {took * 1e3:9.1f} ms, "
+                f"ECE {values[name]:.9f}",
+                flush=True,
+            )
+    everything = [None] * world
+    dist.all_gather_object(everything, (preds.numpy(), target.numpy()))
+    if rank == 0:  # the float64 reference on all ranks' data, as one process
+        from logcal import reference
+
+        conf = np.concatenate([p for p, _ in everything]).astype(np.float64)
+        correct = np.concatenate([t for _, t in everything]).astype(bool)
+        exact = float(reference.ece(conf, correct, n_bins=n_bins))
+        for name, value in values.items():
+            print(f"  {name:12s} ECE - float64 reference: {value - exact:+.3g} (ECE {exact:.9f})")
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -3,16 +3,21 @@ give the one-shot statistics bit for bit, whatever the chunks and fan-in."""
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("dask.distributed")
 
 import logcal  # noqa: E402
+import logcal.cli  # noqa: E402
 import logcal.dask  # noqa: E402
+from logcal.io import read_logprobs  # noqa: E402
 
 TIMEOUT_S = 60
 
@@ -105,3 +110,114 @@ def test_bad_input_is_refused():
         logcal.dask.calibration_stats(
             da.from_array(np.array([0.5, 1.5]), chunks=1), np.array([1, 0])
         )
+
+
+def _row_chunks(rng, n: int) -> tuple:
+    cuts = sorted(rng.integers(0, n + 1, rng.integers(0, 4)).tolist())
+    return tuple(b - a for a, b in zip([0, *cuts], [*cuts, n]))  # empty blocks too
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_token_stats_of_row_blocks_equal_one_call_bit_for_bit(client, seed):
+    rng = np.random.default_rng(seed)
+    b, t, v = (int(x) for x in rng.integers(1, 9, 3) * (1, 3, 7))
+    logits = rng.normal(0, 3, (b, t, v)).astype([np.float32, np.float64, np.float32][seed])
+    logits[0, 0, : v // 2] = -np.inf  # masked tokens
+    targets = rng.integers(0, v, (b, t))
+    targets[-1, -1] = -100
+    kw = [
+        {"top_k": min(3, v)},
+        {"candidate_ids": rng.integers(0, v, 4), "temperature": 0.7},
+        {"candidate_ids": rng.integers(0, v, (b, t, 2)), "top_k": 1},
+    ][seed]
+    chunks = (_row_chunks(rng, b), _row_chunks(rng, t), _row_chunks(rng, v))  # vocab split too
+    stats = logcal.dask.token_stats(
+        da.from_array(logits, chunks=chunks), da.from_array(targets, chunks=3), **kw
+    )
+    got = dict(zip(stats.keys(), client.compute(list(stats.values()), sync=True)))
+    one = logcal.token_stats(logits, targets, **kw)
+    assert sorted(got) == sorted(one)
+    for name, value in one.items():
+        assert got[name].dtype == value.dtype, name
+        assert np.array_equal(got[name], value, equal_nan=True), name
+
+
+def test_token_stats_without_targets_and_its_bad_input(client):
+    logits = np.random.default_rng(5).normal(size=(10, 6))
+    stats = logcal.dask.token_stats(da.from_array(logits, chunks=(4, 6)))
+    assert not hasattr(stats, "target_logprob")
+    got = client.compute(stats.entropy, sync=True)
+    assert np.array_equal(got, logcal.token_stats(logits).entropy)
+    with pytest.raises(
+        ValueError, match=re.escape("targets must have the logits' leading shape (10,), got (9,)")
+    ):
+        logcal.dask.token_stats(da.from_array(logits), np.zeros(9, int))
+    with pytest.raises(
+        ValueError, match=re.escape("top_k = 7 is larger than the vocabulary size V = 6")
+    ):
+        logcal.dask.token_stats(da.from_array(logits), top_k=7)
+    bad = logcal.dask.token_stats(da.from_array(logits, chunks=(5, 6)), np.full(10, 6))
+    with pytest.raises(  # the index is the block's (each block is one call)
+        ValueError, match=re.escape("targets[0] = 6 is outside [0, 6) and is not ignore_index")
+    ):
+        client.compute(bad.target_logprob, sync=True)
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def _report_pairs(path) -> tuple:
+    """A file's pairs by the rule of `logcal report`, from the whole batch."""
+    batch = read_logprobs(path, errors="skip")
+    top = batch.top_logprobs[:, 0]
+    keep = np.isfinite(top)
+    return np.exp(top[keep]), (batch.tokens == batch.top_tokens[:, 0])[keep]
+
+
+@pytest.mark.filterwarnings("ignore:read_logprobs skipped 1 malformed record")
+@pytest.mark.parametrize("split_every", [2, 3])
+def test_read_calibration_of_files_equals_one_accumulator_bit_for_bit(client, split_every):
+    files = sorted(DATA.glob("*.json*"))
+    job = logcal.dask.read_calibration(
+        str(DATA / "*.json*"),
+        errors="skip",
+        n_bins=5,
+        n_bootstrap=20,
+        seed=4,
+        split_every=split_every,
+        compute=False,
+    )
+    got = client.compute(job).result(timeout=TIMEOUT_S)
+    one = logcal.CalibrationAccumulator(n_bins=5, n_bootstrap=20, seed=4)
+    for f in files:
+        one.update(*_report_pairs(f))
+    assert got == one.compute()
+    assert got.to_bytes() == one.compute().to_bytes()
+
+
+@pytest.mark.filterwarnings("ignore:the bootstrap resampled only about")  # a tiny file
+def test_read_calibration_of_one_file_gives_logcal_report(client, capsys):
+    path = str(DATA / "vllm_chat.jsonl")
+    assert logcal.cli.main(["report", path, "--json", "--bootstrap", "30"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    job = logcal.dask.read_calibration([path], n_bootstrap=30, compute=False)
+    got = client.compute(job).result(timeout=TIMEOUT_S)
+    assert got.n == report["n"]
+    for name, entry in report["metrics"].items():
+        assert float(got.metric(name)) == entry["value"]
+        assert [float(x) for x in got.interval(name)] == entry["ci95"]
+
+
+def test_read_calibration_refuses_bad_input(tmp_path):
+    with pytest.raises(
+        FileNotFoundError,
+        match=re.escape("logcal.dask.read_calibration: no file matches"),
+    ):
+        logcal.dask.read_calibration(str(tmp_path / "*.jsonl"))
+    with pytest.raises(ValueError, match=re.escape("logcal.dask.read_calibration: paths is empty")):
+        logcal.dask.read_calibration([])
+    with pytest.raises(ValueError, match=re.escape("split_every must be an integer >= 2, got 0")):
+        logcal.dask.read_calibration([DATA / "vllm_chat.jsonl"], split_every=0)
+    with pytest.raises(ValueError, match=re.escape("openai_batch.jsonl:2: response is null")):
+        with dask.config.set(scheduler="sync"):
+            logcal.dask.read_calibration([DATA / "openai_batch.jsonl"])

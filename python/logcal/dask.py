@@ -1,15 +1,20 @@
-"""Calibration statistics of Dask arrays: one exact state per block, merged up a tree.
+"""Calibration and token statistics of Dask arrays, and calibration over many logprob files.
 
-Each block becomes a :class:`~logcal.CalibrationStats` on its worker, placed at its position
-in the whole array (so a bootstrap's replicates are those of one call on all the data); only
-its bytes (:meth:`~logcal.CalibrationStats.to_bytes`, a few hundred bytes for 15 bins) travel,
-merged ``split_every`` at a time. Integer sums merge exactly in any order, so the result is bit
-for bit that of :func:`logcal.calibration_stats` on the concatenated data, whatever the chunks
-or workers.
+:func:`token_stats` runs :func:`logcal.token_stats` on each block of rows;
+:func:`read_calibration` builds one state per file. For calibration, each block becomes a
+:class:`~logcal.CalibrationStats` on its worker, placed at its position in the whole array (so a
+bootstrap's replicates are those of one call on all the data); only its bytes
+(:meth:`~logcal.CalibrationStats.to_bytes`, a few hundred bytes for 15 bins) travel, merged
+``split_every`` at a time. Integer sums merge exactly in any order, so the result is bit for bit
+that of :func:`logcal.calibration_stats` on the concatenated data, whatever the chunks or
+workers.
 """
 
 from __future__ import annotations
 
+import glob
+import operator
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,11 +22,13 @@ import dask
 import dask.array as da
 import numpy as np
 
-from .calibration import CalibrationStats
+from ._token import TokenStats
+from ._token import token_stats as _token_stats
+from .calibration import CalibrationAccumulator, CalibrationStats
 from .calibration import calibration_stats as _calibration_stats
 from .calibration._binning import DEFAULT_EPS, auto_block
 
-__all__ = ["calibration_stats"]
+__all__ = ["calibration_stats", "read_calibration", "token_stats"]
 
 _FUNC = "logcal.dask.calibration_stats"
 
@@ -138,3 +145,265 @@ def _merged(*states: bytes) -> bytes:
     for s in states[1:]:
         out = out.merge(CalibrationStats.from_bytes(s))
     return out.to_bytes()
+
+
+def token_stats(
+    logits: Any,
+    targets: Any = None,
+    *,
+    top_k: int = 0,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    candidate_ids: Any = None,
+) -> TokenStats:
+    """:func:`logcal.token_stats` of a Dask array, block by block of rows (lazily).
+
+    Each block of rows is one :func:`logcal.token_stats` call on its worker; a position's
+    statistics depend on its row only, so every field is bit for bit that of one call on the
+    whole array, whatever the chunks.
+
+    Parameters
+    ----------
+    logits : dask.array.Array or array, shape ``[..., V]``
+        Chunked along the leading axes as you like; the vocabulary axis is made one chunk
+        (a rechunk that moves data when it is split: chunk by rows to avoid it).
+    targets : dask.array.Array or array of shape ``[...]``, optional
+        Rechunked to the logits' rows.
+    top_k, temperature, ignore_index
+        As for :func:`logcal.token_stats`.
+    candidate_ids : array of shape ``[C]`` or ``[..., C]``, optional
+        ``[C]``: sent whole to every block; ``[..., C]``: rechunked to the logits' rows.
+
+    Returns
+    -------
+    TokenStats
+        A record of **Dask arrays** (not computed: the statistics are as long as the rows,
+        and often feed further Dask work, e.g. :func:`calibration_stats`), chunked like the
+        logits' rows. Compute the fields together, ``dask.compute(*stats.values())``, so that
+        each block's call runs once. Bad arguments (``top_k``, ``temperature``,
+        ``candidate_ids``, dtypes) raise here; bad values (a target out of range) when computed.
+
+    Examples
+    --------
+    >>> import dask, dask.array as da, numpy as np, logcal.dask
+    >>> logits = da.from_array(np.log(np.array([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]])), chunks=1)
+    >>> stats = logcal.dask.token_stats(logits, np.array([0, 1]))
+    >>> np.exp(dask.compute(stats.target_logprob)[0]).round(3)
+    array([0.5, 0.1])
+    """
+    x = da.asarray(logits)
+    if x.ndim == 0:  # the one-shot call's error
+        _token_stats(np.zeros(()))
+    x = x.rechunk({x.ndim - 1: -1})
+    lead = x.chunks[:-1]
+    if any(np.isnan(c) for chunks in lead for c in chunks):
+        raise ValueError(
+            "logcal.dask.token_stats: logits has blocks of unknown size "
+            "(call compute_chunk_sizes() first)"
+        )
+    rows = [x]
+    if targets is not None:
+        t = da.asarray(targets)
+        if t.shape != x.shape[:-1]:
+            raise ValueError(
+                f"targets must have the logits' leading shape {x.shape[:-1]}, got {t.shape}"
+            )
+        rows.append(t.rechunk(lead))
+    per_row = candidate_ids is not None and np.ndim(candidate_ids) > 1
+    if per_row:
+        c = da.asarray(candidate_ids)
+        rows.append(c.rechunk((*lead, -1)) if c.ndim == x.ndim else c)
+    settings = dict(top_k=top_k, temperature=temperature, ignore_index=ignore_index)
+    if candidate_ids is not None and not per_row:
+        settings["candidate_ids"] = np.asarray(candidate_ids)
+    # The arguments are checked, and the fields' dtypes and trailing shapes found, on one row.
+    meta = _token_stats(
+        np.zeros((1, x.shape[-1]), x.dtype),
+        None if targets is None else np.zeros(1, rows[1].dtype),
+        **settings,
+        **({"candidate_ids": np.zeros((1, rows[-1].shape[-1]), rows[-1].dtype)} if per_row else {}),
+    )
+    parts = [a.to_delayed().reshape(x.numblocks[:-1]) for a in rows]
+    fields = {name: np.empty(x.numblocks[:-1], object) for name in meta}
+    for index in np.ndindex(*x.numblocks[:-1]):
+        shape = tuple(chunks[i] for chunks, i in zip(lead, index))
+        block = dask.delayed(_block_token_stats)(
+            *(p[index] for p in parts),
+            shape=shape,
+            has_targets=targets is not None,
+            settings=settings,
+        )
+        for name, value in meta.items():
+            fields[name][index] = da.from_delayed(
+                block[name], shape + value.shape[1:], dtype=value.dtype
+            )
+    return TokenStats(**{name: _assembled(blocks) for name, blocks in fields.items()})
+
+
+def _block_token_stats(
+    logits: np.ndarray, *rest: np.ndarray, shape: tuple, has_targets: bool, settings: dict
+) -> dict:
+    """The fields of one block's token statistics (an empty block: empty fields, as the
+    one-shot call refuses empty logits)."""
+    if 0 in shape:
+        meta = _block_token_stats(
+            np.zeros((1, logits.shape[-1]), logits.dtype),
+            *(np.zeros((1, *r.shape[len(shape) :]), r.dtype) for r in rest),
+            shape=(1,),
+            has_targets=has_targets,
+            settings=settings,
+        )
+        return {k: np.empty(shape + v.shape[1:], v.dtype) for k, v in meta.items()}
+    targets = rest[0] if has_targets else None
+    candidates = {"candidate_ids": rest[-1]} if len(rest) > has_targets else {}
+    return dict(_token_stats(logits, targets, **settings, **candidates))
+
+
+def _assembled(blocks: np.ndarray, index: tuple = ()) -> Any:
+    """One Dask array of an array of blocks (concatenated axis by axis)."""
+    if len(index) == blocks.ndim:
+        return blocks[index]
+    return da.concatenate(
+        [_assembled(blocks, (*index, i)) for i in range(blocks.shape[len(index)])],
+        axis=len(index),
+    )
+
+
+# Tokens per chunk while a file is read: about 100 MB of working memory (as `logcal report`).
+_READ_CHUNK = 1 << 20
+
+
+def read_calibration(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    format: str = "auto",
+    errors: str = "raise",
+    n_bins: int = 15,
+    binning: str | Sequence[float] = "uniform",
+    eps: float = DEFAULT_EPS,
+    n_bootstrap: int = 0,
+    seed: int = 0,
+    split_every: int = 8,
+    compute: bool = True,
+) -> Any:
+    """Token-level calibration of many logprob files (JSON or JSONL, .gz too), one task per
+    file, merged up a tree: the numbers of ``logcal report`` on all of them, concatenated.
+
+    As ``logcal report`` without ``--labels``: each token's confidence is the probability of
+    its top-1 alternative, correct when that alternative is the token produced; tokens without
+    alternatives are left out. Each file's pairs are placed after those of the files before
+    it in the bootstrap's stream, so the result is bit for bit that of one
+    :class:`~logcal.CalibrationAccumulator` fed the files in order, whatever the workers.
+
+    Parameters
+    ----------
+    paths : str, path or sequence of them
+        Files; a string with ``*``, ``?`` or ``[`` is a glob (its matches in sorted order).
+    format, errors
+        As for :func:`logcal.io.read_logprobs`.
+    n_bins, binning, eps, n_bootstrap, seed
+        As for :class:`~logcal.CalibrationAccumulator`.
+    split_every : int
+        How many states each merge task combines, at least 2.
+    compute : bool
+        True: compute now and return the statistics; False: a ``dask.delayed`` of them.
+
+    Returns
+    -------
+    CalibrationStats or dask.delayed.Delayed
+
+    Notes
+    -----
+    A file's pairs (9 bytes a token) stay in its worker's memory until the files before it
+    are counted, which places them in the bootstrap's stream; only counts and states (a few
+    hundred bytes each) move between processes.
+
+    Examples
+    --------
+    >>> import logcal.dask  # doctest: +SKIP
+    >>> stats = logcal.dask.read_calibration("logs/*.jsonl", n_bootstrap=200)  # doctest: +SKIP
+    >>> stats.ece(), stats.interval("ece")  # doctest: +SKIP
+    """
+    files = _files(paths)
+    if isinstance(split_every, bool) or not isinstance(split_every, int) or split_every < 2:
+        raise ValueError(f"split_every must be an integer >= 2, got {split_every!r}")
+    settings = dict(n_bins=n_bins, binning=binning, eps=eps, n_bootstrap=n_bootstrap, seed=seed)
+    CalibrationAccumulator(**settings)  # checks the settings before any file is read
+    offset: Any = 0
+    states = []
+    for path in files:
+        pairs = dask.delayed(_file_pairs, pure=True)(path, format, errors)
+        states.append(dask.delayed(_file_state)(pairs, offset, settings))
+        offset = dask.delayed(operator.add)(offset, dask.delayed(len)(pairs[0]))
+    while len(states) > 1:
+        states = [
+            dask.delayed(_merged_accumulators)(*states[i : i + split_every])
+            for i in range(0, len(states), split_every)
+        ]
+    result = dask.delayed(_file_statistics)(states[0], files)
+    return result.compute() if compute else result
+
+
+def _files(paths: Any) -> list[str]:
+    """The files that ``paths`` names (a glob expanded, in sorted order)."""
+    if isinstance(paths, (str, os.PathLike)):
+        name = os.fspath(paths)
+        if glob.has_magic(name):
+            files = sorted(glob.glob(name))
+            if not files:
+                raise FileNotFoundError(f"logcal.dask.read_calibration: no file matches {name!r}")
+            return files
+        return [name]
+    files = [os.fspath(p) for p in paths]
+    if not files:
+        raise ValueError("logcal.dask.read_calibration: paths is empty")
+    return files
+
+
+def _top1_pairs(batch: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence, correct) of a :class:`~logcal.io.LogprobBatch`'s tokens, the rule of
+    ``logcal report``: the probability of the top-1 alternative, and whether it is the token
+    produced; tokens without alternatives are left out."""
+    if batch.k == 0:
+        return np.empty(0), np.empty(0, bool)
+    top = batch.top_logprobs[:, 0]
+    has_top = np.isfinite(top)
+    return np.exp(top[has_top]), (batch.tokens == batch.top_tokens[:, 0])[has_top].astype(bool)
+
+
+def _file_pairs(path: str, format: str, errors: str) -> tuple[np.ndarray, np.ndarray]:
+    """A file's (confidence, correct) pairs, read in chunks."""
+    from .io import read_logprobs
+
+    parts = [
+        _top1_pairs(batch)
+        for batch in read_logprobs(path, format=format, errors=errors, chunk_tokens=_READ_CHUNK)
+    ]
+    return (
+        np.concatenate([p[0] for p in parts] or [np.empty(0)]),
+        np.concatenate([p[1] for p in parts] or [np.empty(0, bool)]),
+    )
+
+
+def _file_state(pairs: tuple, offset: int, settings: dict) -> bytes:
+    """The bytes of an accumulator of a file's pairs, placed at ``offset``."""
+    return CalibrationAccumulator(**settings).update(*pairs, offset=offset).to_bytes()
+
+
+def _merged_accumulators(*states: bytes) -> bytes:
+    """The bytes of the merge of several accumulators' bytes."""
+    out = CalibrationAccumulator.from_bytes(states[0])
+    for s in states[1:]:
+        out.merge(CalibrationAccumulator.from_bytes(s))
+    return out.to_bytes()
+
+
+def _file_statistics(state: bytes, files: list) -> CalibrationStats:
+    """The statistics of the merged state (refused when no file had a top-1 alternative)."""
+    acc = CalibrationAccumulator.from_bytes(state)
+    if acc.n == 0:
+        raise ValueError(
+            f"logcal.dask.read_calibration: no tokens with top_logprobs in {len(files)} file(s) "
+            f"({files[0]}{', ...' if len(files) > 1 else ''})"
+        )
+    return acc.compute()
