@@ -28,9 +28,9 @@ napoleon_use_rtype = False
 autodoc_default_options = {"members": True, "member-order": "bysource"}
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
-# The adapters import torch, torchmetrics, transformers and dask; stand-ins let the reference
+# The adapters import torch, torchmetrics, transformers, dask and ray; stand-ins let the reference
 # build without them (torchmetrics itself would import scipy, which rejects a stand-in torch).
-autodoc_mock_imports = ["torch", "torchmetrics", "transformers", "dask"]
+autodoc_mock_imports = ["torch", "torchmetrics", "transformers", "dask", "ray"]
 
 html_theme = "alabaster"
 html_title = f"logcal {release} API reference"

@@ -369,10 +369,7 @@ def _report(args: argparse.Namespace) -> int:
         fmt = batch.format
         if batch.k == 0:
             continue
-        top = batch.top_logprobs[:, 0]
-        has_top = np.isfinite(top)
-        confidence = np.exp(top[has_top])
-        correct = (batch.tokens == batch.top_tokens[:, 0])[has_top].astype(bool)
+        confidence, correct = batch.top1_pairs()
         acc.update(confidence, correct)
         ranks.add(confidence, correct)
     if n_tokens == 0:

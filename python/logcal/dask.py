@@ -360,23 +360,12 @@ def _files(paths: Any) -> list[str]:
     return files
 
 
-def _top1_pairs(batch: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(confidence, correct) of a :class:`~logcal.io.LogprobBatch`'s tokens, the rule of
-    ``logcal report``: the probability of the top-1 alternative, and whether it is the token
-    produced; tokens without alternatives are left out."""
-    if batch.k == 0:
-        return np.empty(0), np.empty(0, bool)
-    top = batch.top_logprobs[:, 0]
-    has_top = np.isfinite(top)
-    return np.exp(top[has_top]), (batch.tokens == batch.top_tokens[:, 0])[has_top].astype(bool)
-
-
 def _file_pairs(path: str, format: str, errors: str) -> tuple[np.ndarray, np.ndarray]:
     """A file's (confidence, correct) pairs, read in chunks."""
     from .io import read_logprobs
 
     parts = [
-        _top1_pairs(batch)
+        batch.top1_pairs()
         for batch in read_logprobs(path, format=format, errors=errors, chunk_tokens=_READ_CHUNK)
     ]
     return (

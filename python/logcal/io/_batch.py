@@ -115,6 +115,26 @@ class LogprobBatch(Record):
         """Width of ``top_logprobs``: the longest top list in the source (0 if none)."""
         return int(self._fields["top_logprobs"].shape[1])
 
+    def top1_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """Token-level calibration pairs: the probability of each token's top-1 alternative,
+        and whether that alternative is the token produced (teacher-forced prompt tokens and
+        sampled tokens alike); tokens without alternatives are left out. The rule of
+        ``logcal report``.
+
+        Examples
+        --------
+        >>> import logcal
+        >>> batch = logcal.read_logprobs(logcal.io.demo_path("pokemon_logprobs.jsonl"))
+        >>> confidence, correct = batch.top1_pairs()
+        >>> confidence.shape == correct.shape
+        True
+        """
+        if self.k == 0:
+            return np.empty(0), np.empty(0, bool)
+        top = self.top_logprobs[:, 0]
+        has_top = np.isfinite(top)
+        return np.exp(top[has_top]), (self.tokens == self.top_tokens[:, 0])[has_top].astype(bool)
+
     def text(self, s: int) -> str:
         """The text of sequence ``s``, rebuilt from the token bytes where the source gives them.
 
