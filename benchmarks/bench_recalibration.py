@@ -74,7 +74,14 @@ def main():
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--confidences", type=int, default=10**6)
     ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--skip-temperature", action="store_true")
     a = ap.parse_args()
+    if not a.skip_temperature:
+        bench_temperature(a)
+    bench_confidences(a.confidences)
+
+
+def bench_temperature(a):
     z, y = lm_logits(a.rows, a.vocab)
     print(f"logits [{a.rows}, {a.vocab}] float32, {z.nbytes / 1e6:.0f} MB")
     ts, t_ours = timed(lambda: fit_temperature(z, y))
@@ -87,8 +94,9 @@ def main():
         t_torch, t_tl = timed(lambda: torch_lbfgs_temperature(z, y))
         print(f"torch LBFGS:     T = {t_torch:.7f}, {t_tl:.2f} s; speed-up {t_tl / t_ours:.1f}x")
 
+
+def bench_confidences(n):
     rng = np.random.default_rng(1)
-    n = a.confidences
     c = rng.beta(5, 2, n).astype(np.float32).astype(np.float64)
     yc = (rng.uniform(size=n) < c**1.5).astype(np.int64)
     from sklearn.isotonic import IsotonicRegression

@@ -206,6 +206,28 @@ def test_isotonic_large_against_sklearn_and_reference():
     np.testing.assert_array_equal(back.transform(c), iso.transform(c))
 
 
+def test_compiled_fits_do_not_depend_on_threads():
+    c, y = confidences(n=300_000, seed=4)  # several radix pieces and Platt blocks per thread
+    c[::5] = c[::5].round(2)  # ties
+    c[1] = -0.0  # the equal of 0.0
+    c[2] = 0.0
+    before = logcal.get_num_threads()
+    fits = []
+    try:
+        for threads in (1, 4):
+            logcal.set_num_threads(threads)
+            fits.append((IsotonicCalibration().fit(c, y), PlattScaling().fit(c, y)))
+    finally:
+        logcal.set_num_threads(before)
+    (iso1, platt1), (iso4, platt4) = fits
+    np.testing.assert_array_equal(iso1.x_thresholds_, iso4.x_thresholds_)
+    np.testing.assert_array_equal(iso1.y_thresholds_, iso4.y_thresholds_)
+    assert (platt1.coef_, platt1.intercept_) == (platt4.coef_, platt4.intercept_)
+    ir = IsotonicRegression(out_of_bounds="clip").fit(c, y)
+    np.testing.assert_allclose(iso1.transform(c), ir.predict(c), rtol=0, atol=1e-12)
+    assert np.count_nonzero(iso1.x_thresholds_ == 0.0) <= 1
+
+
 def test_histogram_binning_maps_to_bin_accuracy():
     c, y = confidences(n=5000, seed=3)
     h = HistogramBinning(n_bins=10).fit(c, y)

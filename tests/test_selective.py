@@ -12,7 +12,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 import logcal
 from logcal import reference
@@ -62,6 +62,16 @@ def test_matches_reference_and_sklearn(case):
     np.testing.assert_allclose(got.risk, want.risk, rtol=1e-15)
     np.testing.assert_allclose(got.accuracy, want.accuracy, rtol=1e-12, atol=1e-15)
     assert got.n == conf.size and got.n_correct == int(correct.sum())
+    for field in ("e_aurc", "auarc", "prr", "auprc_errors", "auprc_successes"):
+        if math.isnan(want[field]):
+            assert math.isnan(got[field]), field
+        else:
+            assert got[field] == pytest.approx(want[field], rel=1e-12, abs=1e-14), field
+    if 0 < correct.sum() < correct.size and np.isfinite(conf).all():
+        ap_right = average_precision_score(correct, conf)
+        ap_wrong = average_precision_score(~correct, -conf)
+        assert got.auprc_successes == pytest.approx(ap_right, rel=1e-12)
+        assert got.auprc_errors == pytest.approx(ap_wrong, rel=1e-12)
 
 
 def _aurc_no_ties(correct_in_order):
@@ -111,6 +121,52 @@ def test_all_right_or_all_wrong():
     assert right.aurc == 0.0 and wrong.aurc == 1.0
     np.testing.assert_array_equal(right.accuracy, np.ones(10))
     np.testing.assert_array_equal(wrong.risk, [1.0, 1.0, 1.0])
+    assert math.isnan(right.prr) and math.isnan(wrong.prr)
+    assert right.e_aurc == 0.0 and wrong.e_aurc == 0.0
+    assert right.auarc == 1.0 and wrong.auarc == 0.0
+    assert math.isnan(right.auprc_errors) and right.auprc_successes == 1.0
+    assert wrong.auprc_errors == 1.0 and math.isnan(wrong.auprc_successes)
+
+
+def _lm_polygraph_prr(confidence, correct):
+    """lm-polygraph's PredictionRejectionArea (max_rejection=1) and its PRR, transcribed:
+    the mean quality of the kept answers over rejection rates, of the signal, of the oracle
+    (the quality itself as the signal) and of random rejection (the mean quality)."""
+
+    def area(uncertainty, quality):
+        kept = quality[np.argsort(uncertainty, kind="stable")]
+        return float(np.mean(np.cumsum(kept) / np.arange(1, kept.size + 1)))
+
+    quality = np.asarray(correct, np.float64)
+    signal, oracle = area(-confidence, quality), area(-quality, quality)
+    return signal, (signal - quality.mean()) / (oracle - quality.mean())
+
+
+def test_rejection_metrics_by_definition():
+    rng = np.random.default_rng(5)
+    conf = rng.permutation(500) / 500.0  # no ties: every convention agrees
+    correct = rng.random(500) < conf
+    s = logcal.selective(conf, correct)
+    auarc, prr = _lm_polygraph_prr(conf, correct)
+    assert s.auarc == pytest.approx(auarc, rel=1e-13)
+    assert s.prr == pytest.approx(prr, rel=1e-12)
+    errors_last = np.sort(~correct)  # the perfect ranking: right answers first
+    assert s.e_aurc == pytest.approx(s.aurc - _aurc_no_ties(~errors_last), rel=1e-12)
+    r = 1 - correct.mean()  # Geifman et al.'s closed form, the large-N limit
+    assert s.aurc - s.e_aurc == pytest.approx(r + (1 - r) * np.log(1 - r), rel=1e-2)
+    assert s.auprc_successes == pytest.approx(average_precision_score(correct, conf), rel=1e-13)
+    assert s.auprc_errors == pytest.approx(average_precision_score(~correct, -conf), rel=1e-13)
+
+
+def test_rejection_metrics_of_perfect_and_reversed_signals():
+    correct = np.array([1, 1, 1, 0, 0], bool)
+    perfect = logcal.selective(np.array([5.0, 4, 3, 2, 1]), correct)
+    assert perfect.e_aurc == pytest.approx(0.0, abs=1e-16)
+    assert perfect.prr == pytest.approx(1.0, rel=1e-15)
+    assert perfect.auprc_errors == 1.0 and perfect.auprc_successes == 1.0
+    blind = logcal.selective(np.zeros(5), correct)  # one tie: random rejection exactly
+    assert blind.prr == pytest.approx(0.0, abs=1e-15)
+    assert blind.auprc_successes == 0.6 and blind.auprc_errors == pytest.approx(0.4)
 
 
 def test_signed_zeros_tie_and_infinities_order():
@@ -143,6 +199,10 @@ def test_large_input_against_sklearn_and_across_threads(dtype):
     assert one.aurc == pytest.approx(want.aurc, rel=1e-11)
     np.testing.assert_array_equal(one.threshold, want.threshold)
     np.testing.assert_allclose(one.risk, want.risk, rtol=1e-14)
+    assert one.auprc_successes == pytest.approx(average_precision_score(correct, conf), rel=1e-11)
+    assert one.auprc_errors == pytest.approx(average_precision_score(~correct, -conf), rel=1e-11)
+    assert one.prr == pytest.approx(want.prr, rel=1e-10)
+    assert one.e_aurc == pytest.approx(want.e_aurc, rel=1e-10)
 
 
 def test_input_kinds():

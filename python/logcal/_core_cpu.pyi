@@ -73,6 +73,12 @@ def selective(
     risk: ArrayView,
     accuracy: ArrayView,
 ) -> tuple[float, float, int]: ...
+def isotonic_fit(
+    *, confidence: ArrayView, correct: ArrayView, x: ArrayView, y: ArrayView
+) -> int: ...
+def platt_sums(
+    *, z: ArrayView, correct: ArrayView, a: float, b: float
+) -> tuple[float, tuple[float, float], tuple[tuple[float, float], tuple[float, float]]]: ...
 def calibration_stats(
     *,
     confidence: ArrayView,

@@ -25,15 +25,21 @@ DEFAULT_COVERAGES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 class SelectiveStats(Record):
     """Selective-prediction metrics from :func:`selective`: an immutable record.
 
-    Fields: ``auroc`` and ``aurc`` (Python floats); the risk-coverage curve ``threshold``,
-    ``coverage``, ``risk`` (arrays ``[G]``, one entry per distinct confidence, most confident
-    first); ``coverages`` and ``accuracy`` (arrays ``[m]``); ``n`` and ``n_correct`` (ints).
+    Fields: ``auroc``, ``aurc``, ``e_aurc``, ``auarc``, ``prr``, ``auprc_errors`` and
+    ``auprc_successes`` (Python floats); the risk-coverage curve ``threshold``, ``coverage``,
+    ``risk`` (arrays ``[G]``, one entry per distinct confidence, most confident first);
+    ``coverages`` and ``accuracy`` (arrays ``[m]``); ``n`` and ``n_correct`` (ints).
     The record is also a read-only mapping.
     """
 
     __slots__ = ()
     auroc: float
     aurc: float
+    e_aurc: float
+    auarc: float
+    prr: float
+    auprc_errors: float
+    auprc_successes: float
     threshold: Any
     coverage: Any
     risk: Any
@@ -44,6 +50,11 @@ class SelectiveStats(Record):
     _FIELDS = (
         "auroc",
         "aurc",
+        "e_aurc",
+        "auarc",
+        "prr",
+        "auprc_errors",
+        "auprc_successes",
         "threshold",
         "coverage",
         "risk",
@@ -52,6 +63,52 @@ class SelectiveStats(Record):
         "n",
         "n_correct",
     )
+
+
+def optimal_aurc(n: int, n_errors: int) -> float:
+    """The AURC of a perfect ranking (every error less confident than every right answer):
+    ``(1/n) sum_{k > n - E} (k - (n - E)) / k`` for ``E`` errors in ``n`` answers."""
+    right = n - n_errors
+    # sum_{k=right+1}^{n} (1 - right / k), the harmonic tail summed pairwise by numpy
+    tail = np.sum(1.0 / np.arange(right + 1, n + 1, dtype=np.float64)) if n_errors else 0.0
+    return float((n_errors - right * tail) / n)
+
+
+def _average_precision(hits: np.ndarray, counts: np.ndarray) -> float:
+    """scikit-learn's ``average_precision_score`` over groups of tied scores, best first:
+    ``sum_j (R_j - R_{j-1}) P_j`` with ``P_j``, ``R_j`` the precision and recall of the
+    groups up to j. NaN without positives. Exact integer counts in, one float sum out."""
+    cum_hits = np.cumsum(hits)
+    total = cum_hits[-1]
+    if total == 0:
+        return float("nan")
+    return float(np.sum(hits * (cum_hits / np.cumsum(counts))) / total)
+
+
+def rejection_metrics(coverage: np.ndarray, risk: np.ndarray, aurc: float, n: int) -> dict:
+    """E-AURC, AUARC, PRR and both AUPRCs from the risk-coverage curve and the AURC.
+
+    The curve holds, per group of tied confidences (most confident first), the fraction of
+    answers at or above it and the share of those that are wrong; as both are ratios of
+    integers below 2**51 they are read back exactly as counts.
+    """
+    cum_n = np.rint(np.asarray(coverage, dtype=np.float64) * n)
+    cum_wrong = np.rint(np.asarray(risk, dtype=np.float64) * cum_n)
+    group_n = np.diff(cum_n, prepend=0.0)
+    group_wrong = np.diff(cum_wrong, prepend=0.0)
+    n_errors = int(cum_wrong[-1])
+    error_rate = n_errors / n
+    best = optimal_aurc(n, n_errors)
+    # Random rejection keeps the error rate at every coverage, so its AURC is the error rate;
+    # PRR is the share of the gap between random and perfect rejection that the signal closes.
+    gap = error_rate - best
+    return {
+        "e_aurc": aurc - best,
+        "auarc": 1.0 - aurc,
+        "prr": (error_rate - aurc) / gap if gap > 0 else float("nan"),
+        "auprc_errors": _average_precision(group_wrong[::-1], group_n[::-1]),
+        "auprc_successes": _average_precision(group_n - group_wrong, group_n),
+    }
 
 
 def _correct(correct: Any, n: int, func: str) -> np.ndarray:
@@ -123,7 +180,29 @@ def selective(
         - ``coverages`` and ``accuracy``: accuracy among the ``c * N`` most confident answers
           for each coverage c, with the same averaging over ties (and the answer at the boundary
           counted fractionally when ``c * N`` is not whole), so it is continuous in c.
+        - ``e_aurc``: excess AURC (Geifman, Uziel & El-Yaniv 2019, "Bias-reduced uncertainty
+          estimation for deep neural classifiers", after the AURC of Geifman & El-Yaniv 2017):
+          ``aurc`` minus the AURC of a perfect ranking of the same answers (all errors least
+          confident), ``(1/N) sum_{k > N - E} (k - N + E) / k`` for ``E`` errors; the paper's
+          closed form ``r + (1 - r) ln(1 - r)`` (``r = E / N``) is its limit for large ``N``.
+        - ``auarc``: area under the accuracy-rejection curve, the mean over k of the accuracy
+          of the k most confident answers, ties averaged as for ``aurc``: ``1 - aurc``.
+        - ``prr``: prediction rejection ratio as lm-polygraph computes it (Malinin et al.
+          2021; Fadeeva et al. 2023): ``(auarc - auarc_random) / (auarc_oracle -
+          auarc_random)`` with the oracle's perfect ranking and random rejection, whose
+          expected accuracy is the overall accuracy at every coverage; 1 for a perfect signal,
+          0 for chance. lm-polygraph breaks ties by position, here they are averaged. NaN when
+          all answers are right or all wrong.
+        - ``auprc_errors`` and ``auprc_successes``: average precision, as scikit-learn's
+          ``average_precision_score`` (``sum_j (R_j - R_{j-1}) P_j`` over distinct scores),
+          of detecting the wrong answers by low confidence
+          (``average_precision_score(1 - correct, -confidence)``) and the right answers by
+          high confidence (``average_precision_score(correct, confidence)``). NaN when there
+          is nothing to detect.
         - ``n`` and ``n_correct``.
+
+        These five come from the risk-coverage curve, whose points are read back as exact
+        counts (exact below 2**51 answers).
 
         ``auroc`` and ``aurc`` are Python floats; the arrays are float64 (``threshold`` has the
         dtype of ``confidence``), numpy, or torch for torch ``confidence``.
@@ -189,6 +268,7 @@ def selective(
     return SelectiveStats(
         auroc=float(auroc),
         aurc=float(aurc),
+        **rejection_metrics(coverage[:n_groups], risk[:n_groups], float(aurc), n),
         threshold=wrap(trim(threshold), th_dtype, fam),
         coverage=wrap(trim(coverage), "float64", fam),
         risk=wrap(trim(risk), "float64", fam),

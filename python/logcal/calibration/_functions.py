@@ -21,15 +21,16 @@ from ._fixed import MAX_COUNT
 from ._inputs import bad_label, bad_prob, pairs, probs_labels
 from ._kernel import add_pairs_checked, gpu_stats, gpu_unsupported, is_cuda, top_label_rows
 from ._state import CalibrationState
-from ._stats import CalibrationStats, norm_arg
+from ._stats import CalibrationStats, norm_arg, preset_arg
 
 
 def calibration_stats(
     confidence: Any,
     correct: Any,
     *,
-    n_bins: int = 15,
-    binning: str | Sequence[float] = "uniform",
+    n_bins: int | None = None,
+    binning: str | Sequence[float] | None = None,
+    preset: str | None = None,
     weights: Any = None,
     eps: float = DEFAULT_EPS,
     n_bootstrap: int = 0,
@@ -50,10 +51,21 @@ def calibration_stats(
         labels).
     n_bins : int
         Number of bins, 1 to 2**17 (the bins cost memory and time whether or not samples land
-        in them).
+        in them); default 15.
     binning : {"uniform", "quantile"} or array_like of float
-        Exact uniform bins, equal-mass bins from the data, or explicit non-decreasing edges
-        from 0 to 1 (bins ``[e_k, e_{k+1})``, the last one closed; ``n_bins`` is then ignored).
+        Exact uniform bins (the default), equal-mass bins from the data, or explicit
+        non-decreasing edges from 0 to 1 (bins ``[e_k, e_{k+1})``, the last one closed;
+        ``n_bins`` is then ignored).
+    preset : str, optional
+        The bins and norm of a paper's or tool's calibration error, recorded as
+        ``stats.preset`` (and in :meth:`~CalibrationStats.to_dict`); the norm becomes the
+        default of :meth:`~CalibrationStats.ece`. ``"helm"``: 10 equal-mass bins, L1 (HELM).
+        ``"hle"``: equal-mass bins of about 100 samples (``N // 100`` bins, at least one), L2
+        (Humanity's Last Exam's RMS calibration error; its reference code leaves the last bin
+        out of the sum, here every bin counts). ``"lm-polygraph"``: 10 uniform bins, L1.
+        ``"mapie"``: 50 uniform bins, L1 (MAPIE's ``top_label_ece``). ``"torchmetrics"``: 15
+        uniform bins, L1. ``"sklearn"``: 5 uniform bins (``calibration_curve``), L1. A preset
+        fixes ``n_bins`` and ``binning``: passing either with another value is an error.
     weights : array of the same shape, optional
         Per-sample weights, finite and ``< 2**30``, either 0 or at least ``2**-24`` (the
         fixed-point sums resolve ``2**-64``: at most ``2**-40`` of such a weight; scale smaller
@@ -96,14 +108,19 @@ def calibration_stats(
     [0, 0, 1, 0, 0, 1, 1, 0, 0, 2]
     >>> round(s.ece(), 6), round(s.nll(), 6)
     (0.29, 0.424553)
+    >>> h = logcal.calibration_stats(conf, np.array([0, 1, 0, 1, 1]), preset="helm")
+    >>> h.preset, h.binning
+    ('helm', 'quantile')
     """
-    return _statistics(
+    if preset is not None:
+        n_bins, binning = _preset_bins(preset, n_bins, binning, confidence)
+    stats = _statistics(
         confidence,
         correct,
         func="calibration_stats",
         light=False,
-        n_bins=n_bins,
-        binning=binning,
+        n_bins=15 if n_bins is None else n_bins,
+        binning="uniform" if binning is None else binning,
         weights=weights,
         eps=eps,
         n_bootstrap=n_bootstrap,
@@ -111,6 +128,22 @@ def calibration_stats(
         bootstrap_block=bootstrap_block,
         bootstrap_offset=bootstrap_offset,
     )
+    return stats if preset is None else CalibrationStats(stats._state, preset)
+
+
+def _preset_bins(preset: Any, n_bins: Any, binning: Any, confidence: Any) -> tuple:
+    """The n_bins and binning ``preset`` fixes, refusing explicit arguments that differ."""
+    p = preset_arg(preset)
+    fixed = p.n_bins
+    if fixed is None:  # bins of a fixed size: their number follows the data
+        fixed = p.bins_for(int(np.prod(np.shape(confidence))))
+    for name, given, want in (("n_bins", n_bins, fixed), ("binning", binning, p.binning)):
+        if given is not None and not (isinstance(given, type(want)) and given == want):
+            raise ValueError(
+                f"preset={preset!r} fixes {name}={want!r}, got {name}={given!r}: "
+                f"pass one or the other"
+            )
+    return fixed, p.binning
 
 
 def _statistics(

@@ -17,6 +17,43 @@ NORMS = ("l1", "l2", "max")
 METRICS = ("ece", "mce", "rmsce", "brier", "nll")
 
 
+class Preset(NamedTuple):
+    """The bins and norm a paper or tool computes its calibration error with."""
+
+    n_bins: int | None  # None: one bin per ``samples_per_bin`` samples
+    binning: str
+    norm: str
+    samples_per_bin: int | None = None
+
+    def bins_for(self, n: int) -> int:
+        return self.n_bins if self.n_bins is not None else max(1, n // self.samples_per_bin)
+
+
+# Each fixes n_bins, binning and norm, nothing else: the statistics are those of the same pass.
+PRESETS = {
+    # HELM (Liang et al. 2022): ECE over 10 equal-mass bins.
+    "helm": Preset(10, "quantile", "l1"),
+    # Humanity's Last Exam: RMS calibration error over equal-mass bins of about 100 samples.
+    # Its reference code sums over all bins but the last (which it also widens to take the
+    # remainder); here every sample counts, the last bin included.
+    "hle": Preset(None, "quantile", "l2", samples_per_bin=100),
+    # lm-polygraph's ExpectedCalibrationError: 10 uniform bins.
+    "lm-polygraph": Preset(10, "uniform", "l1"),
+    # MAPIE's top_label_ece: 50 uniform bins.
+    "mapie": Preset(50, "uniform", "l1"),
+    # torchmetrics' CalibrationError: 15 uniform bins.
+    "torchmetrics": Preset(15, "uniform", "l1"),
+    # scikit-learn's calibration_curve: 5 uniform bins.
+    "sklearn": Preset(5, "uniform", "l1"),
+}
+
+
+def preset_arg(preset: Any) -> Preset:
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
+    return PRESETS[preset]
+
+
 def norm_arg(norm: Any) -> str:
     if norm not in NORMS:
         raise ValueError(f"norm must be one of 'l1', 'l2', 'max', got {norm!r}")
@@ -127,11 +164,20 @@ class CalibrationStats:
     (0.2375, 0.1856)
     """
 
-    __slots__ = ("_cache", "_state")
+    __slots__ = ("_cache", "_preset", "_state")
 
-    def __init__(self, state: CalibrationState) -> None:
+    def __init__(self, state: CalibrationState, preset: str | None = None) -> None:
         self._state = state.copy(frozen=True)
         self._cache: dict = {}
+        if preset is not None:
+            preset_arg(preset)
+        self._preset = preset
+
+    @property
+    def preset(self) -> str | None:
+        """The named convention of :func:`calibration_stats` (``preset=``) these statistics
+        follow, or None; it sets the default ``norm`` of :meth:`ece`."""
+        return self._preset
 
     # -- fields --
 
@@ -216,9 +262,10 @@ class CalibrationStats:
 
     # -- metrics --
 
-    def ece(self, norm: str = "l1", debias: bool = False) -> float:
+    def ece(self, norm: str | None = None, debias: bool = False) -> float:
         """Expected calibration error over the bins.
 
+        ``norm`` defaults to the preset's (``"l2"`` for ``"hle"``), else ``"l1"``.
         ``norm="l1"``: ``sum_b w_b |acc_b - conf_b|`` (``w_b`` = bin weight / total);
         ``"l2"``: ``sqrt(sum_b w_b (acc_b - conf_b)^2)`` (RMSCE); ``"max"``:
         ``max_b |acc_b - conf_b|`` over non-empty bins (MCE). ``debias=True`` (``"l2"`` only)
@@ -227,6 +274,8 @@ class CalibrationStats:
         (n_b - 1)]))`` with bins of fewer than two samples contributing 0, as in their
         reference code (torchmetrics' private variant keeps those bins' plug-in term).
         """
+        if norm is None:
+            norm = "l1" if self._preset is None else PRESETS[self._preset].norm
         norm = norm_arg(norm)
         if debias and norm != "l2":
             raise ValueError("debias=True is defined for norm='l2' (Kumar et al. 2019) only")
@@ -428,7 +477,7 @@ class CalibrationStats:
             raise TypeError(f"can only merge CalibrationStats, got {type(other).__name__}")
         state = self._state.copy()
         state.merge(other._state, "statistics")
-        return CalibrationStats(state)
+        return CalibrationStats(state, self._preset if self._preset == other._preset else None)
 
     __add__ = merge
 
@@ -441,13 +490,18 @@ class CalibrationStats:
 
     def to_dict(self) -> dict:
         """A JSON-ready dict of the exact state (Python ints for the fixed-point sums), the
-        encoding of :meth:`CalibrationAccumulator.to_dict`; :meth:`from_dict` restores it."""
-        return self._state.to_dict(STATS_FORMAT)
+        encoding of :meth:`CalibrationAccumulator.to_dict`, with ``"preset"`` when there is
+        one; :meth:`from_dict` restores it."""
+        d = self._state.to_dict(STATS_FORMAT)
+        if self._preset is not None:
+            d["preset"] = self._preset
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> CalibrationStats:
         """Inverse of :meth:`to_dict`."""
-        return cls(CalibrationState.from_dict(d, STATS_FORMAT))
+        state = CalibrationState.from_dict(d, STATS_FORMAT)
+        return cls(state, d.get("preset"))
 
     def to_bytes(self) -> bytes:
         """The exact state as versioned, checksummed bytes; :meth:`from_bytes` restores it.
@@ -470,6 +524,8 @@ class CalibrationStats:
         n = self.n
         ece_s = f"{self.ece():.6g}" if n else "nan"
         boot = f", n_bootstrap={self.n_bootstrap}" if self._state.bootstrap is not None else ""
+        if self._preset is not None:
+            boot += f", preset={self._preset!r}"
         return (
             f"CalibrationStats(n={n}, n_bins={self.n_bins}, binning={self._state.binning!r}, "
             f"ece={ece_s}{boot})"

@@ -8,10 +8,13 @@ and ``predict`` map confidences, fitted attributes end in ``_``) and serialises 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from .. import _native
+from .._arrays import view
 from ..calibration import CalibrationStats, calibration_stats
 from ..reference.calibration import uniform_bin_index
 
@@ -37,7 +40,7 @@ def _confidence(confidence: Any, name: str = "confidence") -> np.ndarray:
 
 
 def _pairs(confidence: Any, correct: Any, who: str) -> tuple[np.ndarray, np.ndarray]:
-    """The checked (confidence, correct) of a fit, correct as float64 0/1."""
+    """The checked (confidence, correct) of a fit: dense float64, and dense uint8 0/1."""
     c = _confidence(confidence)
     y = np.asarray(correct)
     if y.shape != c.shape:
@@ -49,12 +52,12 @@ def _pairs(confidence: Any, correct: Any, who: str) -> tuple[np.ndarray, np.ndar
         if off.any():
             i = int(np.flatnonzero(off)[0])
             raise ValueError(f"correct[{i}] = {y[i].item()!r} is not 0 or 1")
-    y = y.astype(np.float64)
+    y = np.ascontiguousarray(y != 0).view(np.uint8)
     if y.min() == y.max():
         raise ValueError(
             f"correct holds only {int(y[0])}s: {who} needs both outcomes (0 and 1) to fit"
         )
-    return c, y
+    return np.ascontiguousarray(c), y
 
 
 def _not_constant(c: np.ndarray, who: str) -> None:
@@ -79,20 +82,40 @@ def _sigmoid(t: np.ndarray) -> np.ndarray:
     return np.where(t >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def _logistic_loss(X: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
-    t = X @ w
-    return float(np.sum(np.logaddexp(0.0, t) - y * t))
+def _logistic_terms(X: np.ndarray, y: np.ndarray) -> Callable:
+    """The logistic loss of ``P(y = 1) = sigmoid(X w)``, its gradient and Hessian, in numpy."""
+
+    def evaluate(w: np.ndarray) -> tuple:
+        t = X @ w
+        p = _sigmoid(t)
+        loss = float(np.sum(np.logaddexp(0.0, t) - y * t))
+        return loss, X.T @ (p - y), (X * (p * (1.0 - p))[:, None]).T @ X
+
+    return evaluate
 
 
-def logistic_newton(X: np.ndarray, y: np.ndarray, *, who: str, max_iter: int = 100) -> np.ndarray:
-    """Unregularised logistic regression ``P(y = 1) = sigmoid(X w)`` by Newton's method with
-    step halving; stops when the step moves every coefficient by < 1e-13 (relative, with 1)."""
-    w = np.zeros(X.shape[1])
-    loss = _logistic_loss(X, y, w)
+def _platt_terms(z: np.ndarray, y: np.ndarray) -> Callable:
+    """The same for ``sigmoid(a z + b)``: the six sums from one compiled pass over the data."""
+    z_view, y_view = view(z, "z"), view(y, "correct")
+
+    def evaluate(w: np.ndarray) -> tuple:
+        loss, grad, hess = _native.cpu.platt_sums(
+            z=z_view, correct=y_view, a=float(w[0]), b=float(w[1])
+        )
+        return loss, np.array(grad), np.array(hess)
+
+    return evaluate
+
+
+def logistic_newton(
+    evaluate: Callable, n_params: int, *, who: str, max_iter: int = 100
+) -> np.ndarray:
+    """Unregularised logistic regression by Newton's method with step halving, from
+    ``evaluate(w) -> (loss, gradient, Hessian)``; stops when the step moves every coefficient
+    by < 1e-13 (relative, with 1)."""
+    w = np.zeros(n_params)
+    loss, grad, hess = evaluate(w)
     for _ in range(max_iter):
-        p = _sigmoid(X @ w)
-        grad = X.T @ (p - y)
-        hess = (X * (p * (1.0 - p))[:, None]).T @ X
         try:
             step = np.linalg.solve(hess, grad)
         except np.linalg.LinAlgError:
@@ -100,11 +123,11 @@ def logistic_newton(X: np.ndarray, y: np.ndarray, *, who: str, max_iter: int = 1
         scale = 1.0
         while True:
             trial = w - scale * step
-            trial_loss = _logistic_loss(X, y, trial)
-            if trial_loss <= loss or scale < 2.0**-30:
+            trial_terms = evaluate(trial)
+            if trial_terms[0] <= loss or scale < 2.0**-30:
                 break
             scale /= 2.0
-        w, loss = trial, trial_loss
+        w, (loss, grad, hess) = trial, trial_terms
         if not np.isfinite(w).all() or np.abs(w).max() > 1e8:
             break
         if np.all(np.abs(scale * step) <= 1e-13 * (1.0 + np.abs(w))):
@@ -145,8 +168,7 @@ class PlattScaling:
     def fit(self, confidence: Any, correct: Any) -> PlattScaling:
         c, y = _pairs(confidence, correct, "PlattScaling")
         _not_constant(c, "PlattScaling")
-        X = np.column_stack([_logit(c), np.ones_like(c)])
-        a, b = logistic_newton(X, y, who="PlattScaling")
+        a, b = logistic_newton(_platt_terms(_logit(c), y), 2, who="PlattScaling")
         self.coef_, self.intercept_ = float(a), float(b)
         return self
 
@@ -201,13 +223,18 @@ class BetaCalibration:
         _not_constant(c, "BetaCalibration")
         c = np.clip(c, _CLIP, 1.0 - _CLIP)
         features = [np.log(c), -np.log1p(-c)]
-        ones = np.ones_like(c)
-        a, b, m = logistic_newton(np.column_stack([*features, ones]), y, who="BetaCalibration")
+        ones, y = np.ones_like(c), y.astype(np.float64)
+
+        def fit(*columns: np.ndarray) -> np.ndarray:
+            X = np.column_stack([*columns, ones])
+            return logistic_newton(_logistic_terms(X, y), X.shape[1], who="BetaCalibration")
+
+        a, b, m = fit(*features)
         if a < 0:  # as betacal: drop the feature whose coefficient is negative, refit
-            b, m = logistic_newton(np.column_stack([features[1], ones]), y, who="BetaCalibration")
+            b, m = fit(features[1])
             a = 0.0
         elif b < 0:
-            a, m = logistic_newton(np.column_stack([features[0], ones]), y, who="BetaCalibration")
+            a, m = fit(features[0])
             b = 0.0
         self.a_, self.b_, self.m_ = float(a), float(b), float(m)
         return self
@@ -231,26 +258,12 @@ class BetaCalibration:
         return out
 
 
-def pool_adjacent_violators(y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """The non-decreasing fit of ``y`` with weights ``w`` (least squares), per point.
-
-    Merging any two adjacent blocks whose means decrease keeps the unique solution's level
-    sets intact, so each round merges every chain of violating neighbours at once (numpy over
-    all blocks); block means are recomputed from the points' sums each round, not updated.
-    """
-    wy = w * y
-    starts = np.arange(y.size)
-    while True:
-        sw = np.add.reduceat(w, starts)
-        mean = np.add.reduceat(wy, starts) / sw
-        violates = mean[:-1] > mean[1:]
-        if not violates.any():
-            return np.repeat(mean, np.diff(np.append(starts, y.size)))
-        starts = starts[np.concatenate([[True], ~violates])]
-
-
 class IsotonicCalibration:
     """Isotonic regression of correctness on confidence (pool adjacent violators).
+
+    Compiled: the pairs are sorted by a parallel radix sort of their bits, pooled by distinct
+    confidence and merged into blocks with exact integer counts, so each fitted value is the
+    correctly rounded mean of its block.
 
     The least-squares non-decreasing map, as scikit-learn's
     ``IsotonicRegression(out_of_bounds="clip")``: equal confidences are pooled first, the map
@@ -272,18 +285,14 @@ class IsotonicCalibration:
 
     def fit(self, confidence: Any, correct: Any) -> IsotonicCalibration:
         c, y = _pairs(confidence, correct, "IsotonicCalibration")
-        order = np.argsort(c, kind="stable")
-        cs, ys = c[order], y[order]
-        new = np.concatenate([[True], cs[1:] != cs[:-1]])
-        first = np.flatnonzero(new)
-        x = cs[first]
-        counts = np.diff(np.append(first, cs.size)).astype(np.float64)
-        fitted = pool_adjacent_violators(np.add.reduceat(ys, first) / counts, counts)
-        # Keep the ends of each constant stretch: the points between change nothing.
-        keep = np.ones(x.size, dtype=bool)
-        if x.size > 2:
-            keep[1:-1] = (fitted[1:-1] != fitted[:-2]) | (fitted[1:-1] != fitted[2:])
-        self.x_thresholds_, self.y_thresholds_ = x[keep], fitted[keep]
+        x, fitted = np.empty_like(c), np.empty_like(c)
+        kept = _native.cpu.isotonic_fit(
+            confidence=view(c, "confidence"),
+            correct=view(y, "correct"),
+            x=view(x, "x"),
+            y=view(fitted, "y"),
+        )
+        self.x_thresholds_, self.y_thresholds_ = x[:kept].copy(), fitted[:kept].copy()
         return self
 
     def transform(self, confidence: Any) -> np.ndarray:

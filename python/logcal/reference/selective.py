@@ -1,5 +1,5 @@
-"""Float64 reference of selective: AUROC from average ranks, the risk-coverage curve, AURC and
-accuracy at coverages from their definitions."""
+"""Float64 reference of selective: AUROC from average ranks, the risk-coverage curve, AURC, the
+rejection metrics, average precision and accuracy at coverages from their definitions."""
 
 from __future__ import annotations
 
@@ -12,6 +12,18 @@ from .._arrays import host_only, to_float64, view
 from .._selective import DEFAULT_COVERAGES, SelectiveStats
 
 __all__ = ["selective"]
+
+
+def _average_precision(score: np.ndarray, positive: np.ndarray) -> float:
+    """Average precision from its definition: at each distinct score t, from the highest, the
+    precision among scores >= t times the recall gained there. NaN without positives."""
+    n_pos = int(positive.sum())
+    if n_pos == 0:
+        return float("nan")
+    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
+    hits = np.bincount(inverse, weights=positive, minlength=counts.size)[::-1]
+    precision = np.cumsum(hits) / np.cumsum(counts[::-1])
+    return float(np.sum(hits / n_pos * precision))
 
 
 def selective(
@@ -50,6 +62,20 @@ def selective(
     expected_errors = errors_before + (k - start[group]) * ((g_n - g_right) / g_n)[group]
     aurc = float(np.mean(expected_errors / k))
 
+    # The perfect ranking: every wrong answer after every right one, no ties.
+    perfect_errors = np.maximum(k - n_pos, 0)
+    best = float(np.mean(perfect_errors / k))
+    # Random rejection: the expected accuracy of any k answers drawn at random is the overall
+    # accuracy, so its area under the accuracy-rejection curve is that accuracy.
+    auarc = 1.0 - aurc
+    auarc_random = n_pos / n
+    auarc_oracle = 1.0 - best
+    prr = (
+        (auarc - auarc_random) / (auarc_oracle - auarc_random)
+        if auarc_oracle > auarc_random
+        else float("nan")
+    )
+
     # Accuracy among the x = c N most confident: the expected right answers, linear within each
     # group, so a piecewise-linear interpolation of the cumulative counts.
     cov = np.atleast_1d(np.asarray(coverages, dtype=np.float64))
@@ -63,6 +89,11 @@ def selective(
     return SelectiveStats(
         auroc=float(auroc),
         aurc=aurc,
+        e_aurc=aurc - best,
+        auarc=auarc,
+        prr=float(prr),
+        auprc_errors=_average_precision(-c, ~y),
+        auprc_successes=_average_precision(c, y),
         threshold=threshold,
         coverage=coverage,
         risk=risk,

@@ -1,0 +1,159 @@
+// CPU kernels of the confidence recalibration maps.
+//
+// Isotonic calibration: the least-squares non-decreasing map of 0/1 correctness on confidence.
+// Only the order of the confidences and, per distinct confidence, how many answers there are
+// and how many are right matter. So each pair becomes one 64-bit key, the bits of the
+// confidence (non-negative doubles order as their bit patterns) above the correctness bit,
+// sorted by the parallel radix sort of selective; one walk counts the groups and pools
+// adjacent violators on a stack with integer sums, so comparisons and merges are exact.
+//
+// Platt scaling: Newton's method on the logistic loss of (a, b) needs, per step, the loss, its
+// gradient and its Hessian: six sums over the data, taken here in one pass.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "logcal/cpu_recalibration.h"
+#include "parallel.h"
+#include "radix_sort.h"
+
+namespace logcal {
+namespace cpu {
+namespace {
+
+struct Block {
+  int64_t right;        // answers right in the block
+  int64_t count;        // answers in the block
+  int64_t first_group;  // its first distinct confidence
+};
+
+// mean(p) >= mean(q), exactly: right_p / count_p >= right_q / count_q.
+bool not_below(const Block& p, const Block& q) {
+  return static_cast<__int128>(p.right) * q.count >= static_cast<__int128>(q.right) * p.count;
+}
+
+constexpr int64_t kPlattBlock = 1 << 14;  // fixed blocks: the sums do not depend on threads
+
+}  // namespace
+
+Status isotonic_fit(const IsotonicArgs& a) {
+  const int64_t n = a.n;
+  if (n < 1 || !a.confidence || !a.correct || !a.x || !a.y || !a.n_kept)
+    return Status::kInvalidArgument;
+  std::vector<uint64_t> keys, tmp;
+  try {
+    keys.resize(size_t(n));
+    tmp.resize(size_t(n));
+  } catch (const std::bad_alloc&) {
+    return Status::kOutOfMemory;
+  }
+  Status st = parallel_for(n, 1 << 15, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const double c = a.confidence[i] + 0.0;  // -0.0 becomes +0.0, its equal
+      uint64_t bits;
+      std::memcpy(&bits, &c, sizeof bits);
+      keys[size_t(i)] = (bits << 1) | uint64_t(a.correct[i] != 0);  // c <= 1: bit 63 is free
+    }
+  });
+  if (st != Status::kOk) return st;
+  uint64_t* sorted = nullptr;
+  st = radix_sort(keys.data(), tmp.data(), n, &sorted);
+  if (st != Status::kOk) return st;
+
+  // Groups of equal confidence, ascending: their confidence goes to x, their counts onto the
+  // stack of blocks.
+  std::vector<Block> stack;
+  try {
+    stack.reserve(1024);
+    int64_t g = 0;
+    for (int64_t i = 0; i < n;) {
+      const uint64_t value_bits = sorted[i] >> 1;
+      int64_t j = i, right = 0;
+      for (; j < n && (sorted[j] >> 1) == value_bits; ++j) right += int64_t(sorted[j] & 1);
+      std::memcpy(&a.x[g], &value_bits, sizeof(double));
+      // Pool adjacent violators: merging while the block below is not lower leaves strictly
+      // increasing means, so each block is one maximal constant stretch of the fit.
+      Block cur{right, j - i, g};
+      while (!stack.empty() && not_below(stack.back(), cur)) {
+        cur.right += stack.back().right;
+        cur.count += stack.back().count;
+        cur.first_group = stack.back().first_group;
+        stack.pop_back();
+      }
+      stack.push_back(cur);
+      ++g;
+      i = j;
+    }
+    // Keep each stretch's first and last confidence: linear interpolation between the kept
+    // points reproduces the fit at every group.
+    const int64_t n_groups = g;
+    int64_t k = 0;
+    for (size_t s = 0; s < stack.size(); ++s) {
+      const int64_t first = stack[s].first_group;
+      const int64_t last = s + 1 < stack.size() ? stack[s + 1].first_group - 1 : n_groups - 1;
+      const double value = double(stack[s].right) / double(stack[s].count);
+      a.x[k] = a.x[first];
+      a.y[k++] = value;
+      if (last != first) {
+        a.x[k] = a.x[last];
+        a.y[k++] = value;
+      }
+    }
+    *a.n_kept = k;
+  } catch (const std::bad_alloc&) {
+    return Status::kOutOfMemory;
+  }
+  return Status::kOk;
+}
+
+Status platt_sums(const PlattArgs& a) {
+  const int64_t n = a.n;
+  if (n < 1 || !a.z || !a.correct || !a.sums) return Status::kInvalidArgument;
+  const int64_t n_blocks = (n + kPlattBlock - 1) / kPlattBlock;
+  std::vector<double> partial;
+  try {
+    partial.assign(size_t(n_blocks) * 6, 0.0);
+  } catch (const std::bad_alloc&) {
+    return Status::kOutOfMemory;
+  }
+  const Status st = parallel_for(n_blocks, 1, [&](int64_t b, int64_t e) {
+    for (int64_t blk = b; blk < e; ++blk) {
+      double loss = 0, ga = 0, gb = 0, haa = 0, hab = 0, hbb = 0;
+      const int64_t end = std::min(n, (blk + 1) * kPlattBlock);
+      for (int64_t i = blk * kPlattBlock; i < end; ++i) {
+        const double z = a.z[i], y = a.correct[i] ? 1.0 : 0.0;
+        const double t = a.a * z + a.b;
+        // e = exp(-|t|) never overflows: softplus(t) = max(t, 0) + log1p(e), and
+        // sigmoid(t) = 1 / (1 + e) or e / (1 + e) by the sign of t.
+        const double e_t = std::exp(-std::fabs(t));
+        const double inv = 1.0 / (1.0 + e_t);
+        const double p = t >= 0 ? inv : e_t * inv;
+        const double w = e_t * inv * inv;  // p (1 - p)
+        const double r = p - y;
+        loss += std::max(t, 0.0) + std::log1p(e_t) - y * t;
+        ga += r * z;
+        gb += r;
+        haa += w * z * z;
+        hab += w * z;
+        hbb += w;
+      }
+      double* out = &partial[size_t(blk) * 6];
+      out[0] = loss;
+      out[1] = ga;
+      out[2] = gb;
+      out[3] = haa;
+      out[4] = hab;
+      out[5] = hbb;
+    }
+  });
+  if (st != Status::kOk) return st;
+  for (int k = 0; k < 6; ++k) a.sums[k] = 0.0;
+  for (int64_t blk = 0; blk < n_blocks; ++blk)
+    for (int k = 0; k < 6; ++k) a.sums[k] += partial[size_t(blk) * 6 + k];
+  return Status::kOk;
+}
+
+}  // namespace cpu
+}  // namespace logcal
