@@ -137,7 +137,9 @@ def test_demo_text_shows_the_temperature_and_the_change(capsys):
     assert lines[start - 2].startswith("  [0.933, 1.000)")
     assert lines[start + 1] == "  fitting part  names 0, 2, 4, ... (513 names, 4,462 predictions)"
     assert lines[start + 2] == "  held out      names 1, 3, 5, ... (512 names, 4,380 predictions)"
-    assert lines[start + 3].startswith("  fitted temperature T = 0.9647 (mean NLL 2.1039 nats")
+    assert lines[start + 3].startswith(
+        "  fitted temperature T = 0.9647 (mean token NLL 2.1039 nats"
+    )
     assert lines[start + 5].split() == ["held", "out", "before", "after", "change"]
     ece = lines[start + 7].split()
     assert ece[0] == "ECE" and ece[1] == "0.0334" and ece[4] == "0.0289" and ece[7] == "-0.0045"
@@ -445,6 +447,20 @@ def test_fit_fraction_needs_recalibrate(capsys):
     assert usage_error(capsys, "demo", "--recalibrate", "none", "--fit-fraction", "0.5") == want
 
 
+def test_demo_temperature_without_a_minimum_is_refused_after_the_report(capsys, monkeypatch):
+    # every target its row's argmax on the fitting names: the NLL falls all the way to T -> 0
+    demo = logcal.io.load_demo()
+    targets = demo.logits.argmax(axis=1)
+    targets[demo.offsets[1]] = (targets[demo.offsets[1]] + 1) % 27  # name 1, held out
+    monkeypatch.setattr(logcal.io, "load_demo", lambda: demo._replace(targets=targets))
+    out, last = refused(capsys, "demo", "--no-plot", "--bootstrap", "0")
+    assert last == (
+        "logcal: error: cannot fit temperature on the fitting part: every target is its row's "
+        "most likely token: the NLL decreases towards T = 0 and has no minimum"
+    )
+    assert "ECE (expected calibration error)" in out and "Recalibration" not in out
+
+
 def test_without_bootstrap_no_intervals(capsys):
     summary = run_json(capsys, "demo", "--no-plot", "--bootstrap", "0")["recalibration"]
     assert all("ci95" not in entry for entry in summary["change"].values())
@@ -482,7 +498,9 @@ def test_report_plot_draws_both_curves(capsys, tmp_path, saved_figures, demo_fil
     plot = tmp_path / "d.png"
     argv = ["report", DEMO_FILE, "--recalibrate", "platt", "--bootstrap", "0", "--plot", str(plot)]
     assert main(argv) == 0
-    assert f"reliability diagram written to {plot}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"reliability diagram written to {plot}" in out
+    assert "\n  fitted Platt map sigmoid(a logit(c) + b): a = " in out
     assert plot.stat().st_size > 10_000
     (fig,) = saved_figures
     lines = curves(fig)

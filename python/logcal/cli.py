@@ -557,10 +557,10 @@ class _Split:
 
     def __init__(self, record: np.ndarray, fraction: Fraction, *, records: str, unit: str):
         self.record = np.asarray(record, dtype=np.int64)
-        self.fraction, self.records, self.unit = fraction, records, unit
-        self.fit = in_fitting_part(self.record, fraction)
         if self.record.size == 0:
             raise InputError(f"no {unit} to recalibrate")
+        self.fraction, self.records, self.unit = fraction, records, unit
+        self.fit = in_fitting_part(self.record, fraction)
         for part, rows, empty in (
             ("fitting", self.fit, "held-out"),
             ("held-out", ~self.fit, "fitting"),
@@ -583,7 +583,7 @@ class _Split:
         }
 
     def check_fittable(self, correct: np.ndarray, method: str) -> None:
-        """Refuses a fitting part with one outcome only: no method can fit on it."""
+        """Refuses a fitting part with one outcome only: no map of confidences can fit it."""
         outcomes = correct[self.fit]
         if outcomes.all() or not outcomes.any():
             part = self.part(self.fit)
@@ -651,8 +651,10 @@ def _recalibrate_logits(
 
     before = token_stats(logits, targets)
     correct = before.argmax == targets
-    split.check_fittable(correct, "temperature")
-    fitted = fit_temperature(logits, targets, mask=split.fit)
+    try:
+        fitted = fit_temperature(logits, targets, mask=split.fit)
+    except (ValueError, RuntimeError) as exc:  # e.g. no minimum: every target its row's argmax
+        raise InputError(f"cannot fit temperature on the fitting part: {exc}") from None
     after = fitted.token_stats(logits, targets)
     held = ~split.fit
     # the top-1 token is the same at every temperature, so correctness is unchanged
@@ -714,8 +716,8 @@ def _describe_parameters(parameters: dict) -> str:
     method = parameters["method"]
     if method == "temperature":
         return (
-            f"fitted temperature T = {parameters['temperature']:.4f} (mean NLL "
-            f"{parameters['nll']:.4f} nats on the fitting part, {parameters['n_passes']} "
+            f"fitted temperature T = {parameters['temperature']:.4f} (mean token NLL "
+            f"{parameters['nll']:.4f} nats on the fitting part; {parameters['n_passes']} "
             "token passes)"
         )
     if method == "platt":
@@ -728,6 +730,15 @@ def _describe_parameters(parameters: dict) -> str:
         f"fitted isotonic map: non-decreasing, piecewise linear through {len(x):,} points "
         f"from confidence {x[0]:.4f} to {x[-1]:.4f}"
     )
+
+
+_RECALIBRATION_ROWS = [
+    ("ece", "ECE"),
+    ("mce", "MCE"),
+    ("rmsce", "RMSCE"),
+    ("brier", "Brier score"),
+    ("nll", "NLL (log loss)"),
+]
 
 
 def _print_recalibration(summary: dict) -> None:
@@ -780,15 +791,6 @@ def _print_recalibration(summary: dict) -> None:
         if before["bootstrap"]
         else f"  ({bins})"
     )
-
-
-_RECALIBRATION_ROWS = [
-    ("ece", "ECE"),
-    ("mce", "MCE"),
-    ("rmsce", "RMSCE"),
-    ("brier", "Brier score"),
-    ("nll", "NLL (nats)"),
-]
 
 
 # --- info --------------------------------------------------------------------------------------
@@ -851,7 +853,8 @@ def _add_recalibrate_options(
         "record r (0-based, in file order; a name in the demo) is fitted on when "
         "ceil((r+1)F) > ceil(rF) -- for 1/2 records 0, 2, 4, ..., for 1/3 records 0, 3, "
         "6, ... -- so a file sorted by topic or time has every stretch in both parts. All the "
-        "predictions of a record stay in one part",
+        "predictions of a record stay in one part (samples of one prompt written on separate "
+        "lines are separate records)",
     )
 
 
@@ -893,9 +896,9 @@ def _parser() -> argparse.ArgumentParser:
         demo,
         methods=(*RECALIBRATION_METHODS, "none"),
         default="temperature",
-        help="after the report, fit this map on half of the names (every other one) and show "
-        "its before/after on the other half: temperature (the default; on the logits), platt "
-        "or isotonic (on the top-1 probabilities), or none",
+        help="after the report, fit this map on every other name (see --fit-fraction) and "
+        "show its before/after on the others: temperature (the default; on the logits), "
+        "platt or isotonic (on the top-1 probabilities), or none",
     )
     demo.set_defaults(run=_demo)
 
