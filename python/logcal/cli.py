@@ -2,9 +2,11 @@
 
 - ``logcal demo``: a real character-level language model (shipped with the package) scored on
   1,025 real names: token statistics, the calibration of its next-character predictions, and
-  the reliability diagram.
+  the reliability diagram; then temperature scaling fitted on half of the names and compared
+  on the other half.
 - ``logcal report FILE``: the same report for a file of logprobs from a model API or server
-  (OpenAI, vLLM, Gemini; JSON or JSONL of any size).
+  (OpenAI, vLLM, Gemini; JSON or JSONL of any size); ``--recalibrate METHOD`` adds a map
+  fitted on part of the records and its before/after on the rest.
 - ``logcal info``: how this installation was built.
 
 Exit codes: 0 success, 1 bad input or an output that could not be written (one line on
@@ -20,10 +22,11 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -173,9 +176,12 @@ def _plot_path(path: str) -> Path:
     return target if target.suffix else target.with_name(target.name + ".png")
 
 
-def _write_plot(stats, path: str, what: str, asked: bool) -> str | None:
+def _write_plot(
+    stats, path: str, what: str, asked: bool, recalibration: _Recalibration | None = None
+) -> str | None:
     """Draw the reliability diagram to ``path``; the path written. Without matplotlib a
-    diagram the user asked for is an error, the demo's default one a note (None)."""
+    diagram the user asked for is an error, the demo's default one a note (None). With a
+    recalibration, its before/after curves are drawn beside the diagram."""
     target = _plot_path(path)
     try:
         import matplotlib
@@ -183,7 +189,7 @@ def _write_plot(stats, path: str, what: str, asked: bool) -> str | None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from .plot import reliability_diagram
+        from .plot import recalibration_diagram, reliability_diagram
     except ImportError:
         if asked:
             raise OutputError(
@@ -191,7 +197,19 @@ def _write_plot(stats, path: str, what: str, asked: bool) -> str | None:
                 "(pip install 'logcal[plot]')"
             ) from None
         return None
-    fig = reliability_diagram(stats, title=what)
+    if recalibration is None:
+        fig = reliability_diagram(stats, title=what)
+    else:
+        fig, (ax_all, ax_recalibrated) = plt.subplots(1, 2, figsize=(10.5, 4.5))
+        fig.subplots_adjust(wspace=0.3)
+        reliability_diagram(stats, ax=ax_all, title=what)
+        recalibration_diagram(
+            recalibration.before,
+            recalibration.after,
+            ax=ax_recalibrated,
+            labels=("before", f"after {recalibration.summary['method']}"),
+            title=f"held-out part, {recalibration.summary['method']} fitted on the rest",
+        )
     try:
         fig.savefig(target, dpi=120, bbox_inches="tight")
     except OSError as exc:
@@ -207,26 +225,46 @@ def _write_plot(stats, path: str, what: str, asked: bool) -> str | None:
     return str(target)
 
 
-def _finish(report: dict, stats, args: argparse.Namespace, what: str) -> int:
-    """Print the report and write the diagram; 1 if the diagram could not be written (the
+def _finish(
+    report: dict,
+    stats,
+    args: argparse.Namespace,
+    what: str,
+    recalibrate: Callable[[], _Recalibration] | None = None,
+) -> int:
+    """Print the report (and the before/after of ``recalibrate``, when given) and write the
+    diagram; 1 if the recalibration was refused or the diagram could not be written (the
     report is printed all the same)."""
     asked = args.plot is not None
     path = args.plot if asked else getattr(args, "default_plot", None)
     if args.no_plot:
         path = None
-    written = problem = None
+    written = recalibration = None
+    plotted = False  # the diagram written, or skipped for want of matplotlib
+    problems = []
+    if recalibrate is not None:
+        try:
+            recalibration = recalibrate()
+        except InputError as exc:
+            problems.append(str(exc))
     if path is not None:
         try:
-            written = _write_plot(stats, path, what, asked)
+            written = _write_plot(stats, path, what, asked, recalibration)
+            plotted = True
         except OutputError as exc:
-            problem = str(exc)
+            problems.append(str(exc))
     if args.json:
+        if recalibration is not None:
+            report["recalibration"] = recalibration.summary
         if path is not None:
             report["plot"] = written
         print(json.dumps(report, indent=2))
     else:
         _print_report(report)
-        if path is not None and problem is None:
+        if recalibration is not None:
+            print()
+            _print_recalibration(recalibration.summary)
+        if plotted:
             print()
             print(
                 f"reliability diagram written to {written}"
@@ -234,10 +272,9 @@ def _finish(report: dict, stats, args: argparse.Namespace, what: str) -> int:
                 else "reliability diagram skipped: matplotlib is not installed "
                 "(pip install 'logcal[plot]')"
             )
-    if problem is not None:
+    for problem in problems:
         print(f"logcal: error: {problem}", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if problems else 0
 
 
 # --- demo ------------------------------------------------------------------------------------
@@ -280,7 +317,18 @@ def _demo(args: argparse.Namespace) -> int:
     stats, report = _calibration_report(
         confidence, correct, bins=args.bins, bootstrap=args.bootstrap, seed=args.seed
     )
-    return _finish(report, stats, args, "pokepy next-character predictions")
+    recalibrate = None
+    if args.recalibrate != "none":
+
+        def recalibrate() -> _Recalibration:
+            # a name is a record: its characters stay together in one part
+            name_of_row = np.repeat(np.arange(len(names)), np.diff(offsets))
+            split = _Split(name_of_row, args.fit_fraction, records="names", unit="predictions")
+            if args.recalibrate == "temperature":
+                return _recalibrate_logits(logits, targets, split, args)
+            return _recalibrate_confidences(confidence, correct, split, args)
+
+    return _finish(report, stats, args, "pokepy next-character predictions", recalibrate)
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -343,6 +391,8 @@ def _report(args: argparse.Namespace) -> int:
     from . import CalibrationAccumulator
     from .io import read_logprobs
 
+    if args.recalibrate == "temperature":  # refused before the file is read
+        raise InputError(_NO_TEMPERATURE_ANSWERS if args.labels else _NO_TEMPERATURE_TOKENS)
     if args.labels:
         batch = read_logprobs(
             args.file, format=args.format, errors=args.errors, workers=args.workers
@@ -352,6 +402,7 @@ def _report(args: argparse.Namespace) -> int:
     # token that was actually produced (teacher-forced prompt tokens and sampled tokens alike).
     acc = CalibrationAccumulator(n_bins=args.bins, n_bootstrap=args.bootstrap, seed=args.seed)
     ranks = _RankCounts()
+    kept = _KeptPairs() if args.recalibrate else None
     n_sequences = n_tokens = k = skipped = 0
     fmt = None
     batches = read_logprobs(
@@ -372,6 +423,8 @@ def _report(args: argparse.Namespace) -> int:
         confidence, correct = batch.top1_pairs()
         acc.update(confidence, correct)
         ranks.add(confidence, correct)
+        if kept is not None:
+            kept.add(confidence, correct, _top1_records(batch))
     if n_tokens == 0:
         raise InputError(f"{args.file}: no tokens with log-probabilities")
     if k == 0:
@@ -389,7 +442,15 @@ def _report(args: argparse.Namespace) -> int:
     stats = acc.compute()
     report = _calibration_table(stats, ranks.auroc(), args.bins, args.bootstrap)
     report["source"] = {"file": args.file, "format": fmt, "skipped": skipped}
-    return _finish(report, stats, args, Path(args.file).name)
+    recalibrate = None
+    if kept is not None:
+
+        def recalibrate() -> _Recalibration:
+            confidence, correct, record = kept.arrays()
+            split = _Split(record, args.fit_fraction, records="records", unit="tokens")
+            return _recalibrate_confidences(confidence, correct, split, args)
+
+    return _finish(report, stats, args, Path(args.file).name, recalibrate)
 
 
 def _report_answers(args: argparse.Namespace, batch) -> int:
@@ -412,7 +473,324 @@ def _report_answers(args: argparse.Namespace, batch) -> int:
         confidence, labels, bins=args.bins, bootstrap=args.bootstrap, seed=args.seed
     )
     report["source"] = {"file": args.file, "format": batch.format, "skipped": batch.skipped}
-    return _finish(report, stats, args, Path(args.file).name)
+    recalibrate = None
+    if args.recalibrate:
+
+        def recalibrate() -> _Recalibration:
+            record = np.asarray(batch.record)[generated]
+            split = _Split(record, args.fit_fraction, records="records", unit="answers")
+            return _recalibrate_confidences(confidence, labels, split, args)
+
+    return _finish(report, stats, args, Path(args.file).name, recalibrate)
+
+
+# --- recalibration: a map fitted on one part of the records, compared on the other -----------
+
+_NO_TEMPERATURE_TOKENS = (
+    "--recalibrate temperature needs the model's logits: a logprob file lists only the top-k "
+    "alternatives of each token, and a temperature renormalises over the whole vocabulary, "
+    "which the file does not give; use --recalibrate platt or isotonic (they recalibrate the "
+    "top-1 probabilities), or logcal.recalibration.fit_temperature on the logits"
+)
+_NO_TEMPERATURE_ANSWERS = (
+    "--recalibrate temperature is not defined for answers: an answer's probability is a "
+    "product of token probabilities, each renormalised over the whole vocabulary at the "
+    "temperature, which a logprob file does not give; use --recalibrate platt or isotonic "
+    "on the answer probabilities"
+)
+
+
+def _fit_fraction(text: str) -> Fraction:
+    """``--fit-fraction``: a decimal or a ratio (``0.5``, ``1/3``), kept exact."""
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {text}")
+    if value.denominator >= 2**31:
+        raise argparse.ArgumentTypeError(f"{text} is too fine: give at most 9 decimals")
+    return value
+
+
+def _method_type(methods: tuple) -> Any:
+    """``--recalibrate``'s argument type: one of ``methods``, or a message listing them."""
+
+    def method(text: str) -> str:
+        if text not in methods:
+            raise argparse.ArgumentTypeError(
+                f"unknown method {text!r}; choose {', '.join(methods[:-1])} or {methods[-1]}"
+            )
+        return text
+
+    return method
+
+
+def in_fitting_part(record: np.ndarray, fraction: Fraction) -> np.ndarray:
+    """Whether each record goes to the fitting part: record ``r`` does when
+    ``ceil((r + 1) F) > ceil(r F)``.
+
+    The fitting records are spread evenly through the file -- the first, then one every
+    ``1/F`` -- so a file sorted by topic or by time puts every stretch in both parts in
+    proportion (the first ``F`` of the records would fit on some topics and test on others).
+    Of the first ``R`` records, exactly ``ceil(R F)`` are fitting records. Computed in exact
+    integers: with ``F = p/q``, ``r`` fits when ``((r mod q) p - 1) mod q + p >= q``.
+
+    >>> import numpy as np
+    >>> from fractions import Fraction
+    >>> np.flatnonzero(in_fitting_part(np.arange(10), Fraction(1, 2)))
+    array([0, 2, 4, 6, 8])
+    >>> np.flatnonzero(in_fitting_part(np.arange(10), Fraction(2, 3)))
+    array([0, 1, 3, 4, 6, 7, 9])
+    """
+    p, q = fraction.numerator, fraction.denominator  # q < 2**31: the products fit in int64
+    r = np.asarray(record, dtype=np.int64) % q
+    return (r * p - 1) % q + p >= q
+
+
+class _Split:
+    """The split of predictions into the fitting part and the held-out part, by record.
+
+    ``records`` names a record in messages (``"records"``, ``"names"``), ``unit`` a prediction
+    (``"tokens"``, ``"answers"``).
+    """
+
+    def __init__(self, record: np.ndarray, fraction: Fraction, *, records: str, unit: str):
+        self.record = np.asarray(record, dtype=np.int64)
+        if self.record.size == 0:
+            raise InputError(f"no {unit} to recalibrate")
+        self.fraction, self.records, self.unit = fraction, records, unit
+        self.fit = in_fitting_part(self.record, fraction)
+        for part, rows, empty in (
+            ("fitting", self.fit, "held-out"),
+            ("held-out", ~self.fit, "fitting"),
+        ):
+            if rows.all():
+                n = np.unique(self.record).size
+                raise InputError(
+                    f"--fit-fraction {fraction} leaves the {empty} part empty: the {unit} come "
+                    f"from {_count(n, records)}, all in the {part} part; a split by record "
+                    f"needs more {records}"
+                )
+
+    def part(self, rows: np.ndarray) -> dict:
+        """The records and predictions of one part, for the report."""
+        records = np.unique(self.record[rows])
+        return {
+            "records": int(records.size),
+            "n": int(np.count_nonzero(rows)),
+            "first_records": records[:3].tolist(),
+        }
+
+    def check_fittable(self, correct: np.ndarray, method: str) -> None:
+        """Refuses a fitting part with one outcome only: no map of confidences can fit it."""
+        outcomes = correct[self.fit]
+        if outcomes.all() or not outcomes.any():
+            part = self.part(self.fit)
+            which = "correct" if outcomes.all() else "incorrect"
+            raise InputError(
+                f"the fitting part ({_count(part['n'], self.unit)} of "
+                f"{_count(part['records'], self.records)}) holds only {which} {self.unit}: "
+                f"{method} needs both outcomes to fit; more data, or another --fit-fraction, "
+                "is needed"
+            )
+
+
+class _KeptPairs:
+    """The (confidence, correct) pairs of a stream and the record of each, kept in memory
+    (17 bytes a pair) for a recalibration's split."""
+
+    def __init__(self) -> None:
+        self.chunks: list = []
+
+    def add(self, confidence: np.ndarray, correct: np.ndarray, record: np.ndarray) -> None:
+        self.chunks.append((confidence, correct, record))
+
+    def arrays(self) -> tuple:
+        return tuple(np.concatenate(column) for column in zip(*self.chunks))
+
+
+def _top1_records(batch) -> np.ndarray:
+    """The record of each pair ``batch.top1_pairs()`` gives: of the tokens it keeps, those
+    with a top-1 alternative."""
+    per_token = np.repeat(np.asarray(batch.record), np.diff(batch.offsets))
+    return per_token[np.isfinite(batch.top_logprobs[:, 0])]
+
+
+class _Recalibration(NamedTuple):
+    """A recalibration's report section (``summary``, JSON-ready) and the held-out part's
+    statistics before and after it, for the diagram."""
+
+    summary: dict
+    before: Any
+    after: Any
+
+
+def _recalibrate_confidences(
+    confidence: np.ndarray, correct: np.ndarray, split: _Split, args: argparse.Namespace
+) -> _Recalibration:
+    """Platt scaling or isotonic regression fitted on the fitting part's confidences."""
+    from .recalibration import IsotonicCalibration, PlattScaling
+
+    split.check_fittable(correct, args.recalibrate)
+    estimator = {"platt": PlattScaling, "isotonic": IsotonicCalibration}[args.recalibrate]()
+    try:
+        estimator.fit(confidence[split.fit], correct[split.fit])
+    except ValueError as exc:
+        raise InputError(f"cannot fit {args.recalibrate} on the fitting part: {exc}") from None
+    held = ~split.fit
+    after = estimator.transform(confidence[held])
+    return _compare(split, estimator.to_dict(), confidence[held], after, correct[held], args)
+
+
+def _recalibrate_logits(
+    logits: np.ndarray, targets: np.ndarray, split: _Split, args: argparse.Namespace
+) -> _Recalibration:
+    """Temperature scaling fitted on the fitting part's logits (rows masked, not copied)."""
+    from .recalibration import fit_temperature
+
+    before = token_stats(logits, targets)
+    correct = before.argmax == targets
+    try:
+        fitted = fit_temperature(logits, targets, mask=split.fit)
+    except (ValueError, RuntimeError) as exc:  # e.g. no minimum: every target its row's argmax
+        raise InputError(f"cannot fit temperature on the fitting part: {exc}") from None
+    after = fitted.token_stats(logits, targets)
+    held = ~split.fit
+    # the top-1 token is the same at every temperature, so correctness is unchanged
+    return _compare(
+        split,
+        fitted.to_dict(),
+        np.exp(before.max_logprob.astype(np.float64))[held],
+        np.exp(after.max_logprob.astype(np.float64))[held],
+        correct[held],
+        args,
+    )
+
+
+def _compare(
+    split: _Split,
+    parameters: dict,
+    before: np.ndarray,
+    after: np.ndarray,
+    correct: np.ndarray,
+    args: argparse.Namespace,
+) -> _Recalibration:
+    """The held-out part's report before and after, and the change in each metric.
+
+    Both sets of statistics resample the same samples with the same seed, so their bootstrap
+    replicates are paired: the change's interval is that of the replicates' differences.
+    """
+    options = {"bins": args.bins, "bootstrap": args.bootstrap, "seed": args.seed}
+    stats_before, table_before = _calibration_report(before, correct, **options)
+    stats_after, table_after = _calibration_report(after, correct, **options)
+    change = {}
+    for name, _ in _METRIC_ROWS:
+        entry = {"value": float(stats_after.metric(name) - stats_before.metric(name))}
+        if args.bootstrap:
+            paired = stats_after.bootstrap(name) - stats_before.bootstrap(name)
+            lo, hi = np.nanquantile(paired, [0.025, 0.975])
+            entry["ci95"] = [float(lo), float(hi)]
+        change[name] = entry
+    summary = {
+        "method": args.recalibrate,
+        "fit_fraction": float(split.fraction),
+        "records": split.records,
+        "unit": split.unit,
+        "fit": split.part(split.fit),
+        "held_out": split.part(~split.fit),
+        "parameters": parameters,
+        "before": table_before,
+        "after": table_after,
+        "change": change,
+    }
+    return _Recalibration(summary, stats_before, stats_after)
+
+
+def _count(n: int, plural: str) -> str:
+    """``"1 record"``, ``"2 records"``."""
+    return f"{n:,} {plural[:-1] if n == 1 else plural}"
+
+
+def _describe_parameters(parameters: dict) -> str:
+    method = parameters["method"]
+    if method == "temperature":
+        return (
+            f"fitted temperature T = {parameters['temperature']:.4f} (mean token NLL "
+            f"{parameters['nll']:.4f} nats on the fitting part; {parameters['n_passes']} "
+            "token passes)"
+        )
+    if method == "platt":
+        return (
+            f"fitted Platt map sigmoid(a logit(c) + b): a = {parameters['coef']:.4f}, "
+            f"b = {parameters['intercept']:.4f}"
+        )
+    x = parameters["x"]
+    return (
+        f"fitted isotonic map: non-decreasing, piecewise linear through {len(x):,} points "
+        f"from confidence {x[0]:.4f} to {x[-1]:.4f}"
+    )
+
+
+_RECALIBRATION_ROWS = [
+    ("ece", "ECE"),
+    ("mce", "MCE"),
+    ("rmsce", "RMSCE"),
+    ("brier", "Brier score"),
+    ("nll", "NLL (log loss)"),
+]
+
+
+def _print_recalibration(summary: dict) -> None:
+    records, unit = summary["records"], summary["unit"]
+    print(
+        f"Recalibration ({summary['method']}), fitted on {summary['fit_fraction']:g} of the "
+        f"{records} and compared on the others:"
+    )
+    for label, part in (("fitting part", summary["fit"]), ("held out", summary["held_out"])):
+        first = ", ".join(str(r) for r in part["first_records"])
+        more = ", ..." if part["records"] > len(part["first_records"]) else ""
+        print(
+            f"  {label:13s} {records} {first}{more} ({_count(part['records'], records)}, "
+            f"{_count(part['n'], unit)})"
+        )
+    print(f"  {_describe_parameters(summary['parameters'])}")
+    print()
+    before, after, change = summary["before"], summary["after"], summary["change"]
+
+    def cell(entry: dict, sign: str = "") -> str:
+        text = f"{entry['value']:{sign}.4f}"
+        if "ci95" in entry:
+            lo, hi = entry["ci95"]
+            text += f" [{lo:{sign}.4f}, {hi:{sign}.4f}]"
+        return text
+
+    rows = [("held out", "before", "after", "change")]
+    rows.append(
+        (
+            "mean confidence",
+            *(cell({"value": part["mean_confidence"]}) for part in (before, after)),
+            cell({"value": after["mean_confidence"] - before["mean_confidence"]}, "+"),
+        )
+    )
+    for name, label in _RECALIBRATION_ROWS:
+        rows.append(
+            (
+                label,
+                cell(before["metrics"][name]),
+                cell(after["metrics"][name]),
+                cell(change[name], "+"),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  " + "   ".join(f"{text:{width}s}" for text, width in zip(row, widths)).rstrip())
+    bins = f"{before['bins']} equal-width bins"
+    print(
+        f"  ({bins}; 95% bootstrap intervals, paired for the change)"
+        if before["bootstrap"]
+        else f"  ({bins})"
+    )
 
 
 # --- info --------------------------------------------------------------------------------------
@@ -452,6 +830,34 @@ def _add_report_options(p: argparse.ArgumentParser, default_plot: str | None) ->
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
+RECALIBRATION_METHODS = ("temperature", "platt", "isotonic")
+
+
+def _add_recalibrate_options(
+    p: argparse.ArgumentParser, *, methods: tuple, default: str | None, help: str
+) -> None:
+    p.add_argument(
+        "--recalibrate",
+        metavar="METHOD",
+        type=_method_type(methods),
+        default=default,
+        help=help,
+    )
+    p.add_argument(
+        "--fit-fraction",
+        metavar="F",
+        type=_fit_fraction,
+        default=None,
+        help="share of the records the map is fitted on, in (0, 1), a decimal or a ratio "
+        "such as 1/3 (default 1/2). The records are spread evenly, not taken from the start: "
+        "record r (0-based, in file order; a name in the demo) is fitted on when "
+        "ceil((r+1)F) > ceil(rF) -- for 1/2 records 0, 2, 4, ..., for 1/3 records 0, 3, "
+        "6, ... -- so a file sorted by topic or time has every stretch in both parts. All the "
+        "predictions of a record stay in one part (samples of one prompt written on separate "
+        "lines are separate records)",
+    )
+
+
 def _threads_option(default: Any) -> argparse.ArgumentParser:
     """``--threads``, before the command or after it: the subcommands' copy has no default,
     so that it leaves a value given before the command as it is."""
@@ -486,6 +892,14 @@ def _parser() -> argparse.ArgumentParser:
         "metrics with bootstrap intervals, and the reliability diagram.",
     )
     _add_report_options(demo, "logcal-demo.png")
+    _add_recalibrate_options(
+        demo,
+        methods=(*RECALIBRATION_METHODS, "none"),
+        default="temperature",
+        help="after the report, fit this map on every other name (see --fit-fraction) and "
+        "show its before/after on the others: temperature (the default; on the logits), "
+        "platt or isotonic (on the top-1 probabilities), or none",
+    )
     demo.set_defaults(run=_demo)
 
     report = sub.add_parser(
@@ -523,6 +937,18 @@ def _parser() -> argparse.ArgumentParser:
         help="processes decoding a large JSONL file in parallel (default 1)",
     )
     _add_report_options(report, None)
+    _add_recalibrate_options(
+        report,
+        methods=RECALIBRATION_METHODS,
+        default=None,
+        help="after the report, fit a recalibration map on part of the records "
+        "(--fit-fraction) and show its before/after on the rest, with the diagram's curves: "
+        "platt (sigmoid(a logit(c) + b)) or isotonic, on the top-1 probabilities, or with "
+        "--labels on the answer probabilities. temperature is refused: a logprob file lists "
+        "only the top-k alternatives, and a temperature renormalises over the whole "
+        "vocabulary (fit_temperature needs the logits). The pairs are kept in memory, "
+        "17 bytes each",
+    )
     report.set_defaults(run=_report)
 
     info = sub.add_parser("info", parents=[threads], help="show how this installation was built")
@@ -546,6 +972,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if getattr(args, "workers", 1) < 1:
         parser.error("--workers must be at least 1")
+    if args.command in ("demo", "report"):
+        if args.fit_fraction is None:
+            args.fit_fraction = Fraction(1, 2)
+        elif args.recalibrate in (None, "none"):
+            parser.error("--fit-fraction needs --recalibrate")
     if not 0 <= args.threads <= MAX_THREADS:
         parser.error(f"--threads must be from 1 to {MAX_THREADS}, or 0 for all CPUs")
     if args.threads:

@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["confidence_histogram", "reliability_diagram"]
+__all__ = ["confidence_histogram", "recalibration_diagram", "reliability_diagram"]
 
 _BAR = "#4C72B0"
 _GAP = "#C44E52"
+_AFTER = "#55A868"
 
 
 def _pyplot():
@@ -111,6 +112,94 @@ def reliability_diagram(stats: Any, ax: Any = None, *, title: str | None = None)
     ax.set_title(_title(stats) if title is None else f"{title}\n{_title(stats)}")
     ax.legend(loc="upper left", frameon=False, fontsize="small")
     confidence_histogram(stats, ax_hist)
+    return fig
+
+
+def recalibration_diagram(
+    before: Any,
+    after: Any,
+    ax: Any = None,
+    *,
+    labels: tuple = ("before", "after"),
+    title: str | None = None,
+) -> Any:
+    """Two reliability curves on one axes: the same predictions before and after recalibration.
+
+    Each curve joins the non-empty bins' (mean confidence, accuracy) points; the histogram
+    beneath gives the share of samples per bin of each. Bars would hide one another, so the
+    two are lines.
+
+    Parameters
+    ----------
+    before, after : CalibrationStats
+        The statistics of the same samples, before and after the recalibration map, with the
+        same bins.
+    ax : matplotlib Axes, optional
+        Where to draw the curves; the histogram goes in an inset beneath it. Without ``ax``,
+        a new figure with two stacked axes is made.
+    labels : (str, str)
+        The curves' names in the legend, each followed there by its ECE.
+    title : str, optional
+        A first line for the title; the second gives both ECEs.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Its first axes hold the curves (gids ``"before"`` and ``"after"``) and the diagonal.
+
+    Examples
+    --------
+    >>> import numpy as np, logcal
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> rng = np.random.default_rng(0)
+    >>> conf = rng.uniform(0.3, 1.0, 5000)
+    >>> correct = rng.random(5000) < conf ** 1.5          # overconfident
+    >>> iso = logcal.recalibration.IsotonicCalibration().fit(conf, correct)
+    >>> before = logcal.calibration_stats(conf, correct, n_bins=10)
+    >>> after = logcal.calibration_stats(iso.transform(conf), correct, n_bins=10)
+    >>> fig = logcal.plot.recalibration_diagram(before, after, labels=("model", "isotonic"))
+    >>> [line.get_label()[:8] for line in fig.axes[0].get_lines() if line.get_gid()]
+    ['model: E', 'isotonic']
+    """
+    plt = _pyplot()
+    if ax is None:
+        fig, (ax, ax_hist) = plt.subplots(
+            2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+        )
+    else:
+        fig = ax.figure
+        ax_hist = ax.inset_axes([0.0, -0.45, 1.0, 0.3], sharex=ax)
+
+    edges = np.asarray(before.edges, dtype=np.float64)
+    ax.plot([0, 1], [0, 1], linestyle="--", color="0.3", linewidth=1, label="perfect calibration")
+    for stats, label, gid, color, marker in (
+        (before, labels[0], "before", _GAP, "o"),
+        (after, labels[1], "after", _AFTER, "s"),
+    ):
+        filled = np.asarray(stats.count) > 0
+        ax.plot(
+            np.asarray(stats.mean_confidence, dtype=np.float64)[filled],
+            np.asarray(stats.accuracy, dtype=np.float64)[filled],
+            marker=marker,
+            markersize=4,
+            color=color,
+            linewidth=1.5,
+            label=f"{label}: ECE {stats.ece():.4f}",
+            gid=gid,
+        )
+        count = np.asarray(stats.count, dtype=np.float64)
+        share = count / count.sum() if count.sum() > 0 else count
+        ax_hist.stairs(share, edges, color=color, linewidth=1.5, label=label, gid=gid)
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    change = f"ECE {before.ece():.4f} -> {after.ece():.4f}"
+    ax.set_title(change if title is None else f"{title}\n{change}")
+    ax.legend(loc="upper left", frameon=False, fontsize="small")
+    ax_hist.set_xlim(edges[0], edges[-1])
+    ax_hist.set_xlabel("confidence")
+    ax_hist.set_ylabel("share")
     return fig
 
 
