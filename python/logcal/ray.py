@@ -111,4 +111,10 @@ class CalibrationAggregate(AggregateFnV2):
 
     def finalize(self, accumulator: bytes) -> CalibrationStats:
         """The statistics of the merged accumulator."""
-        return CalibrationAccumulator.from_bytes(accumulator).compute()
+        merged = CalibrationAccumulator.from_bytes(accumulator)
+        # Each block's rows were placed at position 0 (a block does not know where it starts),
+        # so the merge's position is that of the longest block, which depends on how Ray cut
+        # and gathered the rows. Without a bootstrap a position only marks the end of the
+        # stream: that of one accumulator fed every row is the number of rows.
+        merged._state.position = merged.n
+        return merged.compute()
