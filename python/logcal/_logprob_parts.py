@@ -560,7 +560,10 @@ def _serve(conn: Any, parts: list[Part], settings: Settings) -> None:
                 reply = ("placed", i, reads.pop(i).place(args[0], settings, *args[1:]))
         except Exception as exc:  # the main process raises it, in file order
             reply = ("error", i, exc)
-        conn.send(reply)
+        try:
+            conn.send(reply)
+        except Exception:  # an error that does not pickle: its words do
+            conn.send(("error", i, RuntimeError(f"{type(reply[2]).__name__}: {reply[2]}")))
 
 
 class LocalProcesses:

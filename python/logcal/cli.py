@@ -313,7 +313,8 @@ def _report(args: argparse.Namespace) -> int:
         return _report_answers(args)
     # Token level: the probability of the top-1 alternative, and whether it is the token that
     # was actually produced (teacher-forced prompt tokens and sampled tokens alike).
-    files, read = _read_inputs(args)
+    files = _input_files(args)
+    read = _read_inputs(args, files)
     source, totals = _source(files), _totals(files, read.summaries)
     if totals["n_tokens"] == 0:
         raise InputError(f"{source}: no tokens with log-probabilities")
@@ -341,7 +342,7 @@ def _report_answers(args: argparse.Namespace) -> int:
         return _read_labels(args.labels, sum(s.n_pairs for s in summaries))
 
     files = _input_files(args)
-    files, read = _read_inputs(args, labels_for, files)
+    read = _read_inputs(args, files, labels_for)
     source, totals = _source(files), _totals(files, read.summaries)
     n = sum(s.n_pairs for s in read.summaries)
     if read.state is None:  # no answers: the one-shot call's error
@@ -385,14 +386,13 @@ def _input_files(args: argparse.Namespace) -> list[str]:
         raise InputError(str(exc).removeprefix("logcal report: ")) from None
 
 
-def _read_inputs(args: argparse.Namespace, labels_for: Any = None, files: Any = None) -> tuple:
-    """The files, and their parts read and merged (:func:`logcal._logprob_parts.calibrate`)
-    here, by ``--workers`` local processes (large JSONL files cut into byte ranges) or on the
-    Dask cluster of ``--scheduler``: only the parts' counts and states come back."""
+def _read_inputs(args: argparse.Namespace, files: list[str], labels_for: Any = None) -> Any:
+    """The files' parts read and merged (:func:`logcal._logprob_parts.calibrate`) here, by
+    ``--workers`` local processes (large JSONL files cut into byte ranges) or on the Dask
+    cluster of ``--scheduler``: only the parts' counts and states come back."""
     from . import _logprob_parts as parts
     from .io._parallel import _MAX_RANGE, _MIN_RANGE
 
-    files = _input_files(args) if files is None else files
     settings = _settings(args)
     if args.scheduler is not None:
         with _dask_client(args.scheduler) as client:
@@ -402,7 +402,7 @@ def _read_inputs(args: argparse.Namespace, labels_for: Any = None, files: Any = 
             step = parts.range_step(files, 8 * workers, _MIN_RANGE, _MAX_RANGE)
             cut = parts.split(files, settings, step)
             engine = _ClientEngine(client, cut, settings, workers)
-            return files, parts.calibrate(files, cut, settings, engine, labels_for)
+            return parts.calibrate(files, cut, settings, engine, labels_for)
     if args.workers > 1:
         step = parts.range_step(files, 8 * args.workers, _MIN_RANGE, _MAX_RANGE)
         cut = parts.split(files, settings, step)
@@ -410,7 +410,7 @@ def _read_inputs(args: argparse.Namespace, labels_for: Any = None, files: Any = 
     else:
         cut = parts.split(files, settings, None)
         engine = parts.InProcess(cut, settings)
-    return files, parts.calibrate(files, cut, settings, engine, labels_for)
+    return parts.calibrate(files, cut, settings, engine, labels_for)
 
 
 def _dask_client(address: str) -> Any:
