@@ -38,6 +38,14 @@ class CalibrationAggregate(AggregateFnV2):
     dataset to its keys and one column per aggregation, which would drop ``correct``; filter
     the dataset per group instead.
 
+    Where the rows travel is Ray's choice: its aggregation is a stage of its own, not fused
+    with the ``map_batches`` before it, so the blocks go through the object store to the
+    aggregating task. Ray 2.60's default shuffle (``SHUFFLE_V2``) then joins the blocks of a
+    node, up to ``DataContext.shuffle_input_batch_bytes`` (1 GiB), before one
+    :meth:`aggregate_block`; ``DataContext.get_current().shuffle_strategy =
+    ShuffleStrategy.SORT_SHUFFLE_PULL_BASED`` aggregates each block in its own task. The
+    result is the same bits either way; only states are merged.
+
     Parameters
     ----------
     confidence, correct : str
