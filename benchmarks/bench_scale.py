@@ -1,31 +1,38 @@
-"""logcal across processes: Dask at scale, and torchmetrics' sync under DDP.
+"""logcal across processes: Dask and Ray at scale, and torchmetrics' sync under DDP.
 
 ``dask``: pairs/s on 1 and 2 local worker processes, the engine's overhead against the kernel
-alone on the same partitions, and the bytes the states move. The pairs are generated on the
-workers (a seeded generator per partition), so only states travel.
+alone on the same partitions (a ratio, with the load average at the time: the machine may be
+shared), and the bytes the states move. The pairs are generated on the workers (a seeded
+generator per partition, in the task that makes its state), so only states travel.
+
+``ray``: the same on a local Ray with 1 and 2 CPUs: ``ray.data.range`` of the partition
+indices, ``map_batches`` generating each partition from its seed, then
+``logcal.ray.CalibrationAggregate``; under Ray's default shuffle strategy and under the
+pull-based sort shuffle. What moves is counted where it happens: the generated blocks, which
+Ray hands from the generating task to the aggregation through its object store, and the
+states ``aggregate_block`` makes (the rows each call saw tell whether Ray combined each block
+on its own or gathered blocks first).
 
 ``ddp``: torchmetrics' own ``BinaryCalibrationError`` against logcal's drop-in
 (``logcal.compat.torchmetrics``) on 2 gloo processes on 127.0.0.1: the bytes each rank's
 states hold when ``compute()`` syncs them (torchmetrics all-gathers every prediction; logcal
 sums a fixed int64 tensor), and the time of that sync and compute.
 
-Run: ``python benchmarks/bench_scale.py dask --log2-pairs 26 --log2-partition 24`` and
-``python benchmarks/bench_scale.py ddp --log2-pairs 22``.
+Run: ``python benchmarks/bench_scale.py dask --log2-pairs 26 --log2-partition 24`` (``ray``
+likewise) and ``python benchmarks/bench_scale.py ddp --log2-pairs 22``.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import socket
 import time
 
-import dask
 import numpy as np
-from dask.distributed import Client, LocalCluster
 
 import logcal
-import logcal.dask
 
 
 def _partition(i: int, size: int) -> tuple:
@@ -43,32 +50,55 @@ def _state(i: int, size: int, n_bins: int) -> bytes:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("what", choices=["dask", "ddp"], nargs="?", default="dask")
+    ap.add_argument("what", choices=["dask", "ray", "ddp"], nargs="?", default="dask")
     ap.add_argument("--log2-pairs", type=int, default=26)
     ap.add_argument("--log2-partition", type=int, default=24)
     ap.add_argument("--n-bins", type=int, default=15)
     args = ap.parse_args()
     if args.what == "ddp":
         _ddp(2**args.log2_pairs, args.n_bins)
+    elif args.what == "ray":
+        _ray(args)
     else:
         _dask(args)
 
 
+def _load() -> str:
+    return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+
+
+def _kernel_alone(parts: int, size: int, state) -> tuple:
+    """The states of every partition made one after the other by this process, one thread,
+    generation included, and the time they took."""
+    logcal.set_num_threads(1)  # one core per worker, as the workers below
+    t = time.perf_counter()
+    states = [state(i, size) for i in range(parts)]
+    return states, time.perf_counter() - t
+
+
+def _overhead(what: str, workers: int, took: float, alone: float, n: int) -> str:
+    return (
+        f"{what}, {workers} worker(s): {took:.2f} s, {n / took:.3g} pairs/s, "
+        f"time x workers / kernel alone: {took * workers / alone:.3f} ({_load()})"
+    )
+
+
 def _dask(args: argparse.Namespace) -> None:
+    import dask
+    from dask.distributed import Client, LocalCluster
+
+    import logcal.dask
+
     size, parts = 2**args.log2_partition, 2 ** (args.log2_pairs - args.log2_partition)
     n = size * parts
-    logcal.set_num_threads(1)  # one core per worker, as the workers below
-
-    t = time.perf_counter()
-    states = [_state(i, size, args.n_bins) for i in range(parts)]
-    alone = time.perf_counter() - t
-    one = logcal.calibration_stats(*_partition(0, size), n_bins=args.n_bins)
+    states, alone = _kernel_alone(parts, size, lambda i, size: _state(i, size, args.n_bins))
+    one = logcal.CalibrationStats.from_bytes(states[0])
     for s in states[1:]:
         one = one.merge(logcal.CalibrationStats.from_bytes(s))
     state_bytes = sum(len(s) for s in states)
     print(
         f"{n} pairs in {parts} partitions of {size}; kernel alone (1 process, 1 thread, "
-        f"generation included): {alone:.2f} s, {n / alone:.3g} pairs/s"
+        f"generation included): {alone:.2f} s, {n / alone:.3g} pairs/s ({_load()})"
     )
 
     for workers in (1, 2):
@@ -90,11 +120,107 @@ def _dask(args: argparse.Namespace) -> None:
             took = time.perf_counter() - t
             same = logcal.CalibrationStats.from_bytes(merged) == one
             print(
-                f"dask, {workers} worker(s): {took:.2f} s, {n / took:.3g} pairs/s, "
-                f"overhead vs kernel alone x{workers}: {took * workers / alone - 1:+.1%}, "
-                f"states moved ~{state_bytes} bytes (data would be {n * 9} bytes), "
-                f"bit-identical: {same}"
+                f"{_overhead('dask', workers, took, alone, n)}, states moved ~{state_bytes} "
+                f"bytes (the data would be {n * 9} bytes), bit-identical: {same}"
             )
+
+
+def _accumulator_state(i: int, size: int, n_bins: int) -> bytes:
+    acc = logcal.CalibrationAccumulator(n_bins)
+    return acc.update(*_partition(i, size), offset=i * size).to_bytes()
+
+
+def _ray(args: argparse.Namespace) -> None:
+    import ray
+    from ray.data.context import ShuffleStrategy
+
+    import logcal.ray
+
+    size, parts = 2**args.log2_partition, 2 ** (args.log2_pairs - args.log2_partition)
+    n = size * parts
+    states, alone = _kernel_alone(
+        parts, size, lambda i, size: _accumulator_state(i, size, args.n_bins)
+    )
+    one = logcal.CalibrationAccumulator.from_bytes(states[0])
+    for s in states[1:]:
+        one.merge(logcal.CalibrationAccumulator.from_bytes(s))
+    one = one.compute()
+    print(
+        f"{n} pairs in {parts} partitions of {size}; kernel alone (1 process, 1 thread, "
+        f"generation included): {alone:.2f} s, {n / alone:.3g} pairs/s ({_load()})"
+    )
+
+    def generate(batch: dict) -> dict:
+        logcal.set_num_threads(1)
+        conf, correct = _partition(int(batch["id"][0]), size)
+        return {"conf": conf, "ok": correct}
+
+    @ray.remote(num_cpus=0)
+    class Tally:
+        """The rows and state bytes of each aggregate_block call."""
+
+        def __init__(self) -> None:
+            self.calls: list = []
+
+        def add(self, rows: int, nbytes: int) -> None:
+            self.calls.append((rows, nbytes))
+
+        def get(self) -> list:
+            return self.calls
+
+    class Counted(logcal.ray.CalibrationAggregate):
+        def __init__(self, tally, **kw) -> None:
+            super().__init__("conf", "ok", **kw)
+            self.tally = tally
+
+        def aggregate_block(self, block) -> bytes:
+            logcal.set_num_threads(1)  # one core per Ray CPU, as the kernel alone
+            state = super().aggregate_block(block)
+            ray.get(self.tally.add.remote(len(block), len(state)))
+            return state
+
+    strategies = [
+        ray.data.DataContext.get_current().shuffle_strategy,  # Ray's default
+        ShuffleStrategy.SORT_SHUFFLE_PULL_BASED,
+    ]
+    for workers in (1, 2):
+        ray.init(
+            num_cpus=workers,
+            object_store_memory=3 << 30,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+        try:
+            context = ray.data.DataContext.get_current()
+            context.enable_progress_bars = False
+            for strategy in strategies:
+                context.shuffle_strategy = strategy
+                # a small run first: Ray's workers start, and import numpy and logcal
+                warm = ray.data.range(workers, override_num_blocks=workers)
+                warm.map_batches(lambda b: {"conf": b["id"] * 0.0, "ok": b["id"] > 0}).aggregate(
+                    logcal.ray.CalibrationAggregate("conf", "ok")
+                )
+                tally = Tally.remote()
+                ds = ray.data.range(parts, override_num_blocks=parts)
+                ds = ds.map_batches(generate, batch_size=1)
+                t = time.perf_counter()
+                got = ds.aggregate(Counted(tally, n_bins=args.n_bins))["calibration"]
+                took = time.perf_counter() - t
+                calls = ray.get(tally.get.remote())
+                rows = sorted({r for r, _ in calls})
+                label = (
+                    f"ray ({strategy.value}{', the default' if strategy is strategies[0] else ''})"
+                )
+                print(
+                    f"{_overhead(label, workers, took, alone, n)}; generated blocks through "
+                    f"the object store {n * 8 + n // 8} bytes (f8 + a bit per pair), "
+                    f"aggregate_block: {len(calls)} call(s) of {rows} rows, states moved "
+                    f"{sum(b for _, b in calls)} bytes, bit-identical: {got == one}",
+                    flush=True,
+                )
+        finally:
+            ray.shutdown()
 
 
 def _ddp(n: int, n_bins: int, world: int = 2) -> None:

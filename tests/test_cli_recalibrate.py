@@ -558,3 +558,21 @@ def test_recalibration_diagram_on_its_own():
     np.testing.assert_allclose(shares["before"].get_data().values, before.count / before.n)
     np.testing.assert_allclose(shares["after"].get_data().values, after.count / after.n)
     plt.close(fig)
+
+
+def test_report_over_two_files_numbers_records_through_them(capsys, tmp_path, demo_file):
+    """The demo file cut in two: the records run on through the second file, so the split and
+    the fit are those of the whole file, with one worker or two."""
+    confidence, correct, record = demo_file
+    lines = Path(DEMO_FILE).read_bytes().splitlines(keepends=True)
+    cut = 401  # odd: numbering the second file from 0 again would swap its two parts
+    (tmp_path / "a.jsonl").write_bytes(b"".join(lines[:cut]))
+    (tmp_path / "b.jsonl").write_bytes(b"".join(lines[cut:]))
+    argv = ("--recalibrate", "platt", "--bootstrap", "0")
+    whole = run_json(capsys, "report", DEMO_FILE, *argv)["recalibration"]
+    for workers in ("1", "2"):
+        files = [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
+        parts = run_json(capsys, "report", *files, *argv, "--workers", workers)["recalibration"]
+        assert parts == whole
+    fit = record % 2 == 0
+    assert whole["parameters"] == PlattScaling().fit(confidence[fit], correct[fit]).to_dict()

@@ -3,6 +3,7 @@ give the one-shot statistics bit for bit, whatever the chunks and fan-in."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from pathlib import Path
@@ -15,6 +16,7 @@ da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("dask.distributed")
 
 import logcal  # noqa: E402
+import logcal._logprob_parts  # noqa: E402
 import logcal.cli  # noqa: E402
 import logcal.dask  # noqa: E402
 from logcal.io import read_logprobs  # noqa: E402
@@ -221,3 +223,87 @@ def test_read_calibration_refuses_bad_input(tmp_path):
     with pytest.raises(ValueError, match=re.escape("openai_batch.jsonl:2: response is null")):
         with dask.config.set(scheduler="sync"):
             logcal.dask.read_calibration([DATA / "openai_batch.jsonl"])
+
+
+def _file_in_lines(tmp_path, n_records: int, bad: tuple = ()) -> Path:
+    """A JSONL file of the records of the data files, again and again (malformed lines at
+    the indices ``bad``)."""
+    lines = [
+        line
+        for f in ("openai_chat.jsonl", "vllm_chat.jsonl")
+        for line in (DATA / f).read_text().splitlines()
+        if line.strip()
+    ]
+    text = [lines[i % len(lines)] for i in range(n_records)]
+    for i in bad:
+        text[i] = '{"choices": [{"logprobs": '
+    path = tmp_path / "long.jsonl"
+    path.write_text("\n".join(text) + "\n")
+    return path
+
+
+@pytest.mark.filterwarnings("ignore:read_logprobs skipped")
+@pytest.mark.parametrize("seed", range(3))
+def test_read_calibration_of_byte_ranges_equals_one_accumulator_bit_for_bit(client, tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    path = _file_in_lines(tmp_path, int(rng.integers(20, 60)), bad=(7, 23)[: seed + 1])
+    blocksize = int(rng.integers(300, 4000))
+    parts = logcal._logprob_parts.split([str(path)], logcal._logprob_parts.Settings(), blocksize)
+    assert len(parts) > 2 and all(p.stop is not None for p in parts)  # cut into ranges
+    settings = dict(n_bins=int(rng.integers(3, 20)), n_bootstrap=25, seed=seed)
+    job = logcal.dask.read_calibration(
+        str(path), errors="skip", blocksize=blocksize, split_every=2, compute=False, **settings
+    )
+    got = client.compute(job).result(timeout=TIMEOUT_S)
+    one = logcal.CalibrationAccumulator(**settings).update(*_report_pairs(path))
+    assert got.to_bytes() == one.compute().to_bytes()
+
+
+@pytest.mark.filterwarnings("ignore:read_logprobs skipped")
+def test_read_calibration_of_files_and_ranges_equals_one_accumulator_bit_for_bit(client, tmp_path):
+    long = _file_in_lines(tmp_path, 40, bad=(30,))
+    gz = tmp_path / "openai_batch.jsonl.gz"
+    gz.write_bytes(gzip.compress((DATA / "openai_batch.jsonl").read_bytes()))
+    files = [DATA / "gemini.json", long, gz, DATA / "vllm_chat.jsonl"]
+    parts = logcal._logprob_parts.split(
+        [str(f) for f in files], logcal._logprob_parts.Settings(), 500
+    )
+    # the JSON document and the gzip file whole, the JSONL files in ranges
+    ranges = [sum(p.file == i for p in parts) for i in range(len(files))]
+    assert ranges[0] == ranges[2] == 1 and ranges[1] > 2 and ranges[3] > 1
+    assert [p.stop is None for p in parts if p.file in (0, 2)] == [True, True]
+    job = logcal.dask.read_calibration(
+        files, errors="skip", blocksize=500, n_bootstrap=30, seed=2, compute=False
+    )
+    got = client.compute(job).result(timeout=TIMEOUT_S)
+    one = logcal.CalibrationAccumulator(n_bootstrap=30, seed=2)
+    for f in files:
+        one.update(*_report_pairs(f))
+    assert got.to_bytes() == one.compute().to_bytes()
+    whole = logcal.dask.read_calibration(
+        files, errors="skip", blocksize=None, n_bootstrap=30, seed=2, compute=False
+    )
+    assert client.compute(whole).result(timeout=TIMEOUT_S).to_bytes() == got.to_bytes()
+
+
+def test_read_calibration_of_ranges_says_what_one_reader_would(tmp_path):
+    path = _file_in_lines(tmp_path, 40, bad=(31,))
+    with dask.config.set(scheduler="sync"):
+        with pytest.raises(ValueError, match=re.escape(f"{path}:32: not valid JSON")):
+            logcal.dask.read_calibration(path, blocksize=400)
+        with pytest.warns(
+            UserWarning,
+            match=re.escape(f"read_logprobs skipped 1 malformed record(s) of 40 in {path}"),
+        ):
+            logcal.dask.read_calibration(path, blocksize=400, errors="skip")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{}\n" * 3000)
+    with dask.config.set(scheduler="sync"):
+        with pytest.raises(
+            ValueError, match=re.escape(f"none of the 3000 records of {bad} could be read")
+        ):
+            logcal.dask.read_calibration(bad, blocksize=1000, errors="skip")
+    with pytest.raises(
+        ValueError, match=re.escape("blocksize must be a positive integer or None, got 0")
+    ):
+        logcal.dask.read_calibration(path, blocksize=0)

@@ -40,6 +40,19 @@ def _blocks(seed: int, n: int) -> tuple:
     return c, y, w, frames
 
 
+@pytest.fixture(params=["default", "sort_shuffle_pull_based"])
+def shuffle_strategy(request):
+    """Ray's default strategy (which gathers blocks before aggregating them) and the sort
+    shuffle (which aggregates each block in its own task: the states of blocks of several
+    sizes are merged)."""
+    context = ray.data.DataContext.get_current()
+    default = context.shuffle_strategy
+    if request.param != "default":
+        context.shuffle_strategy = ray.data.context.ShuffleStrategy(request.param)
+    yield
+    context.shuffle_strategy = default
+
+
 @pytest.mark.parametrize(
     ("seed", "kw"),
     [
@@ -47,7 +60,7 @@ def _blocks(seed: int, n: int) -> tuple:
         (1, {"binning": "quantile", "n_bins": 7, "weights": "w"}),
     ],
 )
-def test_blocks_merged_by_ray_equal_one_accumulator_bit_for_bit(seed, kw):
+def test_blocks_merged_by_ray_equal_one_accumulator_bit_for_bit(seed, kw, shuffle_strategy):
     c, y, w, frames = _blocks(seed, int(np.random.default_rng(seed).integers(1, 5000)))
     agg = logcal.ray.CalibrationAggregate("conf", "ok", name="cal", **kw)
     got = ray.data.from_pandas(frames).aggregate(agg)["cal"]

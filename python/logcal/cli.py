@@ -4,9 +4,10 @@
   1,025 real names: token statistics, the calibration of its next-character predictions, and
   the reliability diagram; then temperature scaling fitted on half of the names and compared
   on the other half.
-- ``logcal report FILE``: the same report for a file of logprobs from a model API or server
-  (OpenAI, vLLM, Gemini; JSON or JSONL of any size); ``--recalibrate METHOD`` adds a map
-  fitted on part of the records and its before/after on the rest.
+- ``logcal report FILE [FILE ...]``: the same report for files of logprobs from a model API or
+  server (OpenAI, vLLM, Gemini; JSON or JSONL of any size), read by this process, by local
+  worker processes (``--workers``) or by a Dask cluster (``--scheduler``); ``--recalibrate
+  METHOD`` adds a map fitted on part of the records and its before/after on the rest.
 - ``logcal info``: how this installation was built.
 
 Exit codes: 0 success, 1 bad input or an output that could not be written (one line on
@@ -16,8 +17,8 @@ stderr says why; the report is still printed where it was computed), 2 usage err
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
-import math
 import re
 import sys
 import time
@@ -355,133 +356,74 @@ def _read_labels(path: str, n: int) -> np.ndarray:
     return labels.astype(bool)
 
 
-class _RankCounts:
-    """Right and wrong answers counted per distinct confidence, chunk by chunk: the AUROC of
-    a stream in memory bounded by its distinct values, not its length."""
-
-    def __init__(self) -> None:
-        self.values = np.empty(0)
-        self.right = np.empty(0, dtype=np.int64)
-        self.total = np.empty(0, dtype=np.int64)
-
-    def add(self, confidence: np.ndarray, correct: np.ndarray) -> None:
-        values = np.concatenate([self.values, confidence])
-        right = np.concatenate([self.right, correct.astype(np.int64)])
-        total = np.concatenate([self.total, np.ones(confidence.size, dtype=np.int64)])
-        self.values, where = np.unique(values, return_inverse=True)
-        self.right = np.bincount(where, weights=right, minlength=self.values.size)
-        self.total = np.bincount(where, weights=total, minlength=self.values.size)
-
-    def auroc(self) -> float:
-        """Probability that a right answer is more confident than a wrong one, ties half
-        (the Mann-Whitney statistic, as :func:`logcal.selective` computes it)."""
-        wrong = self.total - self.right
-        n_right, n_wrong = float(self.right.sum()), float(wrong.sum())
-        if n_right == 0 or n_wrong == 0:
-            return math.nan
-        below = np.cumsum(wrong) - wrong
-        return math.fsum(self.right * (below + wrong / 2)) / (n_right * n_wrong)
-
-
-# Tokens per chunk of a streamed report: about 100 MB of working memory.
-_REPORT_CHUNK = 1 << 20
-
-
 def _report(args: argparse.Namespace) -> int:
-    from . import CalibrationAccumulator
-    from .io import read_logprobs
-
-    if args.recalibrate == "temperature":  # refused before the file is read
+    if args.recalibrate == "temperature":  # refused before the files are read
         raise InputError(_NO_TEMPERATURE_ANSWERS if args.labels else _NO_TEMPERATURE_TOKENS)
     if args.labels:
-        batch = read_logprobs(
-            args.file, format=args.format, errors=args.errors, workers=args.workers
-        )
-        return _report_answers(args, batch)
-    # Token level, streamed: the probability of the top-1 alternative, and whether it is the
-    # token that was actually produced (teacher-forced prompt tokens and sampled tokens alike).
-    acc = CalibrationAccumulator(n_bins=args.bins, n_bootstrap=args.bootstrap, seed=args.seed)
-    ranks = _RankCounts()
-    kept = _KeptPairs() if args.recalibrate else None
-    n_sequences = n_tokens = k = skipped = 0
-    fmt = None
-    batches = read_logprobs(
-        args.file,
-        format=args.format,
-        errors=args.errors,
-        workers=args.workers,
-        chunk_tokens=_REPORT_CHUNK,
-    )
-    for batch in batches:
-        n_sequences += batch.n_sequences
-        n_tokens += batch.n_tokens
-        skipped += batch.skipped
-        k = max(k, batch.k)
-        fmt = batch.format
-        if batch.k == 0:
-            continue
-        confidence, correct = batch.top1_pairs()
-        acc.update(confidence, correct)
-        ranks.add(confidence, correct)
-        if kept is not None:
-            kept.add(confidence, correct, _top1_records(batch))
-    if n_tokens == 0:
-        raise InputError(f"{args.file}: no tokens with log-probabilities")
-    if k == 0:
+        return _report_answers(args)
+    # Token level: the probability of the top-1 alternative, and whether it is the token that
+    # was actually produced (teacher-forced prompt tokens and sampled tokens alike).
+    files = _input_files(args)
+    read = _read_inputs(args, files)
+    source, totals = _source(files), _totals(files, read.summaries)
+    if totals["n_tokens"] == 0:
+        raise InputError(f"{source}: no tokens with log-probabilities")
+    if totals["k"] == 0:
         raise InputError(
-            f"{args.file}: no top_logprobs to calibrate; request them from the API "
+            f"{source}: no top_logprobs to calibrate; request them from the API "
             "(top_logprobs / logprobs=k), or pass --labels for answer-level calibration"
         )
+    acc = read.state if read.state is not None else _settings(args).accumulator()
     if not args.json:
-        print(
-            f"logcal {__version__} report: {args.file} ({fmt}, "
-            f"{n_sequences:,} sequences, {n_tokens:,} tokens"
-            f"{f', {skipped} records skipped' if skipped else ''})"
-        )
+        _print_source(source, totals)
         print(f"Calibration of {acc.n:,} tokens: top-1 probability vs the token produced:")
     stats = acc.compute()
-    report = _calibration_table(stats, ranks.auroc(), args.bins, args.bootstrap)
-    report["source"] = {"file": args.file, "format": fmt, "skipped": skipped}
-    recalibrate = None
-    if kept is not None:
-
-        def recalibrate() -> _Recalibration:
-            confidence, correct, record = kept.arrays()
-            split = _Split(record, args.fit_fraction, records="records", unit="tokens")
-            return _recalibrate_confidences(confidence, correct, split, args)
-
-    return _finish(report, stats, args, Path(args.file).name, recalibrate)
+    report = _calibration_table(stats, read.ranks.auroc(), args.bins, args.bootstrap)
+    report["source"] = _source_entry(files, totals)
+    return _finish(report, stats, args, _title(files), _recalibration(args, files))
 
 
-def _report_answers(args: argparse.Namespace, batch) -> int:
+def _report_answers(args: argparse.Namespace) -> int:
     """Sequence level: the model's probability of each generated answer, against the labels."""
-    if batch.n_tokens == 0:
-        raise InputError(f"{args.file}: no tokens with log-probabilities")
-    generated = np.flatnonzero(np.asarray(batch.choice) >= 0)
-    sums = sequence_stats(batch.token_logprob, batch.offsets).sum
-    labels = _read_labels(args.labels, generated.size)
-    confidence = np.exp(np.asarray(sums, dtype=np.float64)[generated])
-    what = f"{generated.size:,} answers: probability of the answer vs its label"
+
+    def labels_for(summaries: list) -> np.ndarray:
+        if _totals(files, summaries)["n_tokens"] == 0:
+            raise InputError(f"{_source(files)}: no tokens with log-probabilities")
+        return _read_labels(args.labels, sum(s.n_pairs for s in summaries))
+
+    files = _input_files(args)
+    read = _read_inputs(args, files, labels_for)
+    source, totals = _source(files), _totals(files, read.summaries)
+    n = sum(s.n_pairs for s in read.summaries)
+    if read.state is None:  # no answers: the one-shot call's error
+        calibration_stats(np.empty(0), np.empty(0, bool), n_bins=args.bins)
+    what = f"{n:,} answers: probability of the answer vs its label"
     if not args.json:
-        print(
-            f"logcal {__version__} report: {args.file} ({batch.format}, "
-            f"{batch.n_sequences:,} sequences, {batch.n_tokens:,} tokens"
-            f"{f', {batch.skipped} records skipped' if batch.skipped else ''})"
-        )
+        _print_source(source, totals)
         print(f"Calibration of {what}:")
-    stats, report = _calibration_report(
-        confidence, labels, bins=args.bins, bootstrap=args.bootstrap, seed=args.seed
+    stats = read.state
+    report = _calibration_table(stats, read.ranks.auroc(), args.bins, args.bootstrap)
+    report["source"] = _source_entry(files, totals)
+    return _finish(report, stats, args, _title(files), _recalibration(args, files))
+
+
+# --- report: its inputs, read by this process, local processes or a Dask cluster -------------
+
+# How long --scheduler waits for the scheduler to answer.
+_CONNECT_TIMEOUT_S = 10
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from ._logprob_parts import Settings
+
+    return Settings(
+        format=args.format,
+        errors=args.errors,
+        answers=bool(args.labels),
+        n_bins=args.bins,
+        n_bootstrap=args.bootstrap,
+        seed=args.seed,
     )
-    report["source"] = {"file": args.file, "format": batch.format, "skipped": batch.skipped}
-    recalibrate = None
-    if args.recalibrate:
-
-        def recalibrate() -> _Recalibration:
-            record = np.asarray(batch.record)[generated]
-            split = _Split(record, args.fit_fraction, records="records", unit="answers")
-            return _recalibrate_confidences(confidence, labels, split, args)
-
-    return _finish(report, stats, args, Path(args.file).name, recalibrate)
 
 
 # --- recalibration: a map fitted on one part of the records, compared on the other -----------
@@ -608,6 +550,46 @@ class _KeptPairs:
 
     def arrays(self) -> tuple:
         return tuple(np.concatenate(column) for column in zip(*self.chunks))
+
+
+def _recalibration(args: argparse.Namespace, files: list[str]) -> Callable | None:
+    """With ``--recalibrate``, the function that makes the report's recalibration section.
+
+    The split needs each pair's record, which the parts' states do not keep: the pairs are
+    read again, here, in this process (a second pass over the files, held in memory at 17
+    bytes a pair), the records numbered through the files in the order given.
+    """
+    if not args.recalibrate:
+        return None
+
+    def recalibrate() -> _Recalibration:
+        from ._logprob_parts import READ_CHUNK, _answers
+        from .io import read_logprobs
+
+        kept, first = _KeptPairs(), 0
+        for path in files:
+            last = -1  # the file's last record, read or skipped
+            for batch in read_logprobs(
+                path, format=args.format, errors=args.errors, chunk_tokens=READ_CHUNK
+            ):
+                records = np.asarray(batch.record)
+                skipped = np.asarray(batch.skipped_records)
+                last = max(last, int(records.max(initial=-1)), int(skipped.max(initial=-1)))
+                if args.labels:  # correct: placeholders until the labels are read
+                    pairs = _answers(batch)
+                    record = records[np.asarray(batch.choice) >= 0]
+                else:
+                    pairs, record = batch.top1_pairs(), _top1_records(batch)
+                kept.add(*pairs, record + first)
+            first += last + 1
+        confidence, correct, record = kept.arrays()
+        if args.labels:
+            correct = _read_labels(args.labels, confidence.size)
+        unit = "answers" if args.labels else "tokens"
+        split = _Split(record, args.fit_fraction, records="records", unit=unit)
+        return _recalibrate_confidences(confidence, correct, split, args)
+
+    return recalibrate
 
 
 def _top1_records(batch) -> np.ndarray:
@@ -793,6 +775,112 @@ def _print_recalibration(summary: dict) -> None:
     )
 
 
+def _input_files(args: argparse.Namespace) -> list[str]:
+    """The files named on the command line, globs expanded (sorted, in the order given)."""
+    from ._logprob_parts import input_files
+
+    try:
+        return input_files(args.files, "logcal report")
+    except FileNotFoundError as exc:  # a glob that matches nothing
+        raise InputError(str(exc).removeprefix("logcal report: ")) from None
+
+
+def _read_inputs(args: argparse.Namespace, files: list[str], labels_for: Any = None) -> Any:
+    """The files' parts read and merged (:func:`logcal._logprob_parts.calibrate`) here, by
+    ``--workers`` local processes (large JSONL files cut into byte ranges) or on the Dask
+    cluster of ``--scheduler``: only the parts' counts and states come back."""
+    from . import _logprob_parts as parts
+    from .io._parallel import _MAX_RANGE, _MIN_RANGE
+
+    settings = _settings(args)
+    if args.scheduler is not None:
+        with _dask_client(args.scheduler) as client:
+            from .dask import _ClientEngine
+
+            workers = max(1, sum(client.nthreads().values()))
+            step = parts.range_step(files, 8 * workers, _MIN_RANGE, _MAX_RANGE)
+            cut = parts.split(files, settings, step)
+            engine = _ClientEngine(client, cut, settings, workers)
+            return parts.calibrate(files, cut, settings, engine, labels_for)
+    if args.workers > 1:
+        step = parts.range_step(files, 8 * args.workers, _MIN_RANGE, _MAX_RANGE)
+        cut = parts.split(files, settings, step)
+        engine = parts.LocalProcesses(cut, settings, min(args.workers, len(cut)))
+    else:
+        cut = parts.split(files, settings, None)
+        engine = parts.InProcess(cut, settings)
+    return parts.calibrate(files, cut, settings, engine, labels_for)
+
+
+def _dask_client(address: str) -> Any:
+    """A client of the Dask scheduler at ``address``; InputError saying why there is none."""
+    try:
+        from dask.distributed import Client
+        from distributed.comm import connect
+    except ImportError:
+        raise InputError(
+            f"--scheduler {address}: dask.distributed is not installed (pip install 'logcal[dask]')"
+        ) from None
+
+    async def reach() -> None:
+        comm = await connect(address, timeout=_CONNECT_TIMEOUT_S)
+        await comm.close()
+
+    # A connection tried first: a Client that fails to connect waits again, for its own
+    # timeout, when it is collected.
+    try:
+        asyncio.run(reach())
+    except Exception as exc:  # whatever the address or the peer did: said in one line
+        raise InputError(
+            f"cannot connect to the Dask scheduler at {address}: {' '.join(str(exc).split())}"
+        ) from None
+    return Client(address, timeout=_CONNECT_TIMEOUT_S, set_as_default=False)
+
+
+def _totals(files: list[str], summaries: list) -> dict:
+    """What the report says of its inputs: sequences, tokens, records skipped, the widest top
+    list, and the format(s) of the files in order."""
+    from ._logprob_parts import file_format
+
+    formats = []
+    for index in range(len(files)):
+        fmt = file_format([s for s in summaries if s.file == index])
+        if fmt is not None and fmt not in formats:
+            formats.append(fmt)
+    return {
+        "n_sequences": sum(s.n_sequences for s in summaries),
+        "n_tokens": sum(s.n_tokens for s in summaries),
+        "skipped": sum(s.skipped for s in summaries),
+        "k": max((s.k for s in summaries), default=0),
+        "format": ", ".join(formats) if formats else None,
+    }
+
+
+def _source(files: list[str]) -> str:
+    """The inputs as messages name them."""
+    return files[0] if len(files) == 1 else f"{len(files)} files ({files[0]} ... {files[-1]})"
+
+
+def _title(files: list[str]) -> str:
+    """The inputs as the diagram's title names them."""
+    return Path(files[0]).name if len(files) == 1 else f"{len(files)} files"
+
+
+def _print_source(source: str, totals: dict) -> None:
+    skipped = totals["skipped"]
+    print(
+        f"logcal {__version__} report: {source} ({totals['format']}, "
+        f"{totals['n_sequences']:,} sequences, {totals['n_tokens']:,} tokens"
+        f"{f', {skipped} records skipped' if skipped else ''})"
+    )
+
+
+def _source_entry(files: list[str], totals: dict) -> dict:
+    """The report's ``source``: ``file`` for one, ``files`` for several."""
+    where = {"file": files[0]} if len(files) == 1 else {"files": files}
+    return {**where, "format": totals["format"], "skipped": totals["skipped"]}
+
+
 # --- info --------------------------------------------------------------------------------------
 
 
@@ -905,14 +993,21 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser(
         "report",
         parents=[threads],
-        help="calibration report of a logprob file",
-        description="Calibration report of a file of logprobs (OpenAI chat "
-        "or completions, vLLM, Gemini; JSON or JSONL, .gz too). Without "
+        help="calibration report of logprob files",
+        description="Calibration report of files of logprobs (OpenAI chat "
+        "or completions, vLLM, Gemini; JSON or JSONL, .gz too), taken in the "
+        "order given as one stream. Without "
         "--labels: token level, the top-1 alternative's probability against "
         "whether it is the token produced. With --labels: answer level, the "
         "probability of each generated sequence against its 0/1 label.",
     )
-    report.add_argument("file", help="JSON or JSONL file of API or server responses")
+    report.add_argument(
+        "files",
+        nargs="+",
+        metavar="file",
+        help="JSON or JSONL files of API or server responses; a quoted glob "
+        "('logs/*.jsonl') is expanded in sorted order",
+    )
     report.add_argument(
         "--format",
         default="auto",
@@ -922,7 +1017,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--labels",
         metavar="FILE",
-        help="0/1 per generated sequence, in order (JSON list or one per line)",
+        help="0/1 per generated sequence, in order (of all the files; JSON list or one per line)",
     )
     report.add_argument(
         "--errors",
@@ -934,7 +1029,16 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=1,
-        help="processes decoding a large JSONL file in parallel (default 1)",
+        help="local processes reading the files (large JSONL files in byte ranges) at once; "
+        "only their counts and calibration states come back, and the report is the same "
+        "(default 1)",
+    )
+    report.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="read the files on the Dask cluster whose scheduler is at ADDRESS "
+        "(tcp://host:8786; its workers must see the files at the same paths; needs "
+        "logcal[dask]); the report is the same",
     )
     _add_report_options(report, None)
     _add_recalibrate_options(
@@ -946,8 +1050,9 @@ def _parser() -> argparse.ArgumentParser:
         "platt (sigmoid(a logit(c) + b)) or isotonic, on the top-1 probabilities, or with "
         "--labels on the answer probabilities. temperature is refused: a logprob file lists "
         "only the top-k alternatives, and a temperature renormalises over the whole "
-        "vocabulary (fit_temperature needs the logits). The pairs are kept in memory, "
-        "17 bytes each",
+        "vocabulary (fit_temperature needs the logits). The pairs are read again by this "
+        "process, with their records numbered through the files in order, and kept in "
+        "memory, 17 bytes each",
     )
     report.set_defaults(run=_report)
 
@@ -977,6 +1082,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.fit_fraction = Fraction(1, 2)
         elif args.recalibrate in (None, "none"):
             parser.error("--fit-fraction needs --recalibrate")
+    if getattr(args, "scheduler", None) is not None and args.workers != 1:
+        parser.error(
+            "--workers and --scheduler do not combine: the cluster's workers read the files"
+        )
     if not 0 <= args.threads <= MAX_THREADS:
         parser.error(f"--threads must be from 1 to {MAX_THREADS}, or 0 for all CPUs")
     if args.threads:

@@ -1,19 +1,17 @@
 """Calibration and token statistics of Dask arrays, and calibration over many logprob files.
 
 :func:`token_stats` runs :func:`logcal.token_stats` on each block of rows;
-:func:`read_calibration` builds one state per file. For calibration, each block becomes a
-:class:`~logcal.CalibrationStats` on its worker, placed at its position in the whole array (so a
-bootstrap's replicates are those of one call on all the data); only its bytes
-(:meth:`~logcal.CalibrationStats.to_bytes`, a few hundred bytes for 15 bins) travel, merged
-``split_every`` at a time. Integer sums merge exactly in any order, so the result is bit for bit
-that of :func:`logcal.calibration_stats` on the concatenated data, whatever the chunks or
-workers.
+:func:`read_calibration` builds one state per file or byte range of a large JSONL file. For
+calibration, each block becomes a :class:`~logcal.CalibrationStats` on its worker, placed at its
+position in the whole array (so a bootstrap's replicates are those of one call on all the
+data); only its bytes (:meth:`~logcal.CalibrationStats.to_bytes`, a few hundred bytes for 15
+bins) travel, merged ``split_every`` at a time. Integer sums merge exactly in any order, so the
+result is bit for bit that of :func:`logcal.calibration_stats` on the concatenated data,
+whatever the chunks or workers.
 """
 
 from __future__ import annotations
 
-import glob
-import operator
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +20,17 @@ import dask
 import dask.array as da
 import numpy as np
 
+from ._logprob_parts import (
+    Placed,
+    Read,
+    Settings,
+    Summary,
+    check_files,
+    input_files,
+    merged,
+    read_part,
+    split,
+)
 from ._token import TokenStats
 from ._token import token_stats as _token_stats
 from .calibration import CalibrationAccumulator, CalibrationStats
@@ -269,10 +278,6 @@ def _assembled(blocks: np.ndarray, index: tuple = ()) -> Any:
     )
 
 
-# Tokens per chunk while a file is read: about 100 MB of working memory (as `logcal report`).
-_READ_CHUNK = 1 << 20
-
-
 def read_calibration(
     paths: str | os.PathLike | Sequence[str | os.PathLike],
     *,
@@ -283,17 +288,20 @@ def read_calibration(
     eps: float = DEFAULT_EPS,
     n_bootstrap: int = 0,
     seed: int = 0,
+    blocksize: int | None = 64 << 20,
     split_every: int = 8,
     compute: bool = True,
 ) -> Any:
     """Token-level calibration of many logprob files (JSON or JSONL, .gz too), one task per
-    file, merged up a tree: the numbers of ``logcal report`` on all of them, concatenated.
+    file or byte range of a large JSONL file, merged up a tree: the numbers of
+    ``logcal report`` on all of them, concatenated.
 
     As ``logcal report`` without ``--labels``: each token's confidence is the probability of
     its top-1 alternative, correct when that alternative is the token produced; tokens without
-    alternatives are left out. Each file's pairs are placed after those of the files before
+    alternatives are left out. Each part's pairs are placed after those of the parts before
     it in the bootstrap's stream, so the result is bit for bit that of one
-    :class:`~logcal.CalibrationAccumulator` fed the files in order, whatever the workers.
+    :class:`~logcal.CalibrationAccumulator` fed the files in order, whatever the parts and
+    workers.
 
     Parameters
     ----------
@@ -303,6 +311,10 @@ def read_calibration(
         As for :func:`logcal.io.read_logprobs`.
     n_bins, binning, eps, n_bootstrap, seed
         As for :class:`~logcal.CalibrationAccumulator`.
+    blocksize : int or None
+        A plain JSONL file longer than this many bytes is read in byte ranges of about as many
+        (whole lines: the readers' own splitting), one task each; gzip files and JSON
+        documents are read whole. None: one task per file.
     split_every : int
         How many states each merge task combines, at least 2.
     compute : bool
@@ -314,9 +326,13 @@ def read_calibration(
 
     Notes
     -----
-    A file's pairs (9 bytes a token) stay in its worker's memory until the files before it
+    A part's pairs (9 bytes a token) stay in its worker's memory until the parts before it
     are counted, which places them in the bootstrap's stream; only counts and states (a few
-    hundred bytes each) move between processes.
+    hundred bytes each) move between processes. The files are opened here to be cut (a
+    look at the first record, the line ends counted in a map of the file) and read by the
+    workers: they must see them at the same paths. The readers' warnings (records skipped)
+    are said by the task that computes the result, so on a cluster they reach the workers'
+    logs.
 
     Examples
     --------
@@ -327,72 +343,118 @@ def read_calibration(
     files = _files(paths)
     if isinstance(split_every, bool) or not isinstance(split_every, int) or split_every < 2:
         raise ValueError(f"split_every must be an integer >= 2, got {split_every!r}")
-    settings = dict(n_bins=n_bins, binning=binning, eps=eps, n_bootstrap=n_bootstrap, seed=seed)
-    CalibrationAccumulator(**settings)  # checks the settings before any file is read
+    if blocksize is not None and (
+        isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize < 1
+    ):
+        raise ValueError(f"blocksize must be a positive integer or None, got {blocksize!r}")
+    settings = Settings(
+        format=format,
+        errors=errors,
+        n_bins=n_bins,
+        binning=binning,
+        eps=eps,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        ranks=False,
+    )
+    settings.accumulator()  # checks the settings before any file is read
     offset: Any = 0
-    states = []
-    for path in files:
-        pairs = dask.delayed(_file_pairs, pure=True)(path, format, errors)
-        states.append(dask.delayed(_file_state)(pairs, offset, settings))
-        offset = dask.delayed(operator.add)(offset, dask.delayed(len)(pairs[0]))
-    while len(states) > 1:
-        states = [
-            dask.delayed(_merged_accumulators)(*states[i : i + split_every])
-            for i in range(0, len(states), split_every)
+    placed, summaries = [], []
+    for part in split(files, settings, blocksize):
+        read = dask.delayed(read_part, pure=True)(part, settings)
+        summary = dask.delayed(_summary, pure=True)(read)
+        placed.append(dask.delayed(_placed, pure=True)(read, offset, settings))
+        summaries.append(summary)
+        offset = dask.delayed(_after, pure=True)(offset, summary)
+    while len(placed) > 1:
+        placed = [
+            dask.delayed(merged)(placed[i : i + split_every], settings)
+            for i in range(0, len(placed), split_every)
         ]
-    result = dask.delayed(_file_statistics)(states[0], files)
+    result = dask.delayed(_file_statistics)(placed[0], summaries, files, settings)
     return result.compute() if compute else result
 
 
 def _files(paths: Any) -> list[str]:
     """The files that ``paths`` names (a glob expanded, in sorted order)."""
     if isinstance(paths, (str, os.PathLike)):
-        name = os.fspath(paths)
-        if glob.has_magic(name):
-            files = sorted(glob.glob(name))
-            if not files:
-                raise FileNotFoundError(f"logcal.dask.read_calibration: no file matches {name!r}")
-            return files
-        return [name]
-    files = [os.fspath(p) for p in paths]
-    if not files:
-        raise ValueError("logcal.dask.read_calibration: paths is empty")
-    return files
+        paths = [paths]
+    return input_files(paths, "logcal.dask.read_calibration")
 
 
-def _file_pairs(path: str, format: str, errors: str) -> tuple[np.ndarray, np.ndarray]:
-    """A file's (confidence, correct) pairs, read in chunks."""
-    from .io import read_logprobs
-
-    parts = [
-        batch.top1_pairs()
-        for batch in read_logprobs(path, format=format, errors=errors, chunk_tokens=_READ_CHUNK)
-    ]
-    return (
-        np.concatenate([p[0] for p in parts] or [np.empty(0)]),
-        np.concatenate([p[1] for p in parts] or [np.empty(0, bool)]),
-    )
+def _summary(read: Read) -> Summary:
+    return read.summary
 
 
-def _file_state(pairs: tuple, offset: int, settings: dict) -> bytes:
-    """The bytes of an accumulator of a file's pairs, placed at ``offset``."""
-    return CalibrationAccumulator(**settings).update(*pairs, offset=offset).to_bytes()
+def _placed(read: Read, offset: int, settings: Settings) -> Placed:
+    return read.place(offset, settings)
 
 
-def _merged_accumulators(*states: bytes) -> bytes:
-    """The bytes of the merge of several accumulators' bytes."""
-    out = CalibrationAccumulator.from_bytes(states[0])
-    for s in states[1:]:
-        out.merge(CalibrationAccumulator.from_bytes(s))
-    return out.to_bytes()
+def _after(offset: int, summary: Summary) -> int:
+    """Where the next part's pairs begin."""
+    return offset + summary.n_pairs
 
 
-def _file_statistics(state: bytes, files: list) -> CalibrationStats:
-    """The statistics of the merged state (refused when no file had a top-1 alternative)."""
-    acc = CalibrationAccumulator.from_bytes(state)
-    if acc.n == 0:
+def _file_statistics(
+    placed: Placed, summaries: list, files: list, settings: Settings
+) -> CalibrationStats:
+    """The statistics of the merged parts, after the readers' checks of each file (refused
+    when no file had a top-1 alternative)."""
+    check_files(files, summaries, settings)
+    if placed.state is None:
         raise ValueError(
             f"logcal.dask.read_calibration: no tokens with top_logprobs in {len(files)} file(s) "
             f"({files[0]}{', ...' if len(files) > 1 else ''})"
         )
-    return acc.compute()
+    return CalibrationAccumulator.from_bytes(placed.state).compute()
+
+
+class _ClientEngine:
+    """The parts of ``logcal report --scheduler`` read on a Dask cluster, for
+    :func:`logcal._logprob_parts.calibrate`: each part read by a task whose result (its held
+    pairs) stays on its worker; its summary, then its placed state, come back."""
+
+    def __init__(self, client: Any, parts: list, settings: Settings, workers: int) -> None:
+        from dask.distributed import as_completed
+
+        self.client, self.parts, self.settings = client, parts, settings
+        self.ahead = 4 * workers
+        self.reads: dict = {}
+        self.what: dict = {}  # future key -> (kind, part)
+        self.done = as_completed(loop=client.loop)
+
+    def _submit(self, kind: str, i: int, func: Any, *args: Any, **kw: Any) -> Any:
+        future = self.client.submit(func, *args, pure=False, **kw)
+        self.what[future.key] = (kind, i)
+        self.done.add(future)
+        return future
+
+    def read(self, i: int, offset: int | None) -> None:
+        read = self.client.submit(read_part, self.parts[i], self.settings, offset, pure=False)
+        self.reads[i] = read
+        self._submit("summary", i, _summary, read)
+
+    def place(self, i: int, offset: int, labels: Any, total: int) -> None:
+        # before the reads still waiting: a placement frees the pairs its worker holds
+        self._submit(
+            "placed", i, _place_on_worker, self.reads.pop(i), offset, self.settings, labels,
+            total, priority=1,
+        )  # fmt: skip
+
+    def next(self) -> tuple:
+        future = next(self.done)
+        kind, i = self.what.pop(future.key)
+        try:
+            return kind, i, future.result()
+        except Exception as exc:  # calibrate raises the first in file order
+            return "error", i, exc
+
+    def close(self) -> None:
+        self.client.cancel([*self.reads.values(), *self.done.futures])
+        self.reads.clear()
+
+
+def _place_on_worker(
+    read: Read, offset: int, settings: Settings, labels: Any, total: int
+) -> Placed:
+    return read.place(offset, settings, labels, total)

@@ -38,6 +38,14 @@ class CalibrationAggregate(AggregateFnV2):
     dataset to its keys and one column per aggregation, which would drop ``correct``; filter
     the dataset per group instead.
 
+    Where the rows travel is Ray's choice: its aggregation is a stage of its own, not fused
+    with the ``map_batches`` before it, so the blocks go through the object store to the
+    aggregating task. Ray 2.60's default shuffle (``SHUFFLE_V2``) then joins the blocks of a
+    node, up to ``DataContext.shuffle_input_batch_bytes`` (1 GiB), before one
+    :meth:`aggregate_block`; ``DataContext.get_current().shuffle_strategy =
+    ShuffleStrategy.SORT_SHUFFLE_PULL_BASED`` aggregates each block in its own task. The
+    result is the same bits either way; only states are merged.
+
     Parameters
     ----------
     confidence, correct : str
@@ -111,4 +119,10 @@ class CalibrationAggregate(AggregateFnV2):
 
     def finalize(self, accumulator: bytes) -> CalibrationStats:
         """The statistics of the merged accumulator."""
-        return CalibrationAccumulator.from_bytes(accumulator).compute()
+        merged = CalibrationAccumulator.from_bytes(accumulator)
+        # Each block's rows were placed at position 0 (a block does not know where it starts),
+        # so the merge's position is that of the longest block, which depends on how Ray cut
+        # and gathered the rows. Without a bootstrap a position only marks the end of the
+        # stream: that of one accumulator fed every row is the number of rows.
+        merged._state.position = merged.n
+        return merged.compute()
