@@ -1,0 +1,307 @@
+// The readers' token columns (python/logcal/io/_batch.py) filled from decoded records in one
+// compiled loop. The records were validated by their msgspec schemas before they get here, so
+// the values have the types the schemas say; a value of another type is a bug in the caller,
+// reported as a TypeError, and a call that fails leaves the columns as they were.
+//
+// The columns are bytearrays (the Python side packs them with np.frombuffer): one sequence's
+// tokens are counted first, then every column grows once and is written through a pointer.
+// Fields of the schema Structs are read from their slots at offsets found once per type, not
+// by attribute look-ups (a dozen per token).
+#include <Python.h>
+#include <pybind11/pybind11.h>
+#include <structmember.h>
+
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <string>
+#include <vector>
+
+namespace py = pybind11;
+
+namespace {
+
+// The columns, in the order of the tuple the Python side passes.
+enum Column {
+  kLogprob,     // float64: each token's log-probability
+  kCode,        // int32: the token's text, a code of the `strings` interner
+  kId,          // int64: the token id, -1 where not given
+  kBytesCode,   // int32: the token's bytes, a code of the `token_bytes` interner
+  kPrompt,      // uint8: 1 for a prompt token
+  kWidth,       // int64: the length of the token's top list
+  kTopLogprob,  // float64: the top lists' entries, one list after the other
+  kTopCode,     // int32
+  kTopId,       // int64
+  kSeqLength,   // int64: per sequence, its number of tokens
+  kSeqRecord,   // int64: the record it comes from
+  kSeqChoice,   // int64: its choice or candidate index (-1: a vLLM prompt)
+  kColumns
+};
+
+// The offsets of a Struct type's fields in its instances (msgspec stores fields in slots).
+struct Slots {
+  PyTypeObject* type = nullptr;  // a strong reference, so that the offsets stay its own
+  std::vector<Py_ssize_t> offsets;
+};
+
+const Slots& slots_of(PyTypeObject* type, const std::vector<const char*>& fields) {
+  // One entry per schema type met (two: the chat entry and the top entry), kept for the life
+  // of the process (a deque: the references handed out stay valid as it grows); the GIL is
+  // held throughout.
+  static std::deque<Slots> known;
+  for (const Slots& s : known)
+    if (s.type == type) return s;
+  Slots found;
+  for (const char* field : fields) {
+    // the class attribute of a slot is its member descriptor
+    py::object descr = py::reinterpret_steal<py::object>(
+        PyObject_GetAttrString(reinterpret_cast<PyObject*>(type), field));
+    if (!descr) throw py::error_already_set();
+    if (Py_TYPE(descr.ptr()) != &PyMemberDescr_Type ||
+        reinterpret_cast<PyMemberDescrObject*>(descr.ptr())->d_member->type != T_OBJECT_EX)
+      throw py::type_error(std::string("io_add_tokens: ") + type->tp_name +
+                           " has no slot for the field '" + field + "'");
+    found.offsets.push_back(reinterpret_cast<PyMemberDescrObject*>(descr.ptr())->d_member->offset);
+  }
+  Py_INCREF(type);
+  found.type = type;
+  known.push_back(std::move(found));
+  return known.back();
+}
+
+// Field `i` of a Struct of the type of `slots` (borrowed).
+PyObject* field(PyObject* obj, const Slots& slots, size_t i, const char* name) {
+  if (Py_TYPE(obj) != slots.type)
+    throw py::type_error(std::string("io_add_tokens: expected ") + slots.type->tp_name + ", got " +
+                         Py_TYPE(obj)->tp_name);
+  PyObject* value = *reinterpret_cast<PyObject**>(reinterpret_cast<char*>(obj) + slots.offsets[i]);
+  if (value == nullptr)
+    throw py::type_error(std::string("io_add_tokens: the field '") + name + "' is not set");
+  return value;
+}
+
+double as_double(PyObject* value) {
+  if (PyFloat_CheckExact(value)) return PyFloat_AS_DOUBLE(value);
+  const double x = PyFloat_AsDouble(value);
+  if (x == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+  return x;
+}
+
+// A token id: None is -1.
+int64_t as_id(PyObject* value) {
+  if (value == Py_None) return -1;
+  if (!PyLong_Check(value))
+    throw py::type_error(std::string("io_add_tokens: a token id must be an int or None, got ") +
+                         Py_TYPE(value)->tp_name);
+  const long long id = PyLong_AsLongLong(value);
+  if (id == -1 && PyErr_Occurred()) throw py::error_already_set();
+  return id;
+}
+
+// The code of `key` in an interner: a dict whose __missing__ adds a new value (so only a
+// value not seen before costs a Python call).
+int32_t code(PyObject* interner, PyObject* key) {
+  PyObject* found = PyDict_GetItemWithError(interner, key);  // borrowed
+  PyObject* made = nullptr;
+  if (found == nullptr) {
+    if (PyErr_Occurred()) throw py::error_already_set();
+    found = made = PyObject_GetItem(interner, key);  // calls __missing__
+    if (made == nullptr) throw py::error_already_set();
+  }
+  const long value = PyLong_AsLong(found);
+  Py_XDECREF(made);
+  if (value == -1 && PyErr_Occurred()) throw py::error_already_set();
+  if (value < -1 || value > INT32_MAX)
+    throw py::type_error("io_add_tokens: an interner's code is out of the int32 range");
+  return static_cast<int32_t>(value);
+}
+
+// A list or tuple: its items (borrowed) and length.
+PyObject** items(PyObject* seq, Py_ssize_t* n, const char* what) {
+  if (PyList_Check(seq)) {
+    *n = PyList_GET_SIZE(seq);
+    return reinterpret_cast<PyListObject*>(seq)->ob_item;
+  }
+  if (PyTuple_Check(seq)) {
+    *n = PyTuple_GET_SIZE(seq);
+    return reinterpret_cast<PyTupleObject*>(seq)->ob_item;
+  }
+  throw py::type_error(std::string("io_add_tokens: ") + what + " must be a list or tuple, got " +
+                       Py_TYPE(seq)->tp_name);
+}
+
+PyObject* item(PyObject* tuple, Py_ssize_t i, Py_ssize_t size, const char* what) {
+  if (!PyTuple_Check(tuple) || PyTuple_GET_SIZE(tuple) != size)
+    throw py::type_error(std::string("io_add_tokens: ") + what + " must be a tuple of " +
+                         std::to_string(size));
+  return PyTuple_GET_ITEM(tuple, i);
+}
+
+class Columns {
+ public:
+  Columns(const py::tuple& columns, PyObject* strings, PyObject* token_bytes)
+      : strings_(strings), bytes_(token_bytes) {
+    if (columns.size() != kColumns)
+      throw py::type_error("io_add_tokens: columns must be a tuple of " + std::to_string(kColumns) +
+                           " bytearrays");
+    for (int c = 0; c < kColumns; ++c) {
+      col_[c] = columns[c].ptr();
+      if (!PyByteArray_CheckExact(col_[c]))
+        throw py::type_error("io_add_tokens: columns must be bytearrays");
+      start_[c] = PyByteArray_GET_SIZE(col_[c]);
+    }
+    if (!PyDict_Check(strings) || !PyDict_Check(token_bytes))
+      throw py::type_error("io_add_tokens: the interners must be dicts");
+  }
+
+  // On failure: every column back to its length before the call.
+  void roll_back() {
+    for (int c = 0; c < kColumns; ++c)
+      if (PyByteArray_GET_SIZE(col_[c]) != start_[c]) PyByteArray_Resize(col_[c], start_[c]);
+  }
+
+  // Room for n more values of type T at the end of column c.
+  template <class T>
+  T* grow(int c, Py_ssize_t n) {
+    const Py_ssize_t size = PyByteArray_GET_SIZE(col_[c]);
+    if (PyByteArray_Resize(col_[c], size + n * static_cast<Py_ssize_t>(sizeof(T))) != 0)
+      throw py::error_already_set();
+    return reinterpret_cast<T*>(PyByteArray_AS_STRING(col_[c]) + size);
+  }
+
+  void sequence(int64_t record, PyObject* seq) {
+    const Py_ssize_t n_parts = 3;
+    PyObject* choice = item(seq, 0, n_parts, "a sequence");
+    PyObject* tokens = item(seq, 1, n_parts, "a sequence");
+    PyObject* ids = item(seq, 2, n_parts, "a sequence");
+    Py_ssize_t n = 0;
+    PyObject** token = items(tokens, &n, "a sequence's tokens");
+    *grow<int64_t>(kSeqLength, 1) = n;
+    *grow<int64_t>(kSeqRecord, 1) = record;
+    *grow<int64_t>(kSeqChoice, 1) = as_id(choice);
+    if (n == 0) return;
+    if (PyTuple_Check(token[0]))
+      tuples(token, n);
+    else
+      entries(token, n, ids);
+  }
+
+  Py_ssize_t waiting() const {
+    return PyByteArray_GET_SIZE(col_[kLogprob]) / static_cast<Py_ssize_t>(sizeof(double));
+  }
+
+ private:
+  // OpenAI chat entries (msgspec Structs with token, logprob, bytes, top_logprobs), and the
+  // token ids vLLM gives per choice (a list as long, or None).
+  void entries(PyObject** entry, Py_ssize_t n, PyObject* ids) {
+    const Slots& chat = slots_of(Py_TYPE(entry[0]), {"token", "logprob", "bytes", "top_logprobs"});
+    Py_ssize_t n_ids = 0;
+    PyObject** id = ids == Py_None ? nullptr : items(ids, &n_ids, "the token ids");
+    if (id != nullptr && n_ids != n)
+      throw py::type_error("io_add_tokens: the token ids and the entries differ in length");
+    Py_ssize_t n_top = 0;
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      PyObject* top = field(entry[i], chat, 3, "top_logprobs");
+      if (top != Py_None) {
+        Py_ssize_t width = 0;
+        items(top, &width, "top_logprobs");
+        n_top += width;
+      }
+    }
+    double* lp = grow<double>(kLogprob, n);
+    int32_t* text = grow<int32_t>(kCode, n);
+    int64_t* tid = grow<int64_t>(kId, n);
+    int32_t* bytes = grow<int32_t>(kBytesCode, n);
+    std::memset(grow<uint8_t>(kPrompt, n), 0, n);
+    int64_t* widths = grow<int64_t>(kWidth, n);
+    double* top_lp = grow<double>(kTopLogprob, n_top);
+    int32_t* top_text = grow<int32_t>(kTopCode, n_top);
+    int64_t* top_id = grow<int64_t>(kTopId, n_top);
+    for (Py_ssize_t i = 0; i < n_top; ++i) top_id[i] = -1;
+    const Slots* top_slots = nullptr;
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      PyObject* e = entry[i];
+      text[i] = code(strings_, field(e, chat, 0, "token"));
+      lp[i] = as_double(field(e, chat, 1, "logprob"));
+      bytes[i] = code(bytes_, field(e, chat, 2, "bytes"));
+      tid[i] = id == nullptr ? -1 : as_id(id[i]);
+      PyObject* top = field(e, chat, 3, "top_logprobs");
+      Py_ssize_t width = 0;
+      PyObject** alt = top == Py_None ? nullptr : items(top, &width, "top_logprobs");
+      widths[i] = width;
+      for (Py_ssize_t j = 0; j < width; ++j) {
+        if (top_slots == nullptr) top_slots = &slots_of(Py_TYPE(alt[j]), {"token", "logprob"});
+        *top_text++ = code(strings_, field(alt[j], *top_slots, 0, "token"));
+        *top_lp++ = as_double(field(alt[j], *top_slots, 1, "logprob"));
+      }
+    }
+  }
+
+  // Tuples (logprob, text, id, bytes, is_prompt, tops), tops a list of (logprob, text, id).
+  void tuples(PyObject** token, Py_ssize_t n) {
+    Py_ssize_t n_top = 0;
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      Py_ssize_t width = 0;
+      items(item(token[i], 5, 6, "a token"), &width, "a token's top list");
+      n_top += width;
+    }
+    double* lp = grow<double>(kLogprob, n);
+    int32_t* text = grow<int32_t>(kCode, n);
+    int64_t* tid = grow<int64_t>(kId, n);
+    int32_t* bytes = grow<int32_t>(kBytesCode, n);
+    uint8_t* prompt = grow<uint8_t>(kPrompt, n);
+    int64_t* widths = grow<int64_t>(kWidth, n);
+    double* top_lp = grow<double>(kTopLogprob, n_top);
+    int32_t* top_text = grow<int32_t>(kTopCode, n_top);
+    int64_t* top_id = grow<int64_t>(kTopId, n_top);
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      PyObject** t = reinterpret_cast<PyTupleObject*>(token[i])->ob_item;
+      lp[i] = as_double(t[0]);
+      text[i] = code(strings_, t[1]);
+      tid[i] = as_id(t[2]);
+      bytes[i] = code(bytes_, t[3]);
+      const int is_prompt = PyObject_IsTrue(t[4]);
+      if (is_prompt < 0) throw py::error_already_set();
+      prompt[i] = static_cast<uint8_t>(is_prompt);
+      Py_ssize_t width = 0;
+      PyObject** alt = items(t[5], &width, "a token's top list");
+      widths[i] = width;
+      for (Py_ssize_t j = 0; j < width; ++j) {
+        *top_lp++ = as_double(item(alt[j], 0, 3, "a top entry"));
+        *top_text++ = code(strings_, PyTuple_GET_ITEM(alt[j], 1));
+        *top_id++ = as_id(PyTuple_GET_ITEM(alt[j], 2));
+      }
+    }
+  }
+
+  PyObject* col_[kColumns];
+  Py_ssize_t start_[kColumns];
+  PyObject* strings_;
+  PyObject* bytes_;
+};
+
+// Appends the sequences [(choice, tokens, ids), ...] of one record to the columns; returns the
+// number of tokens the columns hold.
+Py_ssize_t add_tokens(const py::tuple& columns, int64_t record, const py::list& sequences,
+                      const py::dict& strings, const py::dict& token_bytes) {
+  Columns cols(columns, strings.ptr(), token_bytes.ptr());
+  try {
+    for (const py::handle seq : sequences) cols.sequence(record, seq.ptr());
+  } catch (py::error_already_set&) {
+    cols.roll_back();  // (the exception is held by the object: no Python error is set)
+    throw;
+  } catch (...) {
+    cols.roll_back();
+    throw;
+  }
+  return cols.waiting();
+}
+
+}  // namespace
+
+void bind_io(py::module_& m) {
+  m.def("io_add_tokens", &add_tokens, py::arg("columns"), py::arg("record"), py::arg("sequences"),
+        py::arg("strings"), py::arg("token_bytes"),
+        "Appends the sequences [(choice, tokens, ids), ...] of one record to the readers' "
+        "token columns (12 bytearrays); returns the tokens they hold.");
+}
