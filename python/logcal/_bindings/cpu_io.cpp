@@ -11,6 +11,7 @@
 #include <pybind11/pybind11.h>
 #include <structmember.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <deque>
@@ -99,8 +100,10 @@ int64_t as_id(PyObject* value) {
 }
 
 // The code of `key` in an interner: a dict whose __missing__ adds a new value (so only a
-// value not seen before costs a Python call).
+// value not seen before costs a Python call). None, no value, is -1 and never a key: a dict of
+// str keys only is looked up the fast way (no rich comparisons).
 int32_t code(PyObject* interner, PyObject* key) {
+  if (key == Py_None) return -1;
   PyObject* found = PyDict_GetItemWithError(interner, key);  // borrowed
   PyObject* made = nullptr;
   if (found == nullptr) {
@@ -160,13 +163,20 @@ class Columns {
       if (PyByteArray_GET_SIZE(col_[c]) != start_[c]) PyByteArray_Resize(col_[c], start_[c]);
   }
 
-  // Room for n more values of type T at the end of column c.
+  // Room for n more values of type T at the end of column c. A bytearray grows by an eighth
+  // when it must move (every move a copy of it): where it must, it is first made twice as
+  // big, then cut to the size wanted, which keeps the room (a cut to half or more of the
+  // allocation only sets the size), so that a column is copied O(1) times, not O(8).
   template <class T>
   T* grow(int c, Py_ssize_t n) {
-    const Py_ssize_t size = PyByteArray_GET_SIZE(col_[c]);
-    if (PyByteArray_Resize(col_[c], size + n * static_cast<Py_ssize_t>(sizeof(T))) != 0)
+    PyObject* col = col_[c];
+    const Py_ssize_t size = PyByteArray_GET_SIZE(col);
+    const Py_ssize_t want = size + n * static_cast<Py_ssize_t>(sizeof(T));
+    if (want >= reinterpret_cast<PyByteArrayObject*>(col)->ob_alloc &&
+        PyByteArray_Resize(col, std::max(want, 2 * size)) != 0)
       throw py::error_already_set();
-    return reinterpret_cast<T*>(PyByteArray_AS_STRING(col_[c]) + size);
+    if (PyByteArray_Resize(col, want) != 0) throw py::error_already_set();
+    return reinterpret_cast<T*>(PyByteArray_AS_STRING(col) + size);
   }
 
   void sequence(int64_t record, PyObject* seq) {

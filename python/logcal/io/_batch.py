@@ -206,16 +206,17 @@ class _Grow:
 
 
 class _Interner(dict):
-    """Codes of distinct values, 0, 1, ... in order of appearance; ``None`` is -1.
+    """Codes of distinct values, 0, 1, ... in order of appearance (``None``, no value, is -1
+    and never a key: a dict of ``str`` keys only is looked up by the faster way).
 
-    A dict that adds a value it does not hold: ``map(interner.__getitem__, values)`` codes a
-    list in one C-level look-up per value, the new ones included. ``convert`` turns a key into
+    A dict that adds a value it does not hold, so that only a new value costs a Python call
+    (``io_add_tokens`` looks the others up in C). ``convert`` turns a key into
     the value kept (chat ``bytes`` are decoded as tuples, which hash, and kept as ``bytes``).
     Of token strings it also knows which are vLLM's ``"token_id:N"`` renderings.
     """
 
     def __init__(self, convert: Any = None) -> None:
-        super().__init__({None: -1})
+        super().__init__()
         self.values: list = []
         self.convert = convert
         self.id_of: list = []  # per code: N of a "token_id:N" string, else -1

@@ -5,7 +5,9 @@ The main process cuts the file into ranges of whole lines, counting their lines 
 and hands them to a pool of worker processes; their batches come back in file order, a few
 ranges ahead at most, so memory is bounded by the ranges in flight and not by the file.
 Each worker starts with the format of the file's first record, as one process would have
-gone on with it: the result is the same as one process's.
+gone on with it: the result is the same as one process's. Streaming chunks are joined across
+lines (``_chunks``), which a range cannot do alone: a file that begins with them is read by one
+process, and where a range meets one, this process reads on from that range's start.
 """
 
 from __future__ import annotations
@@ -78,8 +80,15 @@ class _RangeLines:
         return line
 
 
+class _Unsplittable(Exception):
+    """A range holds a streaming chunk, whose stream may go on in the next range."""
+
+
 class _RangeReader(_Reader):
     """A worker's reader: its batches are packed, to be sent back."""
+
+    def _chunk(self, index: int, resp: Any) -> list:
+        raise _Unsplittable(index)
 
     def take(self) -> dict:
         fields = self.builder.packed(self.fmt)
@@ -120,7 +129,7 @@ def _first_format(f: Any, reader: Any) -> tuple[bool, str | None]:
             probe.record(_loads(line), 0, "")
         except ValueError:
             return False, None
-        return True, probe.fmt
+        return not probe.streams.open, probe.fmt
     return False, None
 
 
@@ -142,32 +151,57 @@ def read_ranges(
 
 
 def _run(path, reader, chunk, workers, fmt, step, bar) -> Iterator[LogprobBatch]:
-    """The parts in file order: each as it comes with ``chunk``; else one batch of all."""
+    """The parts in file order: each as it comes with ``chunk``; else one batch of all. From
+    a range that meets a streaming chunk on, the file is read by this process."""
     errors = "skip" if reader.skip else "raise"
-    pool = ProcessPoolExecutor(workers, mp_context=_context())
     parts: list = []
+    rest = None  # (start, first line) of the range from which this process reads on
+    pool = ProcessPoolExecutor(workers, mp_context=_context())
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             window: deque = deque()
-            for start, stop, first in _ranges(f, size, step):
+            ranges = _ranges(f, size, step)
+            for start, stop, first in ranges:
                 task = (path, start, stop, first, fmt, reader.explicit, errors, chunk,
                         reader.max_record_bytes)  # fmt: skip
-                window.append(pool.submit(_read_range, task))
+                window.append((start, first, pool.submit(_read_range, task)))
                 if len(window) > workers:
-                    parts += _collect(window.popleft().result(), reader, bar)
+                    rest = _next_part(window, parts, reader, bar)
+                    if rest is not None:
+                        break
                     if chunk is not None:
                         yield from map(unpack, parts)
                         parts = []
-            while window:
-                parts += _collect(window.popleft().result(), reader, bar)
+            ranges.close()  # (unmaps the file)
+            while window and rest is None:
+                rest = _next_part(window, parts, reader, bar)
+        pool.shutdown(wait=True, cancel_futures=True)  # the ranges after a chunk's: not needed
+        if chunk is not None:
+            yield from map(unpack, parts)
+        elif parts:
+            yield concat_packed(parts)
+        if rest is not None:
+            with open(path, "rb", buffering=READ_BUFFER) as f:
+                start, first = rest
+                yield from _stream(
+                    _RangeLines(f, start, size), path, reader, chunk, bar.shown(), first
+                )
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
-    if chunk is not None:
-        yield from map(unpack, parts)
-    elif parts:
-        yield concat_packed(parts)
+
+
+def _next_part(window: deque, parts: list, reader: Any, bar: Any) -> tuple | None:
+    """The parts of the next range in order added to ``parts``; or, if that range meets a
+    streaming chunk, where it starts (the start, the index of its first line)."""
+    start, first, future = window.popleft()
+    try:
+        result = future.result()
+    except _Unsplittable:
+        return start, first
+    parts += _collect(result, reader, bar)
+    return None
 
 
 def _collect(result: tuple, reader: Any, bar: Any) -> list:

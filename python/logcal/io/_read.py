@@ -23,9 +23,12 @@ import msgspec
 
 from . import _formats as F
 from ._batch import Builder, LogprobBatch
+from ._chunks import CHUNK, Streams, is_chunk
 from ._hf import is_hf, read_hf
 from ._merge import concat
 from ._schema import BASES, DECODERS, RecordError, inner, show
+
+_PLAIN_KINDS = ("openai", "gemini")  # the kinds of record that are the response itself
 
 # Files at least this big get a progress bar unless progress=False.
 PROGRESS_BYTES = 64 * 1024 * 1024
@@ -67,6 +70,7 @@ class _Reader:
         self.top_k = top_k
         self.eos_token_id = eos_token_id
         self.builder = Builder()
+        self.streams = Streams()  # OpenAI streaming chunks, joined
         self.n_records = 0
         self.n_skipped = 0
         self.first_error: str | None = None
@@ -87,12 +91,12 @@ class _Reader:
         kind = self.kind
         if kind is not None:
             try:
-                resp = inner(kind, DECODERS[kind].decode(line))
+                resp = DECODERS[kind].decode(line)
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
                 pass  # the general path says what is wrong
             else:
                 try:
-                    self._add(index, resp, kind)
+                    self._add(index, resp if kind in _PLAIN_KINDS else inner(kind, resp), kind)
                 except RecordError as exc:
                     self.fail(index, f"{name}:{index + 1}: {exc}")
                 return
@@ -145,8 +149,29 @@ class _Reader:
             self.fail(index, f"{where}the record is nested too deeply to read")
 
     def _add(self, index: int, resp: Any, kind: str) -> None:
-        fmt = self.fmt if self.explicit else self._format(F.detect(kind, resp))
+        if self.explicit:
+            fmt = self.fmt
+        else:
+            fmt = F.detect(kind, resp)
+            if fmt != self.fmt:
+                fmt = self._format(fmt)
+        # (most records say they are whole completions: no call to tell)
+        if kind == "openai" and resp.object != "chat.completion" and is_chunk(resp):
+            for record, sequences in self._chunk(index, resp):
+                self.builder.add(record, sequences)
+            return
         self.builder.add(index, F.PARSERS[fmt](resp, BASES[kind]))
+
+    def _chunk(self, index: int, resp: Any) -> list:
+        """A streaming chunk: the streams it ends (see ``_chunks``)."""
+        if not self.fmt.endswith("_chat"):
+            raise RecordError("object", f"is {CHUNK!r}, but format={self.fmt!r}")
+        return self.streams.add(index, resp)
+
+    def end(self) -> None:
+        """At the end of the source: the streams still open go to the builder."""
+        for record, sequences in self.streams.close():
+            self.builder.add(record, sequences)
 
     def _hf(self, rec: Any, index: int) -> None:
         if self.fmt is None:
@@ -194,6 +219,12 @@ class _Reader:
                 f"{self.n_records} in {name}; the first: {self.first_error}",
                 stacklevel=stacklevel,
             )
+        if self.streams.unfinished:
+            warnings.warn(
+                f"read_logprobs: {self.streams.unfinished} stream(s) of chunks in {name} end "
+                f"without a finish_reason (cut short?); their tokens were read",
+                stacklevel=stacklevel,
+            )
         if self.damage is not None:
             warnings.warn(self.damage, stacklevel=stacklevel)
 
@@ -220,6 +251,10 @@ class _Progress:
         self.bar = tqdm(
             total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False
         )
+
+    def shown(self) -> _Progress | None:
+        """This bar, or None where nothing is shown (no call a line to make)."""
+        return None if self.bar is None else self
 
     def advance(self, n: int) -> None:
         if self.bar is None:
@@ -529,7 +564,7 @@ def _read_file(
     try:
         f = _buffered(f, reader.max_record_bytes)
         if not _is_gzip(f):
-            yield from _stream(f, name, reader, chunk, bar)
+            yield from _stream(f, name, reader, chunk, bar.shown())
             return
         text = _Gunzip(f, bar, strict=not reader.skip)  # progress over the compressed bytes
         try:
@@ -582,6 +617,7 @@ def _batches(source: Any, reader: _Reader, chunk: int | None, progress: Any, wor
             reader.record(rec, i, f"record {i}: ")
             if chunk is not None and reader.builder.size >= chunk:
                 yield reader.take()
+    reader.end()
     last = reader.take()
     reader.check(name, stacklevel=4)
     if chunk is None or last.n_sequences or last.skipped:
