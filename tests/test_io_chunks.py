@@ -186,7 +186,7 @@ def test_chunk_errors(tmp_path):
     with pytest.warns(UserWarning, match="skipped 1 malformed record"):
         assert read(path, errors="skip").n_tokens == 2
     # tokens of a stream after its end
-    late = chunks + [chunks[1]]
+    late = [*chunks, chunks[1]]
     path = jsonl(tmp_path / "late.jsonl", late)
     with pytest.raises(ValueError, match=exact(
             f"{path}:{len(late)}: id 'chatcmpl-1': this chunk holds tokens of a stream that has "
