@@ -31,6 +31,8 @@ _ARRAYS = (
     "record",
     "choice",
     "skipped_records",
+    "file",
+    "skipped_files",
 )
 _SCALARS = ("format", "skipped")
 _FIELDS = _ARRAYS + _SCALARS
@@ -79,10 +81,15 @@ class LogprobBatch(Record):
     record, choice : int64 ``[S]``
         Where each sequence comes from: the 0-based record (JSONL line number - 1, or the
         position in a JSON array or list) and the choice / candidate index; ``-1`` for a
-        sequence that holds a vLLM prompt.
+        sequence that holds a vLLM prompt. The sequences of joined streaming chunks have the
+        record of their stream's first chunk.
+    file : int64 ``[S]``
+        Only when many files are read (a list of paths, or a glob pattern): the index of each
+        sequence's file in that list (the pattern's matches in sorted order); ``record``
+        counts within the file.
     skipped : int
         Records skipped as malformed with ``errors="skip"``; ``skipped_records`` (int64) says
-        which.
+        which (and ``skipped_files``, of many files, in which file).
 
     Fields that the source does not give do not exist: reading one raises ``AttributeError``
     saying so. The record is also a read-only mapping of the fields it has.
@@ -97,6 +104,8 @@ class LogprobBatch(Record):
             return f"LogprobBatch has no {name}: this {fmt} source gives no token ids"
         if name == "token_bytes":
             return f"LogprobBatch has no token_bytes: this {fmt} source gives no token bytes"
+        if name in ("file", "skipped_files"):
+            return f"LogprobBatch has no {name}: it was read from one source, not many files"
         return super()._missing(name)
 
     @property
