@@ -122,3 +122,16 @@ def test_columns_hold_what_was_added(sequences):
         t for _, _, tops in flat for _, t in tops
     ]
     assert got["seq_len"] == [len(s) for s in sequences]
+
+
+def test_text_codes_are_the_interners_through_its_growing_table():
+    cols, strings, raw = _new_columns(), _Interner(), _Interner(convert=bytes)
+    strings["set from Python"]  # in the dict only: the table learns it when met
+    texts = [f"t{i % 700}" * (1 + i % 5) for i in range(3000)] + ["set from Python", "日本", "🙂"]
+    tokens = [(-1.0, t, None, None, False, []) for t in texts]
+    io_add_tokens(cols, 0, [(0, tokens, None)], strings, raw)
+    io_add_tokens(cols, 1, [(0, tokens[::-1], None)], strings, raw)
+    codes = np.frombuffer(cols[1], np.int32).tolist()
+    assert [strings.values[c] for c in codes] == texts + texts[::-1]
+    assert all(strings[t] == c for t, c in zip(texts, codes))
+    assert len(strings.values) == len(set(texts)) and len(strings.table) >= 8 * 2 * len(set(texts))

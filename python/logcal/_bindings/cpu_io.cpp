@@ -119,6 +119,124 @@ int32_t code(PyObject* interner, PyObject* key) {
   return static_cast<int32_t>(value);
 }
 
+// The codes of token texts, looked up in a table kept beside the interner (its bytearray
+// `table`) before the interner itself: the interner is a dict, whose look-up of a str just
+// decoded hashes it with SipHash and compares it through memcmp -- a third of this file's
+// time. The table hashes the text's bytes with a cheap mix and compares the text with
+// `values[code]` in place. It only caches the dict (which stays the one that gives codes,
+// through __missing__ for a new text), so a text it does not find is looked up there; after
+// 32 probes too, which bounds the work a file of colliding texts can make.
+class TextCodes {
+ public:
+  explicit TextCodes(PyObject* interner) : interner_(interner) {
+    table_ = PyObject_GetAttrString(interner, "table");
+    values_ = PyObject_GetAttrString(interner, "values");
+    if (table_ == nullptr || values_ == nullptr) {
+      release();
+      throw py::error_already_set();
+    }
+    if (!PyByteArray_CheckExact(table_) || !PyList_CheckExact(values_)) {
+      release();
+      throw py::type_error(
+          "io_add_tokens: an interner's table must be a bytearray and its "
+          "values a list");
+    }
+  }
+  ~TextCodes() { release(); }
+  TextCodes(const TextCodes&) = delete;
+  TextCodes& operator=(const TextCodes&) = delete;
+
+  int32_t operator()(PyObject* text) {
+    if (text == Py_None) return -1;
+    if (!PyUnicode_CheckExact(text)) return code(interner_, text);
+    const uint64_t h = hash(text);
+    uint64_t* slot = slots();
+    const size_t mask = capacity() - 1;
+    if (slot != nullptr) {
+      for (size_t i = h & mask, probes = 0; slot[i] != 0 && probes < kMaxProbes;
+           i = (i + 1) & mask, ++probes) {
+        if ((slot[i] >> 32) != (h >> 32)) continue;
+        const int32_t c = static_cast<int32_t>(slot[i] & 0xffffffffu) - 1;
+        if (c < PyList_GET_SIZE(values_) && same_text(PyList_GET_ITEM(values_, c), text)) return c;
+      }
+    }
+    const int32_t c = code(interner_, text);  // (a new text: the interner adds it)
+    add(h, c);
+    return c;
+  }
+
+ private:
+  static constexpr size_t kMaxProbes = 32;
+
+  size_t capacity() const {
+    return static_cast<size_t>(PyByteArray_GET_SIZE(table_)) / sizeof(uint64_t);
+  }
+  uint64_t* slots() const {
+    return capacity() ? reinterpret_cast<uint64_t*>(PyByteArray_AS_STRING(table_)) : nullptr;
+  }
+
+  static uint64_t hash(PyObject* text) {
+    const auto* p = static_cast<const unsigned char*>(PyUnicode_DATA(text));
+    size_t n = static_cast<size_t>(PyUnicode_GET_LENGTH(text)) * PyUnicode_KIND(text);
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xff51afd7ed558ccdull) ^ PyUnicode_KIND(text);
+    for (; n >= 8; n -= 8, p += 8) {
+      uint64_t w;
+      std::memcpy(&w, p, 8);
+      h = (h ^ w) * 0xbf58476d1ce4e5b9ull;
+      h ^= h >> 31;
+    }
+    uint64_t w = 0;
+    std::memcpy(&w, p, n);
+    h = (h ^ w) * 0x94d049bb133111ebull;
+    return h ^ (h >> 29);
+  }
+
+  static bool same_text(PyObject* a, PyObject* b) {
+    if (!PyUnicode_CheckExact(a)) return false;
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(a);
+    return n == PyUnicode_GET_LENGTH(b) && PyUnicode_KIND(a) == PyUnicode_KIND(b) &&
+           std::memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), n * PyUnicode_KIND(a)) == 0;
+  }
+
+  // Code c of a text of hash h into the table; at half full, the table is made again, twice
+  // as big, of every value the interner holds.
+  void add(uint64_t h, int32_t c) {
+    const size_t n_values = static_cast<size_t>(PyList_GET_SIZE(values_));
+    if (c < 0 || static_cast<size_t>(c) >= n_values) return;  // not one of the values
+    if (2 * n_values > capacity()) {
+      size_t cap = 64;
+      while (cap < 4 * n_values) cap *= 2;
+      if (PyByteArray_Resize(table_, static_cast<Py_ssize_t>(cap * sizeof(uint64_t))) != 0)
+        throw py::error_already_set();
+      std::memset(PyByteArray_AS_STRING(table_), 0, cap * sizeof(uint64_t));
+      for (size_t v = 0; v < n_values; ++v) {
+        PyObject* value = PyList_GET_ITEM(values_, v);
+        if (PyUnicode_CheckExact(value)) put(hash(value), static_cast<int32_t>(v));
+      }
+      return;
+    }
+    put(h, c);
+  }
+
+  void put(uint64_t h, int32_t c) {
+    uint64_t* slot = slots();
+    const size_t mask = capacity() - 1;
+    size_t i = h & mask;
+    for (size_t probes = 0; slot[i] != 0; i = (i + 1) & mask)
+      if (++probes >= kMaxProbes) return;  // (found through the interner, as before)
+    slot[i] = (h & 0xffffffff00000000ull) | static_cast<uint32_t>(c + 1);
+  }
+
+  void release() {
+    Py_XDECREF(table_);
+    Py_XDECREF(values_);
+  }
+
+  PyObject* interner_;
+  PyObject* table_;
+  PyObject* values_;
+};
+
 // A list or tuple: its items (borrowed) and length.
 PyObject** items(PyObject* seq, Py_ssize_t* n, const char* what) {
   if (PyList_Check(seq)) {
@@ -143,7 +261,7 @@ PyObject* item(PyObject* tuple, Py_ssize_t i, Py_ssize_t size, const char* what)
 class Columns {
  public:
   Columns(const py::tuple& columns, PyObject* strings, PyObject* token_bytes)
-      : strings_(strings), bytes_(token_bytes) {
+      : text_(strings), bytes_(token_bytes) {
     if (columns.size() != kColumns)
       throw py::type_error("io_add_tokens: columns must be a tuple of " + std::to_string(kColumns) +
                            " bytearrays");
@@ -231,7 +349,7 @@ class Columns {
     const Slots* top_slots = nullptr;
     for (Py_ssize_t i = 0; i < n; ++i) {
       PyObject* e = entry[i];
-      text[i] = code(strings_, field(e, chat, 0, "token"));
+      text[i] = text_(field(e, chat, 0, "token"));
       lp[i] = as_double(field(e, chat, 1, "logprob"));
       bytes[i] = code(bytes_, field(e, chat, 2, "bytes"));
       tid[i] = id == nullptr ? -1 : as_id(id[i]);
@@ -241,7 +359,7 @@ class Columns {
       widths[i] = width;
       for (Py_ssize_t j = 0; j < width; ++j) {
         if (top_slots == nullptr) top_slots = &slots_of(Py_TYPE(alt[j]), {"token", "logprob"});
-        *top_text++ = code(strings_, field(alt[j], *top_slots, 0, "token"));
+        *top_text++ = text_(field(alt[j], *top_slots, 0, "token"));
         *top_lp++ = as_double(field(alt[j], *top_slots, 1, "logprob"));
       }
     }
@@ -267,7 +385,7 @@ class Columns {
     for (Py_ssize_t i = 0; i < n; ++i) {
       PyObject** t = reinterpret_cast<PyTupleObject*>(token[i])->ob_item;
       lp[i] = as_double(t[0]);
-      text[i] = code(strings_, t[1]);
+      text[i] = text_(t[1]);
       tid[i] = as_id(t[2]);
       bytes[i] = code(bytes_, t[3]);
       const int is_prompt = PyObject_IsTrue(t[4]);
@@ -278,7 +396,7 @@ class Columns {
       widths[i] = width;
       for (Py_ssize_t j = 0; j < width; ++j) {
         *top_lp++ = as_double(item(alt[j], 0, 3, "a top entry"));
-        *top_text++ = code(strings_, PyTuple_GET_ITEM(alt[j], 1));
+        *top_text++ = text_(PyTuple_GET_ITEM(alt[j], 1));
         *top_id++ = as_id(PyTuple_GET_ITEM(alt[j], 2));
       }
     }
@@ -286,7 +404,7 @@ class Columns {
 
   PyObject* col_[kColumns];
   Py_ssize_t start_[kColumns];
-  PyObject* strings_;
+  TextCodes text_;
   PyObject* bytes_;
 };
 

@@ -227,6 +227,7 @@ class _Interner(dict):
     def __init__(self, convert: Any = None) -> None:
         super().__init__()
         self.values: list = []
+        self.table = bytearray()  # io_add_tokens' cache of the codes of str values
         self.convert = convert
         self.id_of: list = []  # per code: N of a "token_id:N" string, else -1
         self.has_ids = False
