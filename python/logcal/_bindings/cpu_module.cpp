@@ -14,6 +14,7 @@ void bind_sequence(py::module_& m);
 void bind_calibration(py::module_& m);
 void bind_calibration_logits(py::module_& m);
 void bind_recalibration(py::module_& m);
+void bind_io(py::module_& m);
 
 namespace {
 
@@ -34,6 +35,7 @@ PYBIND11_MODULE(_core_cpu, m) {
   bind_calibration(m);
   bind_calibration_logits(m);
   bind_recalibration(m);
+  bind_io(m);
   m.def("set_num_threads", &logcal::cpu::set_num_threads, py::arg("n"),
         "Threads of the CPU kernels (n <= 0: the CPUs this process may run on).");
   m.def("get_num_threads", &logcal::cpu::get_num_threads, "Threads of the CPU kernels.");

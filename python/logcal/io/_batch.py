@@ -10,14 +10,13 @@ the end.
 
 from __future__ import annotations
 
-from array import array
 from typing import Any
 
 import numpy as np
 
+from .._core_cpu import io_add_tokens
 from .._record import Record
 from ._formats import _text_or_id
-from ._schema import ChatEntry
 
 _ARRAYS = (
     "token_logprob",
@@ -32,6 +31,8 @@ _ARRAYS = (
     "record",
     "choice",
     "skipped_records",
+    "file",
+    "skipped_files",
 )
 _SCALARS = ("format", "skipped")
 _FIELDS = _ARRAYS + _SCALARS
@@ -80,10 +81,15 @@ class LogprobBatch(Record):
     record, choice : int64 ``[S]``
         Where each sequence comes from: the 0-based record (JSONL line number - 1, or the
         position in a JSON array or list) and the choice / candidate index; ``-1`` for a
-        sequence that holds a vLLM prompt.
+        sequence that holds a vLLM prompt. The sequences of joined streaming chunks have the
+        record of their stream's first chunk.
+    file : int64 ``[S]``
+        Only when many files are read (a list of paths, or a glob pattern): the index of each
+        sequence's file in that list (the pattern's matches in sorted order); ``record``
+        counts within the file.
     skipped : int
         Records skipped as malformed with ``errors="skip"``; ``skipped_records`` (int64) says
-        which.
+        which (and ``skipped_files``, of many files, in which file).
 
     Fields that the source does not give do not exist: reading one raises ``AttributeError``
     saying so. The record is also a read-only mapping of the fields it has.
@@ -98,6 +104,8 @@ class LogprobBatch(Record):
             return f"LogprobBatch has no {name}: this {fmt} source gives no token ids"
         if name == "token_bytes":
             return f"LogprobBatch has no token_bytes: this {fmt} source gives no token bytes"
+        if name in ("file", "skipped_files"):
+            return f"LogprobBatch has no {name}: it was read from one source, not many files"
         return super()._missing(name)
 
     @property
@@ -207,17 +215,19 @@ class _Grow:
 
 
 class _Interner(dict):
-    """Codes of distinct values, 0, 1, ... in order of appearance; ``None`` is -1.
+    """Codes of distinct values, 0, 1, ... in order of appearance (``None``, no value, is -1
+    and never a key: a dict of ``str`` keys only is looked up by the faster way).
 
-    A dict that adds a value it does not hold: ``map(interner.__getitem__, values)`` codes a
-    list in one C-level look-up per value, the new ones included. ``convert`` turns a key into
+    A dict that adds a value it does not hold, so that only a new value costs a Python call
+    (``io_add_tokens`` looks the others up in C). ``convert`` turns a key into
     the value kept (chat ``bytes`` are decoded as tuples, which hash, and kept as ``bytes``).
     Of token strings it also knows which are vLLM's ``"token_id:N"`` renderings.
     """
 
     def __init__(self, convert: Any = None) -> None:
-        super().__init__({None: -1})
+        super().__init__()
         self.values: list = []
+        self.table = bytearray()  # io_add_tokens' cache of the codes of str values
         self.convert = convert
         self.id_of: list = []  # per code: N of a "token_id:N" string, else -1
         self.has_ids = False
@@ -245,43 +255,37 @@ class _Interner(dict):
         return ids
 
 
-_UNKNOWN = array("q", [-1])  # a token id not given
+# The token columns of one batch of records, as io_add_tokens fills them (the compiled loop of
+# python/logcal/_bindings/cpu_io.cpp): bytearrays in its order, and the dtype of each.
+_COLUMNS = (
+    ("lp", np.float64),  # each token's log-probability
+    ("code", np.int32),  # its text, a code of the strings interner
+    ("id", np.int64),  # its id (-1: not given)
+    ("bcode", np.int32),  # its bytes, a code of the bytes interner
+    ("prompt", np.bool_),  # a prompt token
+    ("width", np.int64),  # the length of its top list
+    ("top_lp", np.float64),  # the entries of the top lists, one list after the other
+    ("top_code", np.int32),
+    ("top_id", np.int64),
+    ("seq_len", np.int64),  # per sequence: its tokens, record and choice
+    ("seq_rec", np.int64),
+    ("seq_choice", np.int64),
+)
 
 
-class _Columns:
-    """The tokens waiting to be packed, column by column (numbers already in C arrays,
-    texts and bytes as interned codes: no per-token Python object is kept).
-
-    Token ``i`` is row ``i``; ``width`` is the length of each token's top list, whose entries
-    follow one another in the ``top_`` columns.
-    """
-
-    __slots__ = ("bcode", "code", "id", "lp", "prompt", "seq_choice", "seq_len", "seq_rec",
-                 "top_code", "top_id", "top_lp", "width")  # fmt: skip
-
-    def __init__(self) -> None:
-        self.lp = array("d")
-        self.code = array("i")
-        self.id = array("q")
-        self.bcode = array("i")
-        self.prompt = array("b")
-        self.width = array("q")
-        self.top_lp = array("d")
-        self.top_code = array("i")
-        self.top_id = array("q")
-        self.seq_len: list = []
-        self.seq_rec: list = []
-        self.seq_choice: list = []
+def _new_columns() -> tuple:
+    return tuple(bytearray() for _ in _COLUMNS)
 
 
 class Builder:
     """Accumulates sequences of tokens; :meth:`finish` returns the :class:`LogprobBatch`.
 
     A sequence is ``(choice, tokens, ids)`` as the parsers in ``_formats`` return them: a list
-    of :class:`ChatEntry`, read column-wise, or of ``(logprob, text, id, bytes, is_prompt,
-    tops)`` tuples; ``text``, ``id`` and ``bytes`` may be ``None``. Each record's values are
-    taken into columns as it is added, so its decoded objects are freed at once and their
-    memory reused by the next record's.
+    of :class:`~._schema.ChatEntry`, or of ``(logprob, text, id, bytes, is_prompt, tops)``
+    tuples; ``text``, ``id`` and ``bytes`` may be ``None``. Each record's values are taken
+    into columns by one compiled call as it is added (``io_add_tokens``: no Python work per
+    token), so its decoded objects are freed at once and their memory reused by the next
+    record's; the columns are packed into the numpy buffers every few thousand tokens.
     """
 
     def __init__(self) -> None:
@@ -301,66 +305,23 @@ class Builder:
         self.skipped: list[int] = []
         self.n_tokens = 0
         self.has_text = False
-        self._cols = _Columns()
+        self._cols = _new_columns()
 
     @property
     def size(self) -> int:
         """Tokens added so far, packed or not."""
-        return self.n_tokens + len(self._cols.lp)
+        return self.n_tokens + len(self._cols[0]) // 8
 
     # -- input ---------------------------------------------------------------------------
 
     def add(self, record: int, sequences: list) -> None:
         """Add the sequences ``[(choice, tokens, ids), ...]`` of one record."""
-        cols = self._cols
-        for choice, tokens, ids in sequences:
-            cols.seq_rec.append(record)
-            cols.seq_choice.append(choice)
-            cols.seq_len.append(len(tokens))
-            if tokens and type(tokens[0]) is ChatEntry:
-                self._entries(cols, tokens, ids)
-            else:
-                self._tuples(cols, tokens)
-        if len(cols.lp) >= _FLUSH_TOKENS:
+        waiting = io_add_tokens(self._cols, record, sequences, self.strings, self.bytes_)
+        if waiting >= _FLUSH_TOKENS:
             self._flush()
 
     def skip(self, record: int) -> None:
         self.skipped.append(record)
-
-    def _entries(self, cols: _Columns, entries: list, ids: list | None) -> None:
-        """OpenAI chat entries, column by column (comprehensions over the entries' slots)."""
-        n = len(entries)
-        code = self.strings.__getitem__
-        cols.lp.fromlist([e.logprob for e in entries])
-        cols.code.extend(map(code, [e.token for e in entries]))
-        cols.bcode.extend(map(self.bytes_.__getitem__, [e.bytes for e in entries]))
-        cols.prompt.frombytes(bytes(n))
-        if ids is None:
-            cols.id += _UNKNOWN * n
-        else:
-            cols.id.fromlist(ids)
-        tops = [e.top_logprobs for e in entries]
-        if None in tops:
-            tops = [top or () for top in tops]
-        cols.width.extend(map(len, tops))
-        flat = [t for top in tops for t in top]
-        cols.top_lp.fromlist([t.logprob for t in flat])
-        cols.top_code.extend(map(code, [t.token for t in flat]))
-        cols.top_id += _UNKNOWN * len(flat)
-
-    def _tuples(self, cols: _Columns, tokens: list) -> None:
-        code, bcode = self.strings.__getitem__, self.bytes_.__getitem__
-        for lp, text, tid, raw, is_prompt, tops in tokens:
-            cols.lp.append(lp)
-            cols.code.append(code(text))
-            cols.prompt.append(is_prompt)
-            cols.id.append(-1 if tid is None else tid)
-            cols.bcode.append(bcode(raw))
-            cols.width.append(len(tops))
-            for tlp, ttext, ttid in tops:
-                cols.top_lp.append(tlp)
-                cols.top_code.append(code(ttext))
-                cols.top_id.append(-1 if ttid is None else ttid)
 
     def _ensure_ids(self) -> None:
         if self.ids is None:
@@ -397,40 +358,41 @@ class Builder:
 
     def _flush(self) -> None:
         """Pack the waiting columns into the numpy buffers."""
-        cols, self._cols = self._cols, _Columns()
-        if not cols.seq_len:
+        columns, self._cols = self._cols, _new_columns()
+        if not columns[-1]:  # no sequence
             return
-        n = len(cols.lp)
+        cols = {name: np.frombuffer(c, dtype) for (name, dtype), c in zip(_COLUMNS, columns)}
+        n = len(cols["lp"])
         start = self.lp.n
         stop = start + n
-        code = np.frombuffer(cols.code, dtype=np.int32)
-        ids = np.frombuffer(cols.id, dtype=np.int64)
+        code = cols["code"]
+        ids = cols["id"]
         token_ids = self.strings.split_ids(code)
         if token_ids is not None:
             ids = np.maximum(ids, token_ids)
-        widths = np.frombuffer(cols.width, dtype=np.int64)
-        top_code = np.frombuffer(cols.top_code, dtype=np.int32)
-        top_ids = np.frombuffer(cols.top_id, dtype=np.int64)
+        widths = cols["width"]
+        top_code = cols["top_code"]
+        top_ids = cols["top_id"]
         top_token_ids = self.strings.split_ids(top_code)
         if top_token_ids is not None:
             top_ids = np.maximum(top_ids, top_token_ids)
         self.has_text = self.has_text or bool((code >= 0).any() or (top_code >= 0).any())
         if (ids >= 0).any() or (top_ids >= 0).any():
             self._ensure_ids()
-        bcode = np.frombuffer(cols.bcode, dtype=np.int32)
+        bcode = cols["bcode"]
         if (bcode >= 0).any():
             self._ensure_bytes()
         width = max(int(widths.max()) if n else 0, self.top_lp.arr.shape[1])
         self._grow_tokens(n, width)
-        self.lp.arr[start:stop] = _logprobs(np.frombuffer(cols.lp, dtype=np.float64))
+        self.lp.arr[start:stop] = _logprobs(cols["lp"])
         self.code.arr[start:stop] = code
-        self.prompt.arr[start:stop] = np.frombuffer(cols.prompt, dtype=np.bool_)
+        self.prompt.arr[start:stop] = cols["prompt"]
         if self.ids is not None:
             self.ids.arr[start:stop] = ids
         if self.bcode is not None:
             self.bcode.arr[start:stop] = bcode
         if top_code.size:
-            top_lp = _logprobs(np.frombuffer(cols.top_lp, dtype=np.float64))
+            top_lp = _logprobs(cols["top_lp"])
             k = int(widths[0])
             if (widths == k).all():  # top lists all as long: a block of rows
                 rows = (slice(start, stop), slice(0, k))
@@ -446,7 +408,7 @@ class Builder:
             self._sort_tops(start, stop)
         for buf in self._token_buffers():
             buf.n = stop
-        self._add_sequences(cols.seq_len, cols.seq_rec, cols.seq_choice)
+        self._add_sequences(cols["seq_len"], cols["seq_rec"], cols["seq_choice"])
         self.n_tokens = stop
 
     def _sort_tops(self, start: int, stop: int) -> None:

@@ -58,6 +58,9 @@ def concat(parts: list) -> LogprobBatch:
         fields[name] = np.concatenate([p[name] for p in parts])
     fields["top_logprobs"] = _stack([p.top_logprobs for p in parts], np.nan)
     fields["skipped"] = sum(p.skipped for p in parts)
+    if all("file" in p for p in parts):  # many files
+        for name in ("file", "skipped_files"):
+            fields[name] = np.concatenate([p[name] for p in parts])
     if any("token_ids" in p for p in parts):
         for name, width in (("token_ids", None), ("top_token_ids", "top_logprobs")):
             values = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import glob
 import io
 import json
 import os
@@ -20,12 +21,16 @@ from contextlib import contextmanager
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from . import _formats as F
 from ._batch import Builder, LogprobBatch
+from ._chunks import CHUNK, Streams, is_chunk
 from ._hf import is_hf, read_hf
 from ._merge import concat
 from ._schema import BASES, DECODERS, RecordError, inner, show
+
+_PLAIN_KINDS = ("openai", "gemini")  # the kinds of record that are the response itself
 
 # Files at least this big get a progress bar unless progress=False.
 PROGRESS_BYTES = 64 * 1024 * 1024
@@ -67,11 +72,12 @@ class _Reader:
         self.top_k = top_k
         self.eos_token_id = eos_token_id
         self.builder = Builder()
+        self.streams = Streams()  # OpenAI streaming chunks, joined
         self.n_records = 0
         self.n_skipped = 0
         self.first_error: str | None = None
         self.max_record_bytes = max_record_bytes
-        self.damage: str | None = None  # a file cut short, read up to the cut (errors="skip")
+        self.damage: list[str] = []  # files cut short, read up to the cut (errors="skip")
 
     def fail(self, index: int, message: str) -> None:
         if not self.skip:
@@ -87,12 +93,12 @@ class _Reader:
         kind = self.kind
         if kind is not None:
             try:
-                resp = inner(kind, DECODERS[kind].decode(line))
+                resp = DECODERS[kind].decode(line)
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
                 pass  # the general path says what is wrong
             else:
                 try:
-                    self._add(index, resp, kind)
+                    self._add(index, resp if kind in _PLAIN_KINDS else inner(kind, resp), kind)
                 except RecordError as exc:
                     self.fail(index, f"{name}:{index + 1}: {exc}")
                 return
@@ -145,8 +151,29 @@ class _Reader:
             self.fail(index, f"{where}the record is nested too deeply to read")
 
     def _add(self, index: int, resp: Any, kind: str) -> None:
-        fmt = self.fmt if self.explicit else self._format(F.detect(kind, resp))
+        if self.explicit:
+            fmt = self.fmt
+        else:
+            fmt = F.detect(kind, resp)
+            if fmt != self.fmt:
+                fmt = self._format(fmt)
+        # (most records say they are whole completions: no call to tell)
+        if kind == "openai" and resp.object != "chat.completion" and is_chunk(resp):
+            for record, sequences in self._chunk(index, resp):
+                self.builder.add(record, sequences)
+            return
         self.builder.add(index, F.PARSERS[fmt](resp, BASES[kind]))
+
+    def _chunk(self, index: int, resp: Any) -> list:
+        """A streaming chunk: the streams it ends (see ``_chunks``)."""
+        if not self.fmt.endswith("_chat"):
+            raise RecordError("object", f"is {CHUNK!r}, but format={self.fmt!r}")
+        return self.streams.add(index, resp)
+
+    def end(self) -> None:
+        """At the end of the source: the streams still open go to the builder."""
+        for record, sequences in self.streams.close():
+            self.builder.add(record, sequences)
 
     def _hf(self, rec: Any, index: int) -> None:
         if self.fmt is None:
@@ -183,7 +210,7 @@ class _Reader:
         if self.n_records == 0:
             raise ValueError(f"{name} holds no records")
         if self.n_skipped == self.n_records:
-            damage = "" if self.damage is None else f"; {self.damage}"
+            damage = "".join(f"; {d}" for d in self.damage)
             raise ValueError(
                 f"none of the {self.n_records} records of {name} could be read; the first "
                 f"error: {self.first_error}{damage}"
@@ -194,8 +221,14 @@ class _Reader:
                 f"{self.n_records} in {name}; the first: {self.first_error}",
                 stacklevel=stacklevel,
             )
-        if self.damage is not None:
-            warnings.warn(self.damage, stacklevel=stacklevel)
+        if self.streams.unfinished:
+            warnings.warn(
+                f"read_logprobs: {self.streams.unfinished} stream(s) of chunks in {name} end "
+                f"without a finish_reason (cut short?); their tokens were read",
+                stacklevel=stacklevel,
+            )
+        for damage in self.damage:
+            warnings.warn(damage, stacklevel=stacklevel)
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -220,6 +253,10 @@ class _Progress:
         self.bar = tqdm(
             total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False
         )
+
+    def shown(self) -> _Progress | None:
+        """This bar, or None where nothing is shown (no call a line to make)."""
+        return None if self.bar is None else self
 
     def advance(self, n: int) -> None:
         if self.bar is None:
@@ -529,7 +566,7 @@ def _read_file(
     try:
         f = _buffered(f, reader.max_record_bytes)
         if not _is_gzip(f):
-            yield from _stream(f, name, reader, chunk, bar)
+            yield from _stream(f, name, reader, chunk, bar.shown())
             return
         text = _Gunzip(f, bar, strict=not reader.skip)  # progress over the compressed bytes
         try:
@@ -541,23 +578,56 @@ def _read_file(
         if text.cut is not None:
             if reader.n_records == 0:
                 raise ValueError(f"{name}: not a readable gzip file (truncated: {text.where()})")
-            reader.damage = f"{name} is truncated: {text.where()}; the lines before it were read"
+            reader.damage.append(
+                f"{name} is truncated: {text.where()}; the lines before it were read"
+            )
     finally:
         bar.close()
 
 
-def _read_path(
-    path: str, reader: _Reader, chunk: int | None, progress: bool | None, workers: int
+def _read_paths(
+    paths: list, reader: _Reader, chunk: int | None, progress: Any, workers: int, many: bool
 ) -> Iterator[LogprobBatch]:
+    """Files one after the other, as one source; with ``many``, each batch says its file."""
     if workers > 1:
-        from ._parallel import read_ranges
+        from ._parallel import read_files
 
-        plan = read_ranges(path, reader, chunk, progress, workers)
+        plan = read_files(paths, reader, chunk, progress, workers, many)
         if plan is not None:
             yield from plan
             return
-    with open(path, "rb", buffering=READ_BUFFER) as raw:
-        yield from _read_file(raw, path, reader, chunk, progress)
+    for i, path in enumerate(paths):
+        with open(path, "rb", buffering=READ_BUFFER) as raw:
+            for batch in _read_file(raw, path, reader, chunk, progress):
+                yield tag_file(batch, i) if many else batch
+        if many:
+            reader.end()  # (a stream does not go on in the next file)
+            yield tag_file(reader.take(), i)
+
+
+def tag_file(batch: LogprobBatch, i: int) -> LogprobBatch:
+    """The batch of file ``i`` of many, with its ``file`` and ``skipped_files``."""
+    return LogprobBatch(
+        **batch,
+        file=np.full(batch.n_sequences, i, dtype=np.int64),
+        skipped_files=np.full(batch.skipped, i, dtype=np.int64),
+    )
+
+
+def _paths(source: Any) -> list | None:
+    """The files of a list of paths or a glob pattern (in sorted order), or None."""
+    if isinstance(source, str) and not os.path.exists(source) and any(c in source for c in "*?["):
+        found = sorted(glob.glob(source, recursive=True))
+        if not found:
+            raise ValueError(f"source: no file matches the pattern {source!r}")
+        return found
+    if (
+        isinstance(source, (list, tuple))
+        and source
+        and all(isinstance(p, (str, os.PathLike)) for p in source)
+    ):
+        return [os.fspath(p) for p in source]
+    return None
 
 
 def _file_name(f: Any) -> str:
@@ -567,9 +637,14 @@ def _file_name(f: Any) -> str:
 
 def _batches(source: Any, reader: _Reader, chunk: int | None, progress: Any, workers: int):
     """The batches of a source, each ending at a record, then the end-of-source checks."""
-    if isinstance(source, (str, os.PathLike)):
+    paths = _paths(source)
+    if paths is not None:
+        pattern = isinstance(source, str)
+        name = f"the pattern {source!r}" if pattern else f"the list of {len(paths)} files"
+        yield from _read_paths(paths, reader, chunk, progress, workers, True)
+    elif isinstance(source, (str, os.PathLike)):
         name = os.fspath(source)
-        yield from _read_path(name, reader, chunk, progress, workers)
+        yield from _read_paths([name], reader, chunk, progress, workers, False)
     elif isinstance(source, dict) or is_hf(source):
         name = "the record"
         reader.record(source, 0, "")
@@ -582,7 +657,10 @@ def _batches(source: Any, reader: _Reader, chunk: int | None, progress: Any, wor
             reader.record(rec, i, f"record {i}: ")
             if chunk is not None and reader.builder.size >= chunk:
                 yield reader.take()
+    reader.end()
     last = reader.take()
+    if paths is not None:
+        last = tag_file(last, len(paths) - 1)  # (empty after the last file's own)
     reader.check(name, stacklevel=4)
     if chunk is None or last.n_sequences or last.skipped:
         yield last
@@ -607,14 +685,18 @@ def read_logprobs(
 
     Parameters
     ----------
-    source : path, file object, dict, list of dicts, or a Hugging Face ``generate`` output
+    source : path, paths or glob pattern, file object, dict, list of dicts, or generate output
         A path (``str`` or ``os.PathLike``) to a JSONL file (one response per line), a JSON
-        file (one response, or an array of them), either of them gzip-compressed; an open file
+        file (one response, or an array of them), either of them gzip-compressed; a list of
+        such paths, or a glob pattern (``"logs/*.jsonl.gz"``, ``**`` for subfolders; a path
+        that exists is always read as a path), read as one source in the list's order or the
+        pattern's matches sorted (the batch then says each sequence's ``file``); an open file
         object (text or binary) holding the same; already-parsed responses (a dict or a list
         of dicts); or the output of ``model.generate(..., return_dict_in_generate=True,
         output_logits=True)`` (or a dict with ``sequences`` and ``logits`` or ``scores``).
         Batch-API lines (OpenAI ``{"response": {"body": ...}}``, Gemini and Vertex
-        ``{"response": ...}``) are unwrapped.
+        ``{"response": ...}``) are unwrapped, and OpenAI streaming chunks
+        (``chat.completion.chunk`` lines) are joined into the sequences of their streams.
     format : str
         ``"auto"`` (from the keys of the records; the first one sets the format),
         ``"openai_chat"``, ``"openai_completions"``, ``"vllm_chat"``, ``"vllm_completions"``
@@ -639,9 +721,11 @@ def read_logprobs(
         the file. The checks of the whole source (nothing read, every record malformed, the
         warning of skipped records) come when the iterator ends.
     workers : int
-        Processes decoding a JSONL file given by its path in parallel, each a range of
-        lines; the result is the same as with one process, in file order. Gzip files (a
-        stream cannot be split), JSON documents and other sources are read by this process.
+        Processes decoding files given by their paths in parallel: a large JSONL file split
+        into ranges of lines, the other files (gzip, JSON documents, small files, a file
+        that begins with streaming chunks) each read whole by one worker; the result is the
+        same as with one process, in file order. A single file that cannot be split, and
+        sources other than paths, are read by this process.
     max_record_bytes : int
         The longest record read from a file or file object, in bytes (characters for a
         file opened in text mode): a JSONL line (its line end not counted), or a whole JSON
@@ -662,9 +746,13 @@ def read_logprobs(
     Notes
     -----
     JSONL is streamed: one line in memory at a time (a gzip file too, without seeking, so a
-    pipe works), each line decoded into typed msgspec schemas in one pass, the values
-    packed into growing numpy arrays, so memory is the result (about 9 bytes per value) and
-    not the text; with ``chunk_tokens``, one chunk. A JSON
+    pipe works), each line decoded into typed msgspec schemas in one pass, its values taken
+    into columns by one compiled call and packed into growing numpy arrays, so memory is
+    the result (about 9 bytes per value) and not the text; with ``chunk_tokens``, one chunk.
+    Streaming chunks are held until their stream ends (every choice with its
+    ``finish_reason``, or the chunk of ``usage``), and the streams go in the order of their
+    first chunks, the ``record`` of the first; a stream still open at the end of its file is
+    read as it is, with a warning. A JSON
     document (an array of responses, or one object over many lines) is parsed whole, as any
     JSON parser must; write big outputs as JSONL. ``errors="skip"`` skips records: a file
     that is not JSON at all, or a JSON document that does not parse, always raises. A gzip

@@ -92,6 +92,7 @@ class Choice(_Node):
     message: Any = UNSET
     text: Any = UNSET
     delta: Any = UNSET
+    finish_reason: Any = UNSET
     stop_reason: Any = UNSET
     prompt_logprobs: PromptLogprobs = UNSET
     prompt_token_ids: TokenIds = UNSET
