@@ -244,3 +244,29 @@ def test_rank_counts_merged_give_the_auroc_of_selective_bit_for_bit(seed):
     one.add(conf, np.ones(n, bool))
     assert np.isnan(one.auroc())  # no wrong pair: undefined, as selective says
     assert re.fullmatch(r"nan", str(logcal.selective(conf, np.ones(n, bool)).auroc))
+
+
+def test_streaming_chunks_after_other_records_refuse_byte_ranges(capsys, tmp_path):
+    """A stream of chunks may go on across a range's end: a file that mixes chunks with whole
+    completions is refused in ranges, naming the line, and read whole by one process."""
+    demo = logcal.io.demo_path().read_text()
+    head = {"id": "s", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    entry = {"token": "a", "logprob": -0.5, "bytes": [97], "top_logprobs": [
+        {"token": "a", "logprob": -0.5, "bytes": [97]}]}  # fmt: skip
+    chunks = [
+        {**head, "choices": [{"index": 0, "delta": {"content": "a"},
+                              "logprobs": {"content": [entry]}, "finish_reason": None}]},
+        {**head, "choices": [{"index": 0, "delta": {}, "logprobs": None,
+                              "finish_reason": "stop"}]},
+    ]  # fmt: skip
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(demo + "".join(json.dumps(c) + "\n" for c in chunks) + demo)
+    line = demo.count("\n") + 1
+    code, _, err = _report(capsys, str(mixed), "--workers", "2", "--bootstrap", "0")
+    assert code == 1
+    assert err.strip().splitlines()[-1] == (
+        f"logcal: error: {mixed}:{line}: streaming chunks after other records; a file that "
+        "mixes them is read whole, by one process (workers=1)"
+    )
+    code, out, _ = _report(capsys, str(mixed), "--bootstrap", "0", "--json")
+    assert code == 0 and json.loads(out)["n"] == 2 * 8842 + 1

@@ -327,22 +327,20 @@ def _batches(part: Part, settings: Settings) -> tuple[Iterator, Callable[[], tup
     if part.stop is None:
         return _file_batches(part, settings)
     from .io._batch import unpack
-    from .io._parallel import _read_range
+    from .io._parallel import _read_task, _Unsplittable
     from .io._read import MAX_RECORD_BYTES
 
     explicit = settings.format != "auto"
-    task = (
-        part.path,
-        part.start,
-        part.stop,
-        part.first_line,
-        part.fmt,
-        explicit,
-        settings.errors,
-        READ_CHUNK,
-        MAX_RECORD_BYTES,
-    )
-    fields, n_records, n_skipped, first_error, fmt, _ = _read_range(task)
+    options = (explicit, settings.errors, 5, None, MAX_RECORD_BYTES)
+    task = (part.path, part.start, part.stop, part.first_line, part.fmt, options, READ_CHUNK)
+    try:
+        fields, counts = _read_task(task)
+    except _Unsplittable as exc:  # a stream of chunks may go on in the next range
+        raise ValueError(
+            f"{part.path}:{exc.args[0] + 1}: streaming chunks after other records; a file "
+            "that mixes them is read whole, by one process (workers=1)"
+        ) from None
+    n_records, n_skipped, first_error, fmt = counts[:4]
     return map(unpack, fields), lambda: (n_records, n_skipped, first_error, (), fmt)
 
 
