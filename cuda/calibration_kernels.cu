@@ -1,7 +1,8 @@
 // CUDA calibration statistics: exact fixed-point per-bin sums, bitwise equal to the CPU's.
 //
-// MUST be compiled with -fmad=false (CMakeLists.txt): the per-sample terms (squared error, the
-// NLL through calib::log_det, the confidence through calib::exp_det) are double expressions
+// MUST be compiled with -fmad=false (CMakeLists.txt): the per-sample terms (squared error,
+// calib::spiegelhalter_var, the NLL through calib::log_det, the confidence through
+// calib::exp_det) are double expressions
 // whose bits the CPU fixes with -ffp-contract=off; an FMA would round differently.
 //
 // Each sample's terms become fixed-point integers T = floor(v * 2^64) (calib::to_fixed), split
@@ -9,8 +10,8 @@
 // in per-block cells -- shared memory (one copy per warp when it fits), or one global copy for
 // many bins -- with atomic adds, which commute: the order the samples arrive in cannot change a
 // bit. Cells are then folded into the 128-bit state (calib::U128) with carry-exact atomics.
-// With 0/1 correctness a cell is a (bin, y) pair holding count, c, (c-y)^2 and nll, as on the
-// CPU; otherwise a bin holding count and six sums.
+// With 0/1 correctness a cell is a (bin, y) pair holding count, c, (c-y)^2, nll and
+// spiegelhalter_var(c), as on the CPU; otherwise a bin holding count and seven sums.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -40,8 +41,8 @@ int64_t max_samples_per_cells(double eps) {
   return int64_t(1) << (31 - b);
 }
 
-constexpr int kBinaryVals = 7;  // count, conf (a, b), sq (a, b), nll (a, b)
-constexpr int kSoftVals = 13;   // count, then (a, b) of conf, correct, sq, cy, yy, nll
+constexpr int kBinaryVals = 9;  // count, conf (a, b), sq (a, b), nll (a, b), var (a, b)
+constexpr int kSoftVals = 15;   // count, then (a, b) of conf, correct, sq, cy, yy, nll, var
 
 struct CellPlan {
   bool binary;
@@ -162,16 +163,20 @@ __device__ __forceinline__ bool add_sample(const CalibDeviceArgs& a, int64_t i,
       halves(calib::nll_term_binary(c, y != 0.0, a.eps), ha, hb);
       atomicAdd(cell + 5, ha);
       atomicAdd(cell + 6, hb);
+      halves(calib::spiegelhalter_var(c), ha, hb);
+      atomicAdd(cell + 7, ha);
+      atomicAdd(cell + 8, hb);
     }
   } else {  // terms_soft, unweighted
     unsigned long long* cell = cells + bin * kSoftVals;
     atomicAdd(cell + 0, 1ull);
-    double val[6] = {c, y, 0.0, c * y, y * y, 0.0};
+    double val[7] = {c, y, 0.0, c * y, y * y, 0.0, 0.0};
     if (!a.light) {
       val[2] = (c - y) * (c - y);
       val[5] = calib::nll_term(c, y, a.eps);
+      val[6] = calib::spiegelhalter_var(c);
     }
-    for (int f = 0; f < 6; ++f) {
+    for (int f = 0; f < 7; ++f) {
       if (val[f] == 0.0) continue;  // T(0) = 0
       halves(val[f], ha, hb);
       atomicAdd(cell + 1 + 2 * f, ha);
@@ -199,15 +204,17 @@ __device__ void fold_cells(const CalibDeviceArgs& a, const unsigned long long* c
       atomic_add_u128(s + 2 * calib::kConf, conf);
       atomic_add_u128(s + 2 * calib::kSqError, from_halves(cell[3], cell[4]));
       atomic_add_u128(s + 2 * calib::kNll, from_halves(cell[5], cell[6]));
+      atomic_add_u128(s + 2 * calib::kSpiegelhalterVar, from_halves(cell[7], cell[8]));
       if (k % 2 == 1) {
         atomic_add_u128(s + 2 * calib::kCorrect, n128);
         atomic_add_u128(s + 2 * calib::kCorrectSq, n128);
         atomic_add_u128(s + 2 * calib::kConfCorrect, conf);
       }
     } else {
-      const int field[6] = {calib::kConf,        calib::kCorrect,   calib::kSqError,
-                            calib::kConfCorrect, calib::kCorrectSq, calib::kNll};
-      for (int f = 0; f < 6; ++f)
+      const int field[7] = {
+          calib::kConf,      calib::kCorrect, calib::kSqError,         calib::kConfCorrect,
+          calib::kCorrectSq, calib::kNll,     calib::kSpiegelhalterVar};
+      for (int f = 0; f < 7; ++f)
         atomic_add_u128(s + 2 * field[f], from_halves(cell[1 + 2 * f], cell[2 + 2 * f]));
     }
   }

@@ -276,7 +276,7 @@ PREFIX = "logcal.CalibrationStats dict: "
         ),
         (
             {"sums": [1, 2]},
-            "sums must be a dict of the fields ('weight', 'conf', 'correct', 'sq_error', 'conf_correct', 'correct_sq', 'nll')",
+            "sums must be a dict of the fields ('weight', 'conf', 'correct', 'sq_error', 'conf_correct', 'correct_sq', 'nll', 'spiegelhalter_var')",
         ),
         ({"bootstrap": 5}, "bootstrap must be a dict or None, got int"),
     ],

@@ -97,7 +97,7 @@ def test_to_dict_of_stats_and_accumulator_is_one_encoding():
         acc = _acc(VARIANTS[variant], c, y, w)
         d = acc.to_dict()
         assert acc.compute().to_dict() == {**d, "format": STATS}
-        assert d["version"] == 3 and d["position"] == 500
+        assert d["version"] == 4 and d["position"] == 500
         assert d["bins"] == np.flatnonzero(acc.compute().count).tolist()
     # equal-mass bins: the accumulator's state is its fine grid (named, so not stored)
     acc = _acc(VARIANTS["quantile"], c, y, w)
@@ -259,11 +259,11 @@ def test_foreign_bytes_and_other_versions():
     _raises(b"", f + "not logcal calibration state (no b'logcalCS' magic)")
     _raises(
         _patched(b, 8, "<H", 1),
-        f + "format version 1 is not supported (this logcal reads version 2)",
+        f + "format version 1 is not supported (this logcal reads version 3)",
     )
     _raises(
         _patched(b, 8, "<H", 0),
-        f + "format version 0 is not supported (this logcal reads version 2)",
+        f + "format version 0 is not supported (this logcal reads version 3)",
     )
     stats = logcal.calibration_stats(*_data(9, 30)[:2])
     _raises(

@@ -70,17 +70,17 @@ def test_summed_limbs_are_the_merge_bit_for_bit(data):
 def test_limbs_are_32_bit_and_normalise_carries():
     s = FixedSums(2, 1)
     s.count[:] = [3, 2**62]
-    s.sums[...] = from_ints([[2**128 - 1] * 7, [2**64] * 7])
+    s.sums[...] = from_ints([[2**128 - 1] * 8, [2**64] * 8])
     s.boot_bins[...] = from_ints(2**100)
     limbs = s.to_limbs()
     assert limbs.dtype == np.int64 and limbs.min() >= 0 and limbs.max() < 2**32
     assert FixedSums.from_limbs(limbs, 2, 1).same_sums(s)
     half = FixedSums(2, 1)
     half.count[:] = [1, 2**61]
-    half.sums[...] = from_ints([[2**127 - 1] * 7, [2**63] * 7])
+    half.sums[...] = from_ints([[2**127 - 1] * 8, [2**63] * 8])
     both = FixedSums.from_limbs(half.to_limbs() + half.to_limbs(), 2, 1)
     assert both.count.tolist() == [2, 2**62]
-    assert np.array_equal(both.sums, from_ints([[2**128 - 2] * 7, [2**64] * 7]))
+    assert np.array_equal(both.sums, from_ints([[2**128 - 2] * 8, [2**64] * 8]))
 
 
 def test_a_sum_past_the_capacity_raises_like_merge():
@@ -100,7 +100,7 @@ def test_foreign_limbs_are_refused():
     limbs = state.to_limbs()
     with pytest.raises(
         ValueError,
-        match=r"limbs must be an int64 array of shape \(122,\) for these settings, got int64 of shape \(121,\)",
+        match=r"limbs must be an int64 array of shape \(138,\) for these settings, got int64 of shape \(137,\)",
     ):
         state.from_limbs(limbs[:-1], ACCUMULATOR_FORMAT)
     with pytest.raises(ValueError, match=r"limbs must be an int64 array .* got float64"):
@@ -116,13 +116,13 @@ def test_foreign_limbs_are_refused():
     with pytest.raises(ValueError, match=re.escape("limbs hold 0 parts (0 weighted)")):
         state.from_limbs(bad, ACCUMULATOR_FORMAT)
     bad = limbs.copy()
-    bad[2 + 4 * 2 + 2 * 28] += 1  # bin 2's weight: a sum that one sample cannot make
+    bad[2 + 4 * 2 + 2 * 32] += 1  # bin 2's weight: a sum that one sample cannot make
     with pytest.raises(
         ValueError, match=r"^limbs: a bin's weight sum, .* is not what its 1 samples add up to"
     ):
         state.from_limbs(bad, ACCUMULATOR_FORMAT)
     bad = limbs.copy()
-    bad[2 + 4 * 2 + 28] = 1  # bin 1 holds no sample
+    bad[2 + 4 * 2 + 32] = 1  # bin 1 holds no sample
     with pytest.raises(
         ValueError, match=re.escape("limbs: a bin with no samples has nonzero sums")
     ):

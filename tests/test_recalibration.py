@@ -167,6 +167,79 @@ def test_platt_matches_sklearn_and_reference():
     )
 
 
+def test_platt_on_many_samples_starts_from_subsamples():
+    # 400,000 samples: Newton runs on every 256th and every 16th sample first, then on all
+    c, y = confidences(n=400_000, seed=7)
+    c[::3] = c[::3].round(3)  # ties
+    c[:5] = [0.0, 1.0, 0.0, 1e-300, 1.0]  # clipped to [1e-12, 1 - 1e-12]
+    p = PlattScaling().fit(c, y)
+    a, b = reference.platt_scaling(c, y)
+    assert (p.coef_, p.intercept_) == pytest.approx((a, b), rel=1e-9, abs=1e-9)
+    x = np.log(np.clip(c, 1e-12, 1 - 1e-12)) - np.log1p(-np.clip(c, 1e-12, 1 - 1e-12))
+    lr = LogisticRegression(C=1e12, tol=1e-12, max_iter=10000).fit(x[:, None], y)
+    assert p.coef_ == pytest.approx(lr.coef_[0, 0], abs=1e-6)
+    assert p.intercept_ == pytest.approx(lr.intercept_[0], abs=1e-6)
+
+
+def test_platt_passes_over_all_the_data(monkeypatch):
+    from logcal.recalibration import _confidence
+
+    strides = []
+    terms = _confidence._platt_terms
+
+    def counted(c, y, stride=1):
+        evaluate = terms(c, y, stride)
+        return lambda w: (strides.append(stride), evaluate(w))[1]
+
+    monkeypatch.setattr(_confidence, "_platt_terms", counted)
+    c, y = confidences(n=1_000_000, seed=8)
+    PlattScaling().fit(c, y)
+    assert strides.count(1) <= 3 and set(strides) == {1, 16}  # every 256th: too few
+
+
+def test_platt_reads_float32_confidences_as_they_are():
+    c, y = confidences(n=200_000, seed=9)
+    c32 = c.astype(np.float32)
+    p32, p64 = PlattScaling().fit(c32, y), PlattScaling().fit(c32.astype(np.float64), y)
+    assert (p32.coef_, p32.intercept_) == (p64.coef_, p64.intercept_)  # the same values
+
+
+def test_platt_subsamples_of_one_outcome_are_skipped():
+    # every 16th sample (so every 256th) is right: the subsamples hold one outcome only
+    c, y = confidences(n=2**17, seed=10)
+    y[::16] = 1
+    p = PlattScaling().fit(c, y)
+    a, b = reference.platt_scaling(c, y)
+    assert (p.coef_, p.intercept_) == pytest.approx((a, b), rel=1e-9, abs=1e-9)
+
+
+def test_platt_sums_of_a_stride_are_those_of_the_subsample():
+    from logcal import _native
+    from logcal._arrays import view
+
+    def sums(c, y, stride=1):
+        return _native.cpu.platt_sums(
+            confidence=view(c, "c"), correct=view(y, "y"), a=1.3, b=-0.4, stride=stride
+        )
+
+    c, y = confidences(n=100_003, seed=11)
+    y = y.astype(np.uint8)
+    for stride in (1, 7, 16):
+        sub = np.ascontiguousarray(c[::stride]), np.ascontiguousarray(y[::stride])
+        assert sums(c, y, stride) == sums(*sub)
+    z = np.log(np.clip(c, 1e-12, 1 - 1e-12) / (1 - np.clip(c, 1e-12, 1 - 1e-12)))
+    t = 1.3 * z - 0.4
+    p = 1 / (1 + np.exp(-t))
+    loss, (ga, gb), ((haa, hab), _) = sums(c, y)
+    assert loss == pytest.approx(np.sum(np.logaddexp(0, t) - y * t), rel=1e-12)
+    assert (ga, gb) == pytest.approx((np.sum((p - y) * z), np.sum(p - y)), rel=1e-10)
+    assert (haa, hab) == pytest.approx(
+        (np.sum(p * (1 - p) * z * z), np.sum(p * (1 - p) * z)), rel=1e-12
+    )
+    with pytest.raises(ValueError, match="stride: must be >= 1"):
+        sums(c, y, 0)
+
+
 def test_beta_calibration_is_logistic_on_log_features():
     c, y = confidences(seed=1)
     b = BetaCalibration().fit(c, y)

@@ -8,17 +8,18 @@
 // A range of samples is processed in tiles of kTile samples whose scratch stays in L1.
 //
 // With 0/1 correctness (the common case) the cells are (bin, correct) pairs holding the count and
-// the sums of c, (c-y)^2 and nll: sum y, sum c*y and sum y^2 follow from the cell a sample is in.
-// A tile goes through three passes, each short enough for the out-of-order core to overlap:
+// the sums of c, (c-y)^2, nll and spiegelhalter_var(c): sum y, sum c*y and sum y^2 follow from
+// the cell a sample is in. A tile goes through three passes, each short enough for the
+// out-of-order core to overlap:
 //   1. (vectorised) read and check the inputs -- straight from contiguous arrays with integer
 //      correctness, else from the scratch that load_tile filled -- compute the exact uniform bin,
-//      the fixed-point words of c and (c-y)^2, transpose them into one row per sample, and keep
-//      the probability of the outcome for the NLL;
+//      the fixed-point words of c, (c-y)^2 and spiegelhalter_var(c), transpose them into rows
+//      per sample, and keep the probability of the outcome for the NLL;
 //   2. (vectorised, four vectors side by side) the deterministic logarithm and the NLL's row;
-//   3. (one sample at a time) add each sample's two rows into its cell as a 256-bit and a 128-bit
-//      vector. Four copies of the cells, used in turn, break the store-to-load dependency between
-//      neighbours that fall in the same cell.
-// Soft labels or weights take per-bin cells with all seven sums as 128-bit integers.
+//   3. (one sample at a time) add each sample's three rows into its cell as a 256-bit and two
+//      128-bit vectors. Four copies of the cells, used in turn, break the store-to-load
+//      dependency between neighbours that fall in the same cell.
+// Soft labels or weights take per-bin cells with all eight sums as 128-bit integers.
 // Why the passes and not one loop: a single loop's chain (bin, log, splits, transposes) was too
 // long for the scheduler to overlap iterations; see benchmarks/NOTES.md for the measurements.
 #ifndef LOGCAL_ISA_NAMESPACE
@@ -37,6 +38,7 @@
 #include "logcal/core/calibration.h"
 #include "logcal/cpu_calibration.h"
 #include "simd.h"
+#include "simd_log.h"
 
 #if defined(__AVX512F__) || defined(__AVX__)
 #include <immintrin.h>
@@ -97,34 +99,6 @@ LOGCAL_HD VU to_index(VD integral) {
   const VD magic = simd::broadcast(4503599627370496.0);
   return bits_of(integral + magic) & ((uint64_t(1) << 52) - 1);
 #endif
-}
-
-// calib::log_det, lane by lane with the same operations: bit-identical to the scalar one. U
-// independent vectors go through it step by step, so that each step's U operations are
-// neighbours in program order: the chain is long (a division and two polynomials), and with a
-// single vector the out-of-order window cannot hold enough of them to keep the units busy.
-template <int U>
-LOGCAL_HD void log_det_n(const VD (&x)[U], VD (&out)[U]) {
-  using L = calib::LogConstants;
-  VD f[U], s[U], dk[U], z[U], w[U], r[U], hfsq[U];
-  for (int u = 0; u < U; ++u) {
-    const VU bits = bits_of(x[u]);
-    const VU m = bits & L::kSignificand;
-    const VU carry = (m + L::kSqrt2Carry) & (uint64_t(1) << 52);
-    f[u] = from_bits(m | (carry ^ L::kOneBits)) - 1.0;
-    dk[u] = from_bits((bits >> 52) + (carry >> 52) + L::kExponentMagic) - L::kMagic;
-  }
-  for (int u = 0; u < U; ++u) s[u] = f[u] / (2.0 + f[u]);
-  for (int u = 0; u < U; ++u) hfsq[u] = 0.5 * f[u] * f[u];
-  for (int u = 0; u < U; ++u) z[u] = s[u] * s[u];
-  for (int u = 0; u < U; ++u) w[u] = z[u] * z[u];
-  for (int u = 0; u < U; ++u) {
-    const VD t1 = w[u] * (L::lg2 + w[u] * (L::lg4 + w[u] * L::lg6));
-    const VD t2 = z[u] * (L::lg1 + w[u] * (L::lg3 + w[u] * (L::lg5 + w[u] * L::lg7)));
-    r[u] = t2 + t1;
-  }
-  for (int u = 0; u < U; ++u)
-    out[u] = dk[u] * L::ln2_hi - ((hfsq[u] - (s[u] * (hfsq[u] + r[u]) + dk[u] * L::ln2_lo)) - f[u]);
 }
 
 // calib::to_fixed lane by lane: T(v) = floor(v * 2^64) as (lo, hi), 0 <= v < 2^41.
@@ -320,21 +294,22 @@ int64_t load_tile(const CalibrationArgs& a, int64_t begin, int64_t len, double* 
 
 // --- the per-bin cells of a range ------------------------------------------------------------
 
-// 0/1 correctness: cell 2k + y holds the count and the sums of T(c), T((c-y)^2) and T(nll) in
-// five 64-bit words, plain additions with no carry to propagate. Each T is split into a high
-// part and a low part (T = hi * 2^L + lo); the high parts have a word each, the low parts share
-// words with the count. The words form two rows, added to the cell as one 256-bit and one
-// 128-bit vector per sample:
+// 0/1 correctness: cell 2k + y holds the count and the sums of T(c), T((c-y)^2), T(nll) and
+// T(v), v = spiegelhalter_var(c), in seven 64-bit words, plain additions with no carry to
+// propagate. Each T is split into a high part and a low part (T = hi * 2^L + lo); the high parts
+// have a word each, the low parts share words with the count or have one. The words form three
+// rows, added to the cell as one 256-bit and two 128-bit vectors per sample:
 //   row a: hi_c = sum floor(c 2^48),  hi_sq = sum floor((c-y)^2 2^48),
 //          lo_c_sq = sum (T(c) mod 2^16) + 2^32 sum (T((c-y)^2) mod 2^16),  (unused)
-//   row b: hi_nll = sum floor(nll 2^40),  lo_nll_n = sum (T(nll) mod 2^24) + 2^40 count.
+//   row b: hi_nll = sum floor(nll 2^40),  lo_nll_n = sum (T(nll) mod 2^24) + 2^40 count,
+//   row c: hi_v = sum floor(v 2^48),  lo_v = sum (T(v) mod 2^16).
 // (kLight, ECE only: row b alone, holding hi_c and sum (T(c) mod 2^16) + 2^32 count.) Bounds per
-// sample: c, (c-y)^2 <= 1 and nll <= -log(1e-300) < 2^10, so a high part is below 2^50 and a low
-// part below 2^24. The cells are folded into 128-bit sums once kFoldEvery = 2^13 samples have
-// gone in (checked after each tile, so fewer than 2^14 between folds): no field can then reach
-// the next one (2^14 * 2^16 <= 2^32, 2^14 * 2^24 <= 2^40) and no word can overflow (2^14 *
-// 2^50 <= 2^64). One cache line per cell.
-constexpr int kLoConf = 16;  // low bits of T(c) and T((c-y)^2)
+// sample: c, (c-y)^2 <= 1, v <= 1/16 and nll <= -log(1e-300) < 2^10, so a high part is below
+// 2^50 and a low part below 2^24. The cells are folded into 128-bit sums once kFoldEvery = 2^13
+// samples have gone in (checked after each tile, so fewer than 2^14 between folds): no field can
+// then reach the next one (2^14 * 2^16 <= 2^32, 2^14 * 2^24 <= 2^40) and no word can overflow (2^14
+// * 2^50 <= 2^64). One cache line per cell.
+constexpr int kLoConf = 16;  // low bits of T(c), T((c-y)^2) and T(v)
 constexpr int kLoNll = 24;   // low bits of T(nll)
 constexpr int64_t kFoldEvery = int64_t(1) << 13;
 static_assert(kFoldEvery + kTile < (int64_t(1) << 14), "see the bounds above");
@@ -347,14 +322,16 @@ constexpr int64_t kFewBins = 64;
 constexpr int kHiC = 0, kHiSq = 1, kLoCSq = 2, kRowA = 4;  // words of row a
 constexpr int kHiNll = 0, kLoNllN = 1, kRowB = 2;          // words of row b
 constexpr int kLightHiC = 0, kLightLoCN = 1;               // row b when kLight
+constexpr int kHiVar = 0, kLoVar = 1, kRowC = 2;           // words of row c
 
 typedef uint64_t RowAVec __attribute__((vector_size(8 * kRowA)));
 typedef uint64_t RowBVec __attribute__((vector_size(8 * kRowB)));
+typedef uint64_t RowCVec __attribute__((vector_size(8 * kRowC)));
 
 struct alignas(64) BinaryCell {
   RowAVec a;
   RowBVec b;
-  uint64_t pad[2];
+  RowCVec c;
 };
 static_assert(sizeof(BinaryCell) == 64, "one cache line");
 
@@ -403,10 +380,10 @@ LOGCAL_HD void store_rows_a(uint64_t* out, VU hi_c, VU hi_sq, VU lo_c_sq) {
   }
 }
 
-// W samples' rows b.
-LOGCAL_HD void store_rows_b(uint64_t* out, VU hi_nll, VU lo_nll_n) {
-  store_lanes(out, interleave<false>(hi_nll, lo_nll_n));
-  store_lanes(out + W, interleave<true>(hi_nll, lo_nll_n));
+// W samples' two-word rows (b or c) from the vectors of their words.
+LOGCAL_HD void store_rows_2(uint64_t* out, VU first, VU second) {
+  store_lanes(out, interleave<false>(first, second));
+  store_lanes(out + W, interleave<true>(first, second));
 }
 
 inline U128 from_split(uint64_t hi_sum, int lo_bits, uint64_t lo_sum) {  // hi * 2^L + lo
@@ -415,7 +392,7 @@ inline U128 from_split(uint64_t hi_sum, int lo_bits, uint64_t lo_sum) {  // hi *
   return r;
 }
 
-// Soft labels or weights: cell k holds count and the seven sums of calib::Field.
+// Soft labels or weights: cell k holds count and the eight sums of calib::Field.
 struct alignas(64) SoftCell {
   uint64_t count;
   uint64_t pad;
@@ -432,8 +409,8 @@ inline U128 to_u128(u128 v) {
 struct Scratch {
   Vector<double> c, y, w, x;  // x: the probability of the outcome, for the NLL
   Vector<int64_t> bin;
-  Vector<uint64_t> t;               // fixed-point terms: [field][kTile] lo, then hi
-  Vector<uint64_t> rows_a, rows_b;  // 0/1 path: each sample's rows of cell words
+  Vector<uint64_t> t;                       // fixed-point terms: [field][kTile] lo, then hi
+  Vector<uint64_t> rows_a, rows_b, rows_c;  // 0/1 path: each sample's rows of cell words
   explicit Scratch(bool weighted)
       : c(kTile + W),
         y(kTile + W),
@@ -442,7 +419,8 @@ struct Scratch {
         bin(kTile + W),
         t(2 * calib::kNumFields * (kTile + W)),
         rows_a(kRowA * (kTile + W)),
-        rows_b(kRowB * (kTile + W)) {}
+        rows_b(kRowB * (kTile + W)),
+        rows_c(kRowC * (kTile + W)) {}
   uint64_t* lo(int f) { return t.data() + (2 * f) * (kTile + W); }
   uint64_t* hi(int f) { return t.data() + (2 * f + 1) * (kTile + W); }
 };
@@ -599,6 +577,7 @@ struct Job {
     int64_t* const cell_out = s.bin.data();
     uint64_t* const rows_a = s.rows_a.data();
     uint64_t* const rows_b = s.rows_b.data();
+    uint64_t* const rows_c = s.rows_c.data();
     double* const x_out = s.x.data();
     const VD n = nd, last_bin = nm1, lo = eps, hi = one_minus_eps;
     const int64_t n_vec = (len + W - 1) / W;
@@ -619,11 +598,14 @@ struct Job {
       VU c_hi, c_lo;
       split_fixed<kLoConf>(c, c_hi, c_lo);
       if constexpr (kLight) {
-        store_rows_b(rows_b + kRowB * at, c_hi, c_lo + (uint64_t(1) << 32));
+        store_rows_2(rows_b + kRowB * at, c_hi, c_lo + (uint64_t(1) << 32));
       } else {
         VU sq_hi, sq_lo;
         split_fixed<kLoConf>((c - y) * (c - y), sq_hi, sq_lo);
         store_rows_a(rows_a + kRowA * at, c_hi, sq_hi, c_lo + (sq_lo << 32));
+        VU var_hi, var_lo;
+        split_fixed<kLoConf>(calib::spiegelhalter_var(c), var_hi, var_lo);
+        store_rows_2(rows_c + kRowC * at, var_hi, var_lo);
         simd::store(x_out + at, clip(y != 0.0 ? c : 1.0 - c, lo, hi));
       }
     }
@@ -646,31 +628,32 @@ struct Job {
   static LOGCAL_HD void nll_rows(const double* x_in, uint64_t* rows_b, int64_t v) {
     VD x[U], lg[U];
     for (int u = 0; u < U; ++u) x[u] = simd::load(x_in + (v + u) * W);
-    log_det_n<U>(x, lg);
+    simd::log_det_n<U>(x, lg);
     for (int u = 0; u < U; ++u) {
       VU hi, lo;
       split_fixed<kLoNll>(-lg[u], hi, lo);
-      store_rows_b(rows_b + kRowB * (v + u) * W, hi, lo + (uint64_t(1) << 40));
+      store_rows_2(rows_b + kRowB * (v + u) * W, hi, lo + (uint64_t(1) << 40));
     }
   }
 
-  // Step 2 for soft labels and/or weights: all seven fields, w * value in double first
-  // (kLight: not sq_error and nll, which stay zero).
+  // Step 2 for soft labels and/or weights: all the fields, w * value in double first
+  // (kLight: not sq_error, nll and spiegelhalter_var, which stay zero).
   template <bool kWeighted, bool kLight>
   void terms_soft(Scratch& s, int64_t len) const {
     const int64_t n_vec = (len + W - 1) / W;
     for (int64_t v = 0; v < n_vec; ++v) {
       const VD c = simd::load(s.c.data() + v * W);
       const VD y = simd::load(s.y.data() + v * W);
-      VD nll = {}, sq = {};
+      VD nll = {}, sq = {}, var = {};
       if constexpr (!kLight) {
         const VD p[2] = {clip(c, eps, one_minus_eps), clip(1.0 - c, eps, one_minus_eps)};
         VD lg[2];
-        log_det_n<2>(p, lg);
+        simd::log_det_n<2>(p, lg);
         nll = -(y * lg[0] + (1.0 - y) * lg[1]);
         sq = (c - y) * (c - y);
+        var = calib::spiegelhalter_var(c);
       }
-      VD val[calib::kNumFields] = {VD{} + 1.0, c, y, sq, c * y, y * y, nll};
+      VD val[calib::kNumFields] = {VD{} + 1.0, c, y, sq, c * y, y * y, nll, var};
       if constexpr (kWeighted) {
         const VD wt = simd::load(s.w.data() + v * W);
         val[0] = wt;
@@ -759,6 +742,7 @@ struct RangeRunner {
     since_fold += len;
     const uint64_t* row_a = s.rows_a.data();
     const uint64_t* row_b = s.rows_b.data();
+    const uint64_t* row_c = s.rows_c.data();
     const int64_t* cell_of = s.bin.data();
     const int64_t stride = 2 * n_bins;
     BinaryCell* cells = bcells.data();
@@ -770,6 +754,9 @@ struct RangeRunner {
         RowAVec ra;
         std::memcpy(&ra, row_a + kRowA * j, sizeof ra);
         cell.a += ra;
+        RowCVec rc;
+        std::memcpy(&rc, row_c + kRowC * j, sizeof rc);
+        cell.c += rc;
       }
       if constexpr (kManyBins) {
         const uint64_t count = cell_count<kLight>(cell);
@@ -830,7 +817,8 @@ struct RangeRunner {
       SoftCell& cell = cells[(i % copies) * n_bins + s.bin[size_t(i)]];
       cell.count += 1;
       for (int f = first; f < calib::kNumFields; ++f) {
-        if (a.light && (f == calib::kSqError || f == calib::kNll)) continue;
+        if (a.light && (f == calib::kSqError || f == calib::kNll || f == calib::kSpiegelhalterVar))
+          continue;
         cell.s[f] += join(s.lo(f), s.hi(f), i);
       }
     }
@@ -855,6 +843,8 @@ struct RangeRunner {
                     from_split(cell.a[kHiSq], kLoConf, cell.a[kLoCSq] >> 32));
       calib::add_to(st.sum[calib::kNll],
                     from_split(cell.b[kHiNll], kLoNll, cell.b[kLoNllN] & low40));
+      calib::add_to(st.sum[calib::kSpiegelhalterVar],
+                    from_split(cell.c[kHiVar], kLoConf, cell.c[kLoVar]));
     }
     if (index % 2 == 1) {  // y = 1
       calib::add_to(st.sum[calib::kCorrect], cnt);

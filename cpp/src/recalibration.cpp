@@ -8,13 +8,15 @@
 // adjacent violators on a stack with integer sums, so comparisons and merges are exact.
 //
 // Platt scaling: Newton's method on the logistic loss of (a, b) needs, per step, the loss, its
-// gradient and its Hessian: six sums over the data, taken here in one pass.
+// gradient and its Hessian: six sums over the data, taken in one vectorised pass by the kernel
+// of the active instruction-set level (recalibration_kernels_impl.h).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <new>
 #include <vector>
 
+#include "isa.h"
 #include "logcal/cpu_recalibration.h"
 #include "parallel.h"
 #include "radix_sort.h"
@@ -34,9 +36,9 @@ bool not_below(const Block& p, const Block& q) {
   return static_cast<__int128>(p.right) * q.count >= static_cast<__int128>(q.right) * p.count;
 }
 
-constexpr int64_t kPlattBlock = 1 << 14;  // fixed blocks: the sums do not depend on threads
-
 }  // namespace
+
+LOGCAL_IN_EACH_LEVEL(Status platt_sums(const PlattArgs& a))
 
 Status isotonic_fit(const IsotonicArgs& a) {
   const int64_t n = a.n;
@@ -109,50 +111,10 @@ Status isotonic_fit(const IsotonicArgs& a) {
 }
 
 Status platt_sums(const PlattArgs& a) {
-  const int64_t n = a.n;
-  if (n < 1 || !a.z || !a.correct || !a.sums) return Status::kInvalidArgument;
-  const int64_t n_blocks = (n + kPlattBlock - 1) / kPlattBlock;
-  std::vector<double> partial;
-  try {
-    partial.assign(size_t(n_blocks) * 6, 0.0);
-  } catch (const std::bad_alloc&) {
-    return Status::kOutOfMemory;
-  }
-  const Status st = parallel_for(n_blocks, 1, [&](int64_t b, int64_t e) {
-    for (int64_t blk = b; blk < e; ++blk) {
-      double loss = 0, ga = 0, gb = 0, haa = 0, hab = 0, hbb = 0;
-      const int64_t end = std::min(n, (blk + 1) * kPlattBlock);
-      for (int64_t i = blk * kPlattBlock; i < end; ++i) {
-        const double z = a.z[i], y = a.correct[i] ? 1.0 : 0.0;
-        const double t = a.a * z + a.b;
-        // e = exp(-|t|) never overflows: softplus(t) = max(t, 0) + log1p(e), and
-        // sigmoid(t) = 1 / (1 + e) or e / (1 + e) by the sign of t.
-        const double e_t = std::exp(-std::fabs(t));
-        const double inv = 1.0 / (1.0 + e_t);
-        const double p = t >= 0 ? inv : e_t * inv;
-        const double w = e_t * inv * inv;  // p (1 - p)
-        const double r = p - y;
-        loss += std::max(t, 0.0) + std::log1p(e_t) - y * t;
-        ga += r * z;
-        gb += r;
-        haa += w * z * z;
-        hab += w * z;
-        hbb += w;
-      }
-      double* out = &partial[size_t(blk) * 6];
-      out[0] = loss;
-      out[1] = ga;
-      out[2] = gb;
-      out[3] = haa;
-      out[4] = hab;
-      out[5] = hbb;
-    }
-  });
-  if (st != Status::kOk) return st;
-  for (int k = 0; k < 6; ++k) a.sums[k] = 0.0;
-  for (int64_t blk = 0; blk < n_blocks; ++blk)
-    for (int k = 0; k < 6; ++k) a.sums[k] += partial[size_t(blk) * 6 + k];
-  return Status::kOk;
+  if (a.n < 1 || a.stride < 1 || !a.confidence || !a.correct || !a.sums ||
+      (a.conf_dtype != DType::kFloat32 && a.conf_dtype != DType::kFloat64))
+    return Status::kInvalidArgument;
+  return LOGCAL_ACTIVE_LEVEL(platt_sums)(a);
 }
 
 }  // namespace cpu

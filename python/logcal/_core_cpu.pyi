@@ -79,7 +79,7 @@ def isotonic_fit(
     *, confidence: ArrayView, correct: ArrayView, x: ArrayView, y: ArrayView
 ) -> int: ...
 def platt_sums(
-    *, z: ArrayView, correct: ArrayView, a: float, b: float
+    *, confidence: ArrayView, correct: ArrayView, a: float, b: float, stride: int = 1
 ) -> tuple[float, tuple[float, float], tuple[tuple[float, float], tuple[float, float]]]: ...
 def calibration_stats(
     *,

@@ -45,13 +45,23 @@ int64_t isotonic_fit(const py::object& confidence, const py::object& correct, co
   return kept;
 }
 
-py::tuple platt_sums(const py::object& z, const py::object& correct, double a, double b) {
-  const Array zs = dense_vector(z, "z", "float64", -1);
+py::tuple platt_sums(const py::object& confidence, const py::object& correct, double a, double b,
+                     int64_t stride) {
+  Array c = array_arg(confidence, "confidence");
+  check_device(c, kHost);
+  if (c.dtype != "float32" && c.dtype != "float64")
+    throw py::type_error("confidence: must have dtype float32 or float64");
+  if (c.ndim() != 1 || !c.dense())
+    throw std::invalid_argument("confidence: expected a dense 1-D array");
+  const int64_t length = c.shape[0];
+  if (length < 1) throw std::invalid_argument("confidence: must not be empty");
+  if (stride < 1) throw std::invalid_argument("stride: must be >= 1");
   logcal::PlattArgs args;
-  args.n = zs.shape[0];
-  if (args.n < 1) throw std::invalid_argument("z: must not be empty");
-  args.z = zs.data<const double>();
-  args.correct = dense_vector(correct, "correct", "uint8", args.n).data<const uint8_t>();
+  args.confidence = c.data<const void>();
+  args.conf_dtype = c.dtype == "float32" ? logcal::DType::kFloat32 : logcal::DType::kFloat64;
+  args.correct = dense_vector(correct, "correct", "uint8", length).data<const uint8_t>();
+  args.n = (length + stride - 1) / stride;
+  args.stride = stride;
   args.a = a;
   args.b = b;
   double sums[6];
@@ -69,8 +79,10 @@ void bind_recalibration(py::module_& m) {
         py::arg("x"), py::arg("y"),
         "Isotonic regression of 0/1 correct (uint8) on confidence (float64 in [0, 1]): the\n"
         "ends of each constant stretch into x, y; returns how many.");
-  m.def("platt_sums", &platt_sums, py::kw_only(), py::arg("z"), py::arg("correct"), py::arg("a"),
-        py::arg("b"),
-        "The logistic loss of sigmoid(a z + b) against 0/1 correct (uint8), its gradient and\n"
-        "Hessian in (a, b): (loss, (ga, gb), ((haa, hab), (hab, hbb))).");
+  m.def("platt_sums", &platt_sums, py::kw_only(), py::arg("confidence"), py::arg("correct"),
+        py::arg("a"), py::arg("b"), py::arg("stride") = 1,
+        "The logistic loss of sigmoid(a z + b), z the logit of confidence (float32 or float64,\n"
+        "clipped to [1e-12, 1 - 1e-12]), against 0/1 correct (uint8), its gradient and Hessian\n"
+        "in (a, b): (loss, (ga, gb), ((haa, hab), (hab, hbb))). stride > 1: over the samples\n"
+        "0, stride, 2 stride, ... only.");
 }

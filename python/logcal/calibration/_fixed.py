@@ -11,9 +11,20 @@ from typing import Any
 
 import numpy as np
 
-# Field order of the per-bin sums: logcal::calib::Field in cpp/include/logcal/calibration.h.
-FIELDS = ("weight", "conf", "correct", "sq_error", "conf_correct", "correct_sq", "nll")
-WEIGHT, CONF, CORRECT, SQ_ERROR, CONF_CORRECT, CORRECT_SQ, NLL = range(len(FIELDS))
+# Field order of the per-bin sums: logcal::calib::Field in cpp/include/logcal/core/calibration.h.
+FIELDS = (
+    "weight",
+    "conf",
+    "correct",
+    "sq_error",
+    "conf_correct",
+    "correct_sq",
+    "nll",
+    "spiegelhalter_var",
+)
+WEIGHT, CONF, CORRECT, SQ_ERROR, CONF_CORRECT, CORRECT_SQ, NLL, SPIEGELHALTER_VAR = range(
+    len(FIELDS)
+)
 # Replicate sums: per bin (weight, conf, correct); totals (sq_error, nll).
 BOOT_BIN_FIELDS = ("weight", "conf", "correct")
 BOOT_TOTAL_FIELDS = ("sq_error", "nll")

@@ -41,6 +41,7 @@ from ._fixed import (
     MAX_WEIGHT,
     NLL,
     POISSON_MAX,
+    SPIEGELHALTER_VAR,
     SQ_ERROR,
     WEIGHT,
     FixedSums,
@@ -53,16 +54,18 @@ from ._fixed import (
 STATS_FORMAT = "logcal.CalibrationStats"
 ACCUMULATOR_FORMAT = "logcal.CalibrationAccumulator"
 _FORMATS = (STATS_FORMAT, ACCUMULATOR_FORMAT)
-DICT_VERSION = 3
+# Versions of both encodings: the dict's 4 and the bytes' 3 added the per-bin sum
+# "spiegelhalter_var"; earlier ones lack it and are refused.
+DICT_VERSION = 4
 
 # The binary form, all little-endian: the header, then edges f8[n_edges] (none where the settings
 # name them: uniform bins, an accumulator's fine grid), the non-empty bins
-# i8[n_filled], their count i8[n_filled] and sums u8[n_filled, 7, 2], the replicates' bin sums
+# i8[n_filled], their count i8[n_filled] and sums u8[n_filled, 8, 2], the replicates' bin sums
 # u8[n_bootstrap, n_filled, 3, 2] and totals u8[n_bootstrap, 2, 2] (128-bit sums as (lo, hi)
 # words), the bootstrap's positions i8[n_ranges, 2], and last a BLAKE2b digest of everything
 # before it. A block of 0 stands for units that grow along the stream.
 BYTES_MAGIC = b"logcalCS"
-BYTES_VERSION = 2
+BYTES_VERSION = 3
 _HEADER = struct.Struct("<8sHBBB3xQQQQQQQQdQ")
 _HEADER_FIELDS = (
     "magic",
@@ -441,8 +444,13 @@ class CalibrationState(FixedSums):
     @classmethod
     def from_dict(cls, d: Any, fmt: str) -> CalibrationState:
         """Inverse of :meth:`to_dict`; ValueError naming what is missing or wrong."""
-        if not isinstance(d, dict) or d.get("format") != fmt or d.get("version") != DICT_VERSION:
+        if not isinstance(d, dict) or d.get("format") != fmt:
             raise ValueError(f"not a {fmt} dict (format/version)")
+        if d.get("version") != DICT_VERSION:
+            raise ValueError(
+                f"not a {fmt} dict of a version this logcal reads: version "
+                f"{d.get('version')!r} is not supported (this logcal reads version {DICT_VERSION})"
+            )
         try:
             b = d["bootstrap"]
             if b is not None and not isinstance(b, dict):
@@ -677,7 +685,7 @@ def _check_sums(
     for c, w in zip(counts, weight):
         if w != c * FIXED_ONE if not weighted else w > c * int(MAX_WEIGHT) * FIXED_ONE:
             raise ValueError(f"a bin's weight sum, {w}, is not what its {c} samples add up to")
-    for f in (CONF, CORRECT, SQ_ERROR, CONF_CORRECT, CORRECT_SQ):
+    for f in (CONF, CORRECT, SQ_ERROR, CONF_CORRECT, CORRECT_SQ, SPIEGELHALTER_VAR):
         if not le128(sums[:, f], sums[:, WEIGHT]).all():
             raise ValueError(f"a bin's {FIELDS[f]!r} sum is more than its weight sum")
     nll_max = Fraction(-math.log(eps) * (1.0 + 2.0**-40))

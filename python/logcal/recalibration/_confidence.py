@@ -27,44 +27,57 @@ _CLIP = 1e-12
 
 
 def _confidence(confidence: Any, name: str = "confidence") -> np.ndarray:
-    c = np.asarray(confidence, dtype=np.float64)
+    """The checked confidences, float64."""
+    return _confidence_range(confidence, name, keep_float32=False)[0]
+
+
+def _confidence_range(confidence: Any, name: str, keep_float32: bool) -> tuple:
+    """The checked confidences, float64 (or float32 as given, with ``keep_float32``), and their
+    smallest and largest value."""
+    c = np.asarray(confidence)
+    if not (keep_float32 and c.dtype == np.float32):
+        c = np.asarray(c, dtype=np.float64)
     if c.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {c.shape}")
     if c.size == 0:
         raise ValueError(f"{name} must not be empty")
-    bad = ~((c >= 0.0) & (c <= 1.0))
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+    lo, hi = c.min(), c.max()
+    if not (lo >= 0.0 and hi <= 1.0):  # a NaN fails these too
+        i = int(np.flatnonzero(~((c >= 0.0) & (c <= 1.0)))[0])
         raise ValueError(f"{name}[{i}] = {float(c[i])!r} is not in [0, 1]")
-    return c
+    return c, lo, hi
 
 
-def _pairs(confidence: Any, correct: Any, who: str) -> tuple[np.ndarray, np.ndarray]:
-    """The checked (confidence, correct) of a fit: dense float64, and dense uint8 0/1."""
-    c = _confidence(confidence)
+def _pairs(
+    confidence: Any, correct: Any, who: str, *, distinct: bool = False, keep_float32: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """The checked (confidence, correct) of a fit: dense float64 (or float32 as given, with
+    ``keep_float32``), and dense uint8 0/1; ``distinct``: the confidences must not all be
+    equal. Each check of every value is one or two reductions where that suffices."""
+    c, c_lo, c_hi = _confidence_range(confidence, "confidence", keep_float32)
     y = np.asarray(correct)
     if y.shape != c.shape:
         raise ValueError(f"correct must have the shape of confidence {c.shape}, got {y.shape}")
-    if y.dtype != np.bool_:
-        if not np.issubdtype(y.dtype, np.number):
-            raise TypeError(f"correct must be booleans or 0/1 numbers, got dtype {y.dtype}")
+    if y.dtype != np.bool_ and not np.issubdtype(y.dtype, np.number):
+        raise TypeError(f"correct must be booleans or 0/1 numbers, got dtype {y.dtype}")
+    if y.dtype == np.bool_ or np.issubdtype(y.dtype, np.integer):
+        lo, hi = int(y.min()), int(y.max())  # integers in [0, 1] are 0 or 1
+        off = None if lo >= 0 and hi <= 1 else ~((y == 0) | (y == 1))
+    else:
         off = ~((y == 0) | (y == 1))
-        if off.any():
-            i = int(np.flatnonzero(off)[0])
-            raise ValueError(f"correct[{i}] = {y[i].item()!r} is not 0 or 1")
+    if off is not None and off.any():
+        i = int(np.flatnonzero(off)[0])
+        raise ValueError(f"correct[{i}] = {y[i].item()!r} is not 0 or 1")
     y = np.ascontiguousarray(y != 0).view(np.uint8)
-    if y.min() == y.max():
-        raise ValueError(
-            f"correct holds only {int(y[0])}s: {who} needs both outcomes (0 and 1) to fit"
-        )
-    return np.ascontiguousarray(c), y
-
-
-def _not_constant(c: np.ndarray, who: str) -> None:
-    if c.min() == c.max():
+    if off is not None:  # floats, all 0 or 1: their range is that of y now
+        lo, hi = int(y.min()), int(y.max())
+    if lo == hi:
+        raise ValueError(f"correct holds only {lo}s: {who} needs both outcomes (0 and 1) to fit")
+    if distinct and c_lo == c_hi:
         raise ValueError(
             f"confidence is constant ({float(c[0])!r}): {who} needs two distinct values"
         )
+    return np.ascontiguousarray(c), y
 
 
 def _check_fitted(est: Any, attr: str) -> None:
@@ -94,32 +107,71 @@ def _logistic_terms(X: np.ndarray, y: np.ndarray) -> Callable:
     return evaluate
 
 
-def _platt_terms(z: np.ndarray, y: np.ndarray) -> Callable:
-    """The same for ``sigmoid(a z + b)``: the six sums from one compiled pass over the data."""
-    z_view, y_view = view(z, "z"), view(y, "correct")
+def _platt_terms(c: np.ndarray, y: np.ndarray, stride: int = 1) -> Callable:
+    """The same for ``sigmoid(a logit(c) + b)``: the six sums from one compiled pass over the
+    confidences (every ``stride``-th sample), which takes the logit itself."""
+    c_view, y_view = view(c, "confidence"), view(y, "correct")
 
     def evaluate(w: np.ndarray) -> tuple:
         loss, grad, hess = _native.cpu.platt_sums(
-            z=z_view, correct=y_view, a=float(w[0]), b=float(w[1])
+            confidence=c_view, correct=y_view, a=float(w[0]), b=float(w[1]), stride=stride
         )
         return loss, np.array(grad), np.array(hess)
 
     return evaluate
 
 
+# Platt's Newton runs first on evenly spread subsamples (every 4096th sample, every 256th, every
+# 16th; those of at least 2**13 samples), each started from the fit before: a subsample's fit
+# is within about 1/sqrt(its size) of the full one, so the passes over all the data are only
+# Newton's last one or two steps.
+_SUBSAMPLE_STRIDES = (4096, 256, 16)
+_MIN_SUBSAMPLE = 2**13
+
+
+def _platt_fit(c: np.ndarray, y: np.ndarray) -> np.ndarray:
+    w = np.zeros(2)
+    for stride in _SUBSAMPLE_STRIDES:
+        if c.size // stride >= _MIN_SUBSAMPLE:
+            try:
+                w = logistic_newton(_platt_terms(c, y, stride), w, who="PlattScaling")
+            except ValueError:
+                pass  # one outcome only, or separable, in this subsample: go on from w
+    try:
+        return logistic_newton(_platt_terms(c, y), w, who="PlattScaling")
+    except ValueError:
+        if not w.any():
+            raise
+        # A separable subsample's fit can end where every sigmoid has saturated (its gradient
+        # rounds to zero), a start the full data cannot recover from: start afresh.
+        return logistic_newton(_platt_terms(c, y), np.zeros(2), who="PlattScaling")
+
+
+# Newton's stopping rule. Near the optimum the error after a full step s_k is about K |s_k|^2
+# (quadratic convergence), and s_k itself about K |s_(k-1)|^2, so the error the last step leaves
+# is about |s_k|^3 / |s_(k-1)|^2; each measured relative to 1 + |w|, per coefficient.
+_STEP_ERROR = 1e-9  # stop once the error the last step leaves is below this
+_STEP_FLOOR = 1e-13  # or once a step is below this: the rounding of the sums
+
+
 def logistic_newton(
-    evaluate: Callable, n_params: int, *, who: str, max_iter: int = 100
+    evaluate: Callable, start: np.ndarray, *, who: str, max_iter: int = 100
 ) -> np.ndarray:
-    """Unregularised logistic regression by Newton's method with step halving, from
-    ``evaluate(w) -> (loss, gradient, Hessian)``; stops when the step moves every coefficient
-    by < 1e-13 (relative, with 1)."""
-    w = np.zeros(n_params)
+    """Unregularised logistic regression by Newton's method with step halving, from ``start``
+    and ``evaluate(w) -> (loss, gradient, Hessian)``. Returns once the error left after the
+    last step, as two successive full steps estimate it (see ``_STEP_ERROR``), is below 1e-9
+    relative to ``1 + |w|``, or the step itself is below 1e-13."""
+    w = np.array(start, dtype=np.float64)
     loss, grad, hess = evaluate(w)
+    last = None  # the relative size of the last full step, if the last step was one
     for _ in range(max_iter):
         try:
             step = np.linalg.solve(hess, grad)
         except np.linalg.LinAlgError:
             raise ValueError(f"{who}: the features are collinear, the fit is not unique") from None
+        size = float(np.max(np.abs(step) / (1.0 + np.abs(w))))
+        if size <= _STEP_FLOOR or (last is not None and size**3 <= _STEP_ERROR * last**2):
+            return w - step
         scale = 1.0
         while True:
             trial = w - scale * step
@@ -128,10 +180,9 @@ def logistic_newton(
                 break
             scale /= 2.0
         w, (loss, grad, hess) = trial, trial_terms
+        last = size if scale == 1.0 else None
         if not np.isfinite(w).all() or np.abs(w).max() > 1e8:
             break
-        if np.all(np.abs(scale * step) <= 1e-13 * (1.0 + np.abs(w))):
-            return w
     raise ValueError(
         f"{who}: the fit did not converge (the outcomes may be separable by confidence, "
         "so the maximum likelihood is not finite)"
@@ -166,9 +217,8 @@ class PlattScaling:
         self.intercept_: float | None = None
 
     def fit(self, confidence: Any, correct: Any) -> PlattScaling:
-        c, y = _pairs(confidence, correct, "PlattScaling")
-        _not_constant(c, "PlattScaling")
-        a, b = logistic_newton(_platt_terms(_logit(c), y), 2, who="PlattScaling")
+        c, y = _pairs(confidence, correct, "PlattScaling", distinct=True, keep_float32=True)
+        a, b = _platt_fit(c, y)
         self.coef_, self.intercept_ = float(a), float(b)
         return self
 
@@ -219,15 +269,16 @@ class BetaCalibration:
         self.m_: float | None = None
 
     def fit(self, confidence: Any, correct: Any) -> BetaCalibration:
-        c, y = _pairs(confidence, correct, "BetaCalibration")
-        _not_constant(c, "BetaCalibration")
+        c, y = _pairs(confidence, correct, "BetaCalibration", distinct=True)
         c = np.clip(c, _CLIP, 1.0 - _CLIP)
         features = [np.log(c), -np.log1p(-c)]
         ones, y = np.ones_like(c), y.astype(np.float64)
 
         def fit(*columns: np.ndarray) -> np.ndarray:
             X = np.column_stack([*columns, ones])
-            return logistic_newton(_logistic_terms(X, y), X.shape[1], who="BetaCalibration")
+            return logistic_newton(
+                _logistic_terms(X, y), np.zeros(X.shape[1]), who="BetaCalibration"
+            )
 
         a, b, m = fit(*features)
         if a < 0:  # as betacal: drop the feature whose coefficient is negative, refit

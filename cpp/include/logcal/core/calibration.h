@@ -223,16 +223,28 @@ LOGCAL_HD double nll_term_binary(double c, bool y, double eps) {
 // The squared error (c - y)^2 is kept rather than c^2: the Brier score from
 // sum c^2 - 2 sum c y + sum y^2 would cancel (its error would scale with sum c^2, not with the
 // score); sum c^2 = sum (c - y)^2 + 2 sum c y - sum y^2 is derived when wanted.
+// The variance of Spiegelhalter's statistic, sum w c (1 - c) (1 - 2c)^2, is a field of its own:
+// from power sums of c it would cancel; each term is in [0, 1/16], so its sum cannot.
 enum Field : int {
-  kWeight = 0,       // sum w
-  kConf = 1,         // sum w c
-  kCorrect = 2,      // sum w y
-  kSqError = 3,      // sum w (c - y)^2
-  kConfCorrect = 4,  // sum w c y
-  kCorrectSq = 5,    // sum w y^2
-  kNll = 6,          // sum w nll
-  kNumFields = 7,
+  kWeight = 0,            // sum w
+  kConf = 1,              // sum w c
+  kCorrect = 2,           // sum w y
+  kSqError = 3,           // sum w (c - y)^2
+  kConfCorrect = 4,       // sum w c y
+  kCorrectSq = 5,         // sum w y^2
+  kNll = 6,               // sum w nll
+  kSpiegelhalterVar = 7,  // sum w spiegelhalter_var(c)
+  kNumFields = 8,
 };
+
+// c (1 - c) (1 - 2c)^2, the variance of (y - c)(1 - 2c) for y ~ Bernoulli(c): one expression
+// for scalars and for the CPU's vectors (T = double or a vector of doubles), in this order of
+// operations, so that every path -- compiled without FMA contraction -- gives the same bits.
+template <class T>
+LOGCAL_HD T spiegelhalter_var(T c) {
+  const T d = 1.0 - 2.0 * c;
+  return (c * (1.0 - c)) * (d * d);
+}
 
 struct BinState {
   int64_t count;  // number of samples
