@@ -6,7 +6,8 @@ shared), and the bytes the states move. The pairs are generated on the workers (
 generator per partition, in the task that makes its state), so only states travel.
 
 ``ray``: the same on a local Ray with 1 and 2 CPUs: ``ray.data.range`` of the partition
-indices, ``map_batches`` generating each partition from its seed, then
+indices, ``map_batches`` generating each partition from its seed (returned as a
+``pyarrow.Table``, or with ``--batches numpy`` as numpy arrays, which Ray converts slowly), then
 ``logcal.ray.CalibrationAggregate``; under Ray's default shuffle strategy and under the
 pull-based sort shuffle. What moves is counted where it happens: the generated blocks, which
 Ray hands from the generating task to the aggregation through its object store, and the
@@ -67,7 +68,7 @@ def main() -> None:
         "--batches",
         choices=["arrow", "numpy"],
         default="arrow",
-        help="ray-states: what the generating map_batches step returns",
+        help="ray, ray-states: what the generating map_batches step returns",
     )
     args = ap.parse_args()
     if args.what == "ddp":
@@ -165,6 +166,22 @@ def _ray_reference(args: argparse.Namespace) -> tuple:
     return size, parts, n, alone, one.compute()
 
 
+def _ray_generator(size: int, batches: str) -> Any:
+    """The map_batches function that generates partition ``batch["id"][0]``."""
+    import pyarrow as pa
+
+    def generate(batch: dict) -> Any:
+        logcal.set_num_threads(1)  # one core per Ray CPU, as the kernel alone
+        conf, correct = _partition(int(batch["id"][0]), size)
+        if batches == "numpy":
+            return {"conf": conf, "ok": correct}
+        # Arrow, not numpy: Ray 2.60 infers the Arrow type of a returned numpy column with
+        # pyarrow.infer_type, value by value (about 0.5 s per column of 2^24 values)
+        return pa.table({"conf": conf, "ok": correct})
+
+    return generate
+
+
 def _ray_init(workers: int) -> None:
     import ray
 
@@ -186,10 +203,7 @@ def _ray(args: argparse.Namespace) -> None:
 
     size, parts, n, alone, one = _ray_reference(args)
 
-    def generate(batch: dict) -> dict:
-        logcal.set_num_threads(1)
-        conf, correct = _partition(int(batch["id"][0]), size)
-        return {"conf": conf, "ok": correct}
+    generate = _ray_generator(size, args.batches)
 
     @ray.remote(num_cpus=0)
     class Tally:
@@ -238,9 +252,8 @@ def _ray(args: argparse.Namespace) -> None:
                 took = time.perf_counter() - t
                 calls = ray.get(tally.get.remote())
                 rows = sorted({r for r, _ in calls})
-                label = (
-                    f"ray ({strategy.value}{', the default' if strategy is strategies[0] else ''})"
-                )
+                default = ", the default" if strategy is strategies[0] else ""
+                label = f"ray ({args.batches} batches, {strategy.value}{default})"
                 print(
                     f"{_overhead(label, workers, took, alone, n)}; generated blocks through "
                     f"the object store {n * 8 + n // 8} bytes (f8 + a bit per pair), "
@@ -253,7 +266,6 @@ def _ray(args: argparse.Namespace) -> None:
 
 
 def _ray_states(args: argparse.Namespace) -> None:
-    import pyarrow as pa
     import ray
     from ray.data.aggregate import AggregateFnV2
     from ray.data.block import BlockAccessor
@@ -263,14 +275,7 @@ def _ray_states(args: argparse.Namespace) -> None:
     size, parts, n, alone, one = _ray_reference(args)
     settings = dict(n_bins=args.n_bins, binning="uniform", eps=1e-12, n_bootstrap=0, seed=0)
 
-    def generate(batch: dict) -> Any:
-        logcal.set_num_threads(1)  # one core per Ray CPU, as the kernel alone
-        conf, correct = _partition(int(batch["id"][0]), size)
-        if args.batches == "numpy":
-            return {"conf": conf, "ok": correct}
-        # Arrow, not numpy: Ray 2.60 infers the Arrow type of a returned numpy column with
-        # pyarrow.infer_type, value by value (about 0.5 s per column of 2^24 values)
-        return pa.table({"conf": conf, "ok": correct})
+    generate = _ray_generator(size, args.batches)
 
     class MergeStates(AggregateFnV2):
         """The merge of a column of accumulators' bytes, as an aggregation."""

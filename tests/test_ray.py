@@ -267,3 +267,14 @@ def test_bad_arguments_of_calibration_stats_are_refused_before_any_task():
         logcal.ray.calibration_stats(ds, "conf", "ok", position=0, n_bootstrap=2)
     with pytest.raises(ValueError, match="n_bins"):
         logcal.ray.calibration_stats(ds, "conf", "ok", n_bins=0)
+
+
+def test_the_state_step_is_fused_with_the_map_batches_before_it():
+    """Only states leave the tasks: Ray runs the generating step and the state step as one
+    operator, whose blocks are the states."""
+    ds = ray.data.range(3, override_num_blocks=3).map_batches(_generated, batch_size=1)
+    states = logcal.ray._block_states(
+        ds, "conf", "ok", weights=None, position=None, n_bins=15, n_bootstrap=0
+    )
+    assert len(states.take_all()) == 3
+    assert "MapBatches(_generated)->Project->MapBatches(_block_state)" in states.stats()
