@@ -7,6 +7,8 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 ray = pytest.importorskip("ray")
 pd = pytest.importorskip("pandas")
@@ -278,3 +280,30 @@ def test_the_state_step_is_fused_with_the_map_batches_before_it():
     )
     assert len(states.take_all()) == 3
     assert "MapBatches(_generated)->Project->MapBatches(_block_state)" in states.stats()
+
+
+@given(
+    st.lists(st.integers(0, 200), min_size=0, max_size=60, unique=True),
+    st.lists(st.integers(0, 60), max_size=4),
+    st.randoms(use_true_random=False),
+)
+def test_rows_at_any_positions_in_any_blocks_equal_one_row_at_a_time(positions, cuts, rnd):
+    """Positions with gaps, in any order, cut into any blocks: the runs of each block give
+    the state of every row added alone at its position (no Ray: the block step itself)."""
+    rnd.shuffle(positions)
+    n = len(positions)
+    rng = np.random.default_rng(n)
+    c, y, w = rng.uniform(size=n), rng.uniform(size=n) < 0.5, rng.uniform(0, 2, n)
+    c[::3] = np.round(c[::3], 1)
+    pos = np.array(positions, dtype=np.int64)
+    settings = dict(n_bins=6, n_bootstrap=4, seed=1)
+    one = logcal.CalibrationAccumulator(**settings)
+    for i in range(n):
+        one.update(c[i : i + 1], y[i : i + 1], weights=w[i : i + 1], offset=int(pos[i]))
+    merged = logcal.CalibrationAccumulator(**settings)
+    bounds = sorted({0, n, *(k for k in cuts if k < n)})
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        block = logcal.CalibrationAccumulator(**settings)
+        logcal.ray._update_at_positions(block, c[a:b], y[a:b], w[a:b], pos[a:b], "pos")
+        merged.merge(block)
+    assert merged.to_bytes() == one.to_bytes()

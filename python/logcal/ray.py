@@ -190,7 +190,7 @@ def _update_at_positions(
         )
     n = len(conf)
     p = positions.astype(np.int64, copy=False)  # beyond 2**63 reads negative: refused below
-    if n and np.any(p < 0):
+    if np.any(p < 0):
         raise ValueError(
             f"{_FUNC}: the position column {name!r} holds {int(p[np.argmax(p < 0)])}, "
             "positions must be >= 0"
@@ -269,11 +269,12 @@ class CalibrationAggregate(AggregateFnV2):
     Where the rows travel is Ray's choice: its aggregation is a stage of its own, not fused
     with the ``map_batches`` before it, so the blocks go through the object store to the
     aggregating task (:func:`calibration_stats` makes the states where the rows are made, and
-    moves only them: use it for rows that a pipeline computes). Ray 2.60's default shuffle (``SHUFFLE_V2``) then joins the blocks of a
-    node, up to ``DataContext.shuffle_input_batch_bytes`` (1 GiB), before one
-    :meth:`aggregate_block`; ``DataContext.get_current().shuffle_strategy =
-    ShuffleStrategy.SORT_SHUFFLE_PULL_BASED`` aggregates each block in its own task. The
-    result is the same bits either way; only states are merged.
+    moves only them: use it for rows that a pipeline computes). Ray 2.60's default shuffle
+    (``SHUFFLE_V2``) then joins the blocks of a node, up to
+    ``DataContext.shuffle_input_batch_bytes`` (1 GiB), before one :meth:`aggregate_block`;
+    ``DataContext.get_current().shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED``
+    aggregates each block in its own task. The result is the same bits either way; only
+    states are merged.
 
     Parameters
     ----------
