@@ -6,12 +6,20 @@ shared), and the bytes the states move. The pairs are generated on the workers (
 generator per partition, in the task that makes its state), so only states travel.
 
 ``ray``: the same on a local Ray with 1 and 2 CPUs: ``ray.data.range`` of the partition
-indices, ``map_batches`` generating each partition from its seed, then
+indices, ``map_batches`` generating each partition from its seed (returned as a
+``pyarrow.Table``, or with ``--batches numpy`` as numpy arrays, which Ray converts slowly), then
 ``logcal.ray.CalibrationAggregate``; under Ray's default shuffle strategy and under the
 pull-based sort shuffle. What moves is counted where it happens: the generated blocks, which
 Ray hands from the generating task to the aggregation through its object store, and the
 states ``aggregate_block`` makes (the rows each call saw tell whether Ray combined each block
 on its own or gathered blocks first).
+
+``ray-states``: the same pairs through ``logcal.ray.calibration_stats``, whose
+``map_batches`` step Ray fuses with the generating one: each task generates its partition and
+makes its state, and only the state leaves it. The states are merged two ways: by the driver
+as they come (what ``calibration_stats`` does) and by an ``AggregateFnV2`` over the column of
+states' bytes. What moves is read from ``Dataset.stats()``: the operators Ray ran (fused ones
+are named together) and the bytes of the blocks each one output.
 
 ``ddp``: torchmetrics' own ``BinaryCalibrationError`` against logcal's drop-in
 (``logcal.compat.torchmetrics``) on 2 gloo processes on 127.0.0.1: the bytes each rank's
@@ -19,7 +27,7 @@ states hold when ``compute()`` syncs them (torchmetrics all-gathers every predic
 sums a fixed int64 tensor), and the time of that sync and compute.
 
 Run: ``python benchmarks/bench_scale.py dask --log2-pairs 26 --log2-partition 24`` (``ray``
-likewise) and ``python benchmarks/bench_scale.py ddp --log2-pairs 22``.
+and ``ray-states`` likewise) and ``python benchmarks/bench_scale.py ddp --log2-pairs 22``.
 """
 
 from __future__ import annotations
@@ -27,8 +35,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import re
 import socket
 import time
+from typing import Any
 
 import numpy as np
 
@@ -50,15 +60,23 @@ def _state(i: int, size: int, n_bins: int) -> bytes:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("what", choices=["dask", "ray", "ddp"], nargs="?", default="dask")
+    ap.add_argument("what", choices=["dask", "ray", "ray-states", "ddp"], nargs="?", default="dask")
     ap.add_argument("--log2-pairs", type=int, default=26)
     ap.add_argument("--log2-partition", type=int, default=24)
     ap.add_argument("--n-bins", type=int, default=15)
+    ap.add_argument(
+        "--batches",
+        choices=["arrow", "numpy"],
+        default="arrow",
+        help="ray, ray-states: what the generating map_batches step returns",
+    )
     args = ap.parse_args()
     if args.what == "ddp":
         _ddp(2**args.log2_pairs, args.n_bins)
     elif args.what == "ray":
         _ray(args)
+    elif args.what == "ray-states":
+        _ray_states(args)
     else:
         _dask(args)
 
@@ -130,12 +148,9 @@ def _accumulator_state(i: int, size: int, n_bins: int) -> bytes:
     return acc.update(*_partition(i, size), offset=i * size).to_bytes()
 
 
-def _ray(args: argparse.Namespace) -> None:
-    import ray
-    from ray.data.context import ShuffleStrategy
-
-    import logcal.ray
-
+def _ray_reference(args: argparse.Namespace) -> tuple:
+    """The partitions' size and count, the pairs, the kernel alone's time and the statistics
+    of its accumulators placed one after the other."""
     size, parts = 2**args.log2_partition, 2 ** (args.log2_pairs - args.log2_partition)
     n = size * parts
     states, alone = _kernel_alone(
@@ -144,16 +159,51 @@ def _ray(args: argparse.Namespace) -> None:
     one = logcal.CalibrationAccumulator.from_bytes(states[0])
     for s in states[1:]:
         one.merge(logcal.CalibrationAccumulator.from_bytes(s))
-    one = one.compute()
     print(
         f"{n} pairs in {parts} partitions of {size}; kernel alone (1 process, 1 thread, "
         f"generation included): {alone:.2f} s, {n / alone:.3g} pairs/s ({_load()})"
     )
+    return size, parts, n, alone, one.compute()
 
-    def generate(batch: dict) -> dict:
-        logcal.set_num_threads(1)
+
+def _ray_generator(size: int, batches: str) -> Any:
+    """The map_batches function that generates partition ``batch["id"][0]``."""
+    import pyarrow as pa
+
+    def generate(batch: dict) -> Any:
+        logcal.set_num_threads(1)  # one core per Ray CPU, as the kernel alone
         conf, correct = _partition(int(batch["id"][0]), size)
-        return {"conf": conf, "ok": correct}
+        if batches == "numpy":
+            return {"conf": conf, "ok": correct}
+        # Arrow, not numpy: Ray 2.60 infers the Arrow type of a returned numpy column with
+        # pyarrow.infer_type, value by value (about 0.5 s per column of 2^24 values)
+        return pa.table({"conf": conf, "ok": correct})
+
+    return generate
+
+
+def _ray_init(workers: int) -> None:
+    import ray
+
+    ray.init(
+        num_cpus=workers,
+        object_store_memory=3 << 30,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def _ray(args: argparse.Namespace) -> None:
+    import ray
+    from ray.data.context import ShuffleStrategy
+
+    import logcal.ray
+
+    size, parts, n, alone, one = _ray_reference(args)
+
+    generate = _ray_generator(size, args.batches)
 
     @ray.remote(num_cpus=0)
     class Tally:
@@ -184,16 +234,9 @@ def _ray(args: argparse.Namespace) -> None:
         ShuffleStrategy.SORT_SHUFFLE_PULL_BASED,
     ]
     for workers in (1, 2):
-        ray.init(
-            num_cpus=workers,
-            object_store_memory=3 << 30,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        _ray_init(workers)
         try:
             context = ray.data.DataContext.get_current()
-            context.enable_progress_bars = False
             for strategy in strategies:
                 context.shuffle_strategy = strategy
                 # a small run first: Ray's workers start, and import numpy and logcal
@@ -209,9 +252,8 @@ def _ray(args: argparse.Namespace) -> None:
                 took = time.perf_counter() - t
                 calls = ray.get(tally.get.remote())
                 rows = sorted({r for r, _ in calls})
-                label = (
-                    f"ray ({strategy.value}{', the default' if strategy is strategies[0] else ''})"
-                )
+                default = ", the default" if strategy is strategies[0] else ""
+                label = f"ray ({args.batches} batches, {strategy.value}{default})"
                 print(
                     f"{_overhead(label, workers, took, alone, n)}; generated blocks through "
                     f"the object store {n * 8 + n // 8} bytes (f8 + a bit per pair), "
@@ -221,6 +263,92 @@ def _ray(args: argparse.Namespace) -> None:
                 )
         finally:
             ray.shutdown()
+
+
+def _ray_states(args: argparse.Namespace) -> None:
+    import ray
+    from ray.data.aggregate import AggregateFnV2
+    from ray.data.block import BlockAccessor
+
+    import logcal.ray
+
+    size, parts, n, alone, one = _ray_reference(args)
+    settings = dict(n_bins=args.n_bins, binning="uniform", eps=1e-12, n_bootstrap=0, seed=0)
+
+    generate = _ray_generator(size, args.batches)
+
+    class MergeStates(AggregateFnV2):
+        """The merge of a column of accumulators' bytes, as an aggregation."""
+
+        def __init__(self) -> None:
+            zero = logcal.CalibrationAccumulator(args.n_bins).to_bytes()
+            super().__init__("calibration", lambda: zero, on=None, ignore_nulls=False)
+
+        def aggregate_block(self, block) -> bytes:
+            states = BlockAccessor.for_block(block).to_numpy("logcal_state")
+            merged = logcal.CalibrationAccumulator.from_bytes(states[0])
+            for data in states[1:]:
+                merged.merge(logcal.CalibrationAccumulator.from_bytes(data))
+            return merged.to_bytes()
+
+        def combine(self, current_accumulator: bytes, new: bytes) -> bytes:
+            merged = logcal.CalibrationAccumulator.from_bytes(current_accumulator)
+            return merged.merge(logcal.CalibrationAccumulator.from_bytes(new)).to_bytes()
+
+        def finalize(self, accumulator: bytes):
+            merged = logcal.CalibrationAccumulator.from_bytes(accumulator)
+            logcal.ray._as_one_stream(merged)
+            return merged.compute()
+
+    def by_driver(states):
+        zero = logcal.CalibrationAccumulator(args.n_bins)
+        return logcal.ray._merged_states(states, zero, placed=False), states
+
+    def by_aggregation(states):
+        merged = states.groupby(None).aggregate(MergeStates())  # what Dataset.aggregate runs
+        return merged.take_all()[0]["calibration"], merged
+
+    for workers in (1, 2):
+        _ray_init(workers)
+        try:
+            for merge in (by_driver, by_aggregation):
+                # a small run first: Ray's workers start, and import numpy and logcal
+                warm = ray.data.range(workers, override_num_blocks=workers)
+                logcal.ray.calibration_stats(
+                    warm.map_batches(lambda b: {"conf": b["id"] * 0.0, "ok": b["id"] > 0}),
+                    "conf",
+                    "ok",
+                )
+                ds = ray.data.range(parts, override_num_blocks=parts)
+                ds = ds.map_batches(generate, batch_size=1)
+                t = time.perf_counter()
+                states = logcal.ray._block_states(
+                    ds, "conf", "ok", weights=None, position=None, **settings
+                )
+                got, executed = merge(states)
+                took = time.perf_counter() - t
+                label = (
+                    f"ray states ({args.batches} batches), merged "
+                    f"{merge.__name__.replace('_', ' ')}"
+                )
+                print(
+                    f"{_overhead(label, workers, took, alone, n)}, bit-identical: {got == one}; "
+                    f"output of each operator (Dataset.stats()): {_moved(executed.stats())}",
+                    flush=True,
+                )
+        finally:
+            ray.shutdown()
+
+
+def _moved(stats: str) -> str:
+    """Each operator of a Dataset.stats() text and the bytes of the blocks it output."""
+    ops = re.findall(
+        r"Operator \d+ (.+?): \d+ tasks executed.*?Output size bytes per block: .*?, "
+        r"([\d.]+) total",
+        stats,
+        flags=re.S,
+    )
+    return "; ".join(f"{name}: {float(total):,.0f} bytes" for name, total in ops)
 
 
 def _ddp(n: int, n_bins: int, world: int = 2) -> None:
