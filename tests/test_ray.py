@@ -307,3 +307,30 @@ def test_rows_at_any_positions_in_any_blocks_equal_one_row_at_a_time(positions, 
         logcal.ray._update_at_positions(block, c[a:b], y[a:b], w[a:b], pos[a:b], "pos")
         merged.merge(block)
     assert merged.to_bytes() == one.to_bytes()
+
+
+def test_token_stats_in_map_batches_then_calibration_stats():
+    """The README's recipe: logits scored by token_stats in a map_batches step, the top-1
+    confidence and correctness calibrated with the bootstrap by the rows' ids -- the bits of
+    one accumulator fed token_stats of all the rows in one process."""
+    rng = np.random.default_rng(5)
+    logits = (rng.standard_normal((300, 50)) * 3).astype(np.float32)
+    targets = rng.integers(0, 50, 300)
+    ds = ray.data.from_items(
+        [{"id": i, "logits": logits[i], "target": int(targets[i])} for i in range(300)],
+        override_num_blocks=4,
+    )
+
+    def score(batch: dict) -> dict:
+        s = logcal.token_stats(np.stack(batch["logits"]), batch["target"])
+        correct = s.argmax == batch["target"]
+        return {"id": batch["id"], "confidence": np.exp(s.max_logprob), "correct": correct}
+
+    scored = ds.map_batches(score, batch_format="numpy")
+    got = logcal.ray.calibration_stats(
+        scored, "confidence", "correct", position="id", n_bootstrap=20, seed=3
+    )
+    s = logcal.token_stats(logits, targets)
+    one = logcal.CalibrationAccumulator(n_bootstrap=20, seed=3)
+    want = one.update(np.exp(s.max_logprob), s.argmax == targets).compute()
+    assert got.to_bytes() == want.to_bytes()
