@@ -136,10 +136,10 @@ void add_chunk_moments(SoftmaxState& st, const C* x, const C* e, int64_t n_vec, 
     simd::add_widened(wide_tc[0], wide_tc[1], tc0 + tc1);
     simd::add_widened(wide_qc[0], wide_qc[1], qc0 + qc1);
   }
-  st.moments.merge(SurprisalMoments::about(c.t, chunk_sum,
-                                           simd::reduce_sum<double>(wide_tc[0] + wide_tc[1]),
-                                           simd::reduce_sum<double>(wide_qc[0] + wide_qc[1])),
-                   st.sum, chunk_sum);
+  st.moments.merge(
+      SurprisalMoments::about(c.t, chunk_sum, simd::reduce_sum<double>(wide_tc[0] + wide_tc[1]),
+                              simd::reduce_sum<double>(wide_qc[0] + wide_qc[1])),
+      st.sum, chunk_sum);
 }
 
 // `buf` holds kScanBuffer<C> values, twice that with the varentropy.

@@ -209,9 +209,9 @@ void token_stats_entry(const py::object& logits, const py::object& targets, int6
                        const py::object& entropy, const py::object& varentropy,
                        const py::object& target_logprob, const py::object& target_rank,
                        const py::object& topk_ids, const py::object& topk_logprobs) {
-  TokenStatsCall call = token_stats_call(logits, targets, top_k, temperature, ignore_index,
-                                         logsumexp, max_logprob, argmax, entropy, varentropy,
-                                         target_logprob, target_rank, topk_ids, topk_logprobs, kGpu);
+  TokenStatsCall call = token_stats_call(
+      logits, targets, top_k, temperature, ignore_index, logsumexp, max_logprob, argmax, entropy,
+      varentropy, target_logprob, target_rank, topk_ids, topk_logprobs, kGpu);
   Run(call);
 }
 

@@ -161,7 +161,9 @@ class TemperatureScaling:
     temperature : float
         The temperature (finite, > 0).
     nll : float
-        Mean NLL of the fitting data at ``temperature`` (NaN when given directly).
+        Mean NLL of the fitting data at ``temperature`` (NaN when given directly). From
+        :func:`fit_temperature`, the last pass's NLL carried over the last step (which has no
+        pass of its own) by that pass's gradient and curvature: exact to the step's cube.
     n : int
         Rows the fit used (0 when given directly).
     n_passes : int
@@ -248,17 +250,21 @@ def _first_step(beta: float, g: float, h: float, g_limit: float) -> float:
 def _next_beta(points: list, lo: tuple | None, hi: tuple | None, g_limit: float) -> float:
     """The next beta from the (beta, gradient, curvature) points so far.
 
-    From one point, :func:`_first_step`; then the root of the cubic through the last two
-    (fourth order: close to the optimum each pass about quadruples the correct digits).
-    Inside a bracket (gradient < 0 at ``lo``, > 0 at ``hi``) the step must fall strictly
-    inside, else Newton from the last point, else the secant of the bracket's ends, else the
-    midpoint; before there is one, it goes downhill by at most a factor of 4.
+    From one point, :func:`_first_step`; then the root of the cubic through the last two while
+    they are far apart (fourth order: each pass about quadruples the correct digits), Newton
+    from the last once they are close (the cubic's coefficients would then carry mostly the
+    rounding of the gradients). Inside a bracket (gradient < 0 at ``lo``, > 0 at ``hi``) the
+    step must fall strictly inside, else Newton from the last point, else the secant of the
+    bracket's ends, else the midpoint; before there is one, it goes downhill by at most a
+    factor of 4.
     """
     b1, g1, h1 = points[-1]
     if len(points) == 1:
         step = _first_step(b1, g1, h1, g_limit)
-    else:
+    elif abs(b1 - points[-2][0]) > 1e-3 * b1:
         step = _hermite_root(points[-2], points[-1])
+    else:
+        step = b1 - g1 / h1 if h1 > 0 else math.nan
     if lo is not None and hi is not None:
         a, b = sorted((lo[0], hi[0]))
         newton = b1 - g1 / h1 if h1 > 0 else math.nan
@@ -269,6 +275,16 @@ def _next_beta(points: list, lo: tuple | None, hi: tuple | None, g_limit: float)
         return 0.5 * (a + b)
     far = b1 * 4.0 if g1 < 0 else b1 / 4.0
     return step if min(b1, far) < step < max(b1, far) else far
+
+
+def _predicted_error(points: list, step: float) -> float:
+    """The error a Newton step of size ``step`` from the last point leaves,
+    ``|d3| / (2 h) step**2``, with ``h`` the curvature and ``d3`` the third derivative from
+    the change of the curvature between the last two points (the cubic's step leaves less)."""
+    (b0, _, h0), (b1, _, h1) = points[-2], points[-1]
+    if not (h1 > 0 and b1 != b0):
+        return math.inf
+    return abs((h1 - h0) / (b1 - b0)) / (2.0 * h1) * step * step
 
 
 def fit_temperature(
@@ -289,11 +305,14 @@ def fit_temperature(
     Newton's (towards smaller T, one that allows for the gradient's saturation); each next one
     goes to the root of the cubic that matches the gradient and curvature of the last two
     passes, kept inside the bracket once the gradient has changed sign (else Newton, the
-    secant, then bisection). It stops when a step moves ``beta`` by less than ``rtol``
-    relative; that step needs no pass of its own. When the optimum is within a factor of
-    about 2.5 of ``initial_temperature``, that is 3 passes (the last step then well below
-    1e-6); each further factor of about 2 can add one. The logits are never copied or
-    modified.
+    secant, then bisection). It stops when the next step, which needs no pass of its own,
+    moves ``beta`` by less than ``rtol`` relative, or leaves it within ``rtol`` of the optimum
+    by Newton's error estimate (the third derivative from the last two curvatures; trusted
+    once the optimum is bracketed or the gradient falls a hundredfold in a pass). On LM-like
+    logits that is 3 passes when the optimum lies between about half and ten times
+    ``initial_temperature`` (within about 1e-8 of it, or of what the float32 outputs resolve
+    at large T), one more per further factor of about 1.5 below (4 at 0.4, 6 at 0.2 times).
+    The logits are never copied or modified.
 
     Parameters
     ----------
@@ -354,9 +373,19 @@ def fit_temperature(
         else:
             hi = (beta, g)
         beta_next = _next_beta(points, lo, hi, g_limit)
-        if abs(beta_next - beta) <= rtol * beta:
-            # Converged: the step is below the tolerance, so it needs no pass of its own (the
-            # NLL reported is that of the last pass, within rtol of beta_next).
+        step = abs(beta_next - beta)
+        # The error estimate is trusted inside a bracket, or once the last pass cut the
+        # gradient a hundredfold: there may be no minimum at all otherwise (the NLL can fall
+        # all the way to T = 0 or T = inf, the gradient then levelling off).
+        trusted = (lo is not None and hi is not None) or (
+            len(points) > 1 and abs(points[-1][1]) <= 1e-2 * abs(points[-2][1])
+        )
+        if step <= rtol * beta or (trusted and _predicted_error(points, step) <= rtol * beta):
+            # Converged: the step needs no pass of its own; the NLL at its end is the last
+            # pass's moved by the step on the quadratic of its gradient and curvature.
+            b, g, h = points[-1]
+            s = beta_next - b
+            nll = sums.mean_nll() + g * s + 0.5 * h * s * s
             beta = beta_next
             break
         if len(points) == max_passes:
@@ -367,7 +396,9 @@ def fit_temperature(
         beta = beta_next
         point, sums, _ = evaluate(beta)
         points.append(point)
-    return TemperatureScaling(1.0 / beta, nll=sums.mean_nll(), n=sums.n, n_passes=len(points))
+    else:
+        nll = sums.mean_nll()  # the gradient vanished exactly at the last pass
+    return TemperatureScaling(1.0 / beta, nll=nll, n=sums.n, n_passes=len(points))
 
 
 DEFAULT_TEMPERATURES = tuple(2.0 ** (k / 2) for k in range(-4, 5))  # 0.25 .. 4, ratio sqrt 2
