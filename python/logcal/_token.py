@@ -253,12 +253,13 @@ def token_stats(
         everywhere, e.g. the answer letters of a multiple-choice prompt), each in ``[0, V)``.
     varentropy : bool
         Also return ``varentropy``, the variance of the surprisal ``Var_p[ln p] =
-        sum_i p_i (ln p_i + H)^2`` (``H`` the entropy), from the same pass. It is the
-        curvature of the NLL in ``1 / temperature`` times ``temperature**2``, and an
-        uncertainty signal of its own. Its moments are accumulated about the row's mean
-        surprisal, so it keeps its relative accuracy however small it is (about 1e-5 relative
-        for 16/32-bit logits, 1e-12 for float64, as for the entropy); it costs about a fifth
-        more time on the CPU.
+        sum_i p_i (ln p_i + H)^2`` (``H`` the entropy), from the same pass: an uncertainty
+        signal of its own, and times ``temperature**2`` the curvature of the NLL in
+        ``1 / temperature``. Its moments are accumulated about the row's mean surprisal, so
+        it keeps its relative accuracy however small it is against that mean (within 2e-6
+        relative for 16/32-bit logits and 1e-11 for float64, tested down to values of 1e-11,
+        where ``E[ln p ** 2] - H ** 2`` would keep no digit). It costs about a third more
+        time on the CPU; without it the pass is as before.
 
     Returns
     -------

@@ -162,8 +162,9 @@ class TemperatureScaling:
         The temperature (finite, > 0).
     nll : float
         Mean NLL of the fitting data at ``temperature`` (NaN when given directly). From
-        :func:`fit_temperature`, the last pass's NLL carried over the last step (which has no
-        pass of its own) by that pass's gradient and curvature: exact to the step's cube.
+        :func:`fit_temperature`, the last pass's NLL plus the integral of the gradient over
+        the last step (which has no pass of its own), from the last two passes' gradients and
+        curvatures.
     n : int
         Rows the fit used (0 when given directly).
     n_passes : int
@@ -215,16 +216,27 @@ class TemperatureScaling:
         return f"TemperatureScaling(temperature={self.temperature!r}, nll={self.nll:.6g})"
 
 
+def _hermite_cubic(p0: tuple, p1: tuple) -> tuple:
+    """``(g0, c1, c2, c3)``: the gradient on ``b0 + u (b1 - b0)`` as ``g0 + c1 u + c2 u^2 +
+    c3 u^3``, the cubic that matches the gradient and curvature at the two (beta, gradient,
+    curvature) points ``p0`` (u = 0) and ``p1`` (u = 1)."""
+    (b0, g0, h0), (b1, g1, h1) = p0, p1
+    d = b1 - b0
+    return (
+        g0,
+        h0 * d,
+        3.0 * (g1 - g0) - (2.0 * h0 + h1) * d,
+        2.0 * (g0 - g1) + (h0 + h1) * d,
+    )
+
+
 def _hermite_root(p0: tuple, p1: tuple) -> float:
     """A root of the cubic that matches the gradient and its derivative (the curvature) at two
     (beta, gradient, curvature) points: the one between them when their gradients differ in
     sign, else the one nearest the Newton step from ``p1``; NaN when it has no real root."""
-    (b0, g0, h0), (b1, g1, h1) = p0, p1
+    (b0, g0, _), (b1, g1, h1) = p0, p1
     d = b1 - b0
-    # g(b0 + s d) = g0 + c1 s + c2 s^2 + c3 s^3: s = 0 at p0, 1 at p1
-    c1 = h0 * d
-    c2 = 3.0 * (g1 - g0) - (2.0 * h0 + h1) * d
-    c3 = 2.0 * (g0 - g1) + (h0 + h1) * d
+    _, c1, c2, c3 = _hermite_cubic(p0, p1)
     roots = np.roots([c3, c2, c1, g0])
     real = roots.real[np.abs(roots.imag) <= 1e-9 * np.maximum(1.0, np.abs(roots.real))]
     if real.size == 0:
@@ -277,14 +289,59 @@ def _next_beta(points: list, lo: tuple | None, hi: tuple | None, g_limit: float)
     return step if min(b1, far) < step < max(b1, far) else far
 
 
-def _predicted_error(points: list, step: float) -> float:
-    """The error a Newton step of size ``step`` from the last point leaves,
-    ``|d3| / (2 h) step**2``, with ``h`` the curvature and ``d3`` the third derivative from
-    the change of the curvature between the last two points (the cubic's step leaves less)."""
+def _quintic_root(points: list, near: float) -> float:
+    """The real root nearest ``near`` of the quintic that matches the gradient and curvature at
+    the last three (beta, gradient, curvature) points; NaN when there is none."""
+    b_ref = points[-1][0]
+    scale = max(abs(b - b_ref) for b, _, _ in points[-3:])
+    rows, rhs = [], []
+    for b, g, h in points[-3:]:
+        x = (b - b_ref) / scale
+        rows.append([x**k for k in range(6)])
+        rows.append([k * x ** (k - 1) if k else 0.0 for k in range(6)])
+        rhs += [g, h * scale]
+    try:
+        coefficients = np.linalg.solve(np.array(rows), np.array(rhs))
+    except np.linalg.LinAlgError:
+        return math.nan
+    roots = np.roots(coefficients[::-1])
+    real = roots.real[np.abs(roots.imag) <= 1e-9 * np.maximum(1.0, np.abs(roots.real))]
+    if real.size == 0:
+        return math.nan
+    return b_ref + scale * float(real[np.argmin(np.abs(real - (near - b_ref) / scale))])
+
+
+def _predicted_error(points: list, beta_next: float) -> float:
+    """An estimate of the error of ``beta_next``, the step from the last point: the smaller of
+    the error a Newton step that long leaves, ``|d3| / (2 h) step**2`` (``h`` the curvature,
+    ``d3`` the third derivative from the change of the curvature between the last two points;
+    the cubic's step leaves less), and, from three points on, the distance to the root of the
+    quintic through the last three (a higher-order estimate of the same root)."""
     (b0, _, h0), (b1, _, h1) = points[-2], points[-1]
     if not (h1 > 0 and b1 != b0):
         return math.inf
-    return abs((h1 - h0) / (b1 - b0)) / (2.0 * h1) * step * step
+    step = beta_next - b1
+    newton = abs((h1 - h0) / (b1 - b0)) / (2.0 * h1) * step * step
+    if len(points) < 3:
+        return newton
+    quintic = abs(_quintic_root(points, beta_next) - beta_next)
+    return min(newton, quintic) if quintic == quintic else newton
+
+
+def _gradient_integral(points: list, beta: float) -> float:
+    """The integral of the gradient from the last point to ``beta``: of the cubic through the
+    last two points, or of the last point's tangent when there is one point."""
+    b1, g1, h1 = points[-1]
+    if len(points) == 1:
+        s = beta - b1
+        return s * (g1 + 0.5 * h1 * s)
+    b0 = points[-2][0]
+    g0, c1, c2, c3 = _hermite_cubic(points[-2], points[-1])
+
+    def antiderivative(u: float) -> float:
+        return u * (g0 + u * (c1 / 2.0 + u * (c2 / 3.0 + u * c3 / 4.0)))
+
+    return (b1 - b0) * (antiderivative((beta - b0) / (b1 - b0)) - antiderivative(1.0))
 
 
 def fit_temperature(
@@ -307,8 +364,9 @@ def fit_temperature(
     passes, kept inside the bracket once the gradient has changed sign (else Newton, the
     secant, then bisection). It stops when the next step, which needs no pass of its own,
     moves ``beta`` by less than ``rtol`` relative, or leaves it within ``rtol`` of the optimum
-    by Newton's error estimate (the third derivative from the last two curvatures; trusted
-    once the optimum is bracketed or the gradient falls a hundredfold in a pass). On LM-like
+    by an error estimate (Newton's, the third derivative from the last two curvatures, or the
+    distance to the root of the quintic through the last three passes; trusted once the
+    optimum is bracketed or the gradient falls a hundredfold in a pass). On LM-like
     logits that is 3 passes when the optimum lies between about half and ten times
     ``initial_temperature`` (within about 1e-8 of it, or of what the float32 outputs resolve
     at large T), one more per further factor of about 1.5 below (4 at 0.4, 6 at 0.2 times).
@@ -380,12 +438,11 @@ def fit_temperature(
         trusted = (lo is not None and hi is not None) or (
             len(points) > 1 and abs(points[-1][1]) <= 1e-2 * abs(points[-2][1])
         )
-        if step <= rtol * beta or (trusted and _predicted_error(points, step) <= rtol * beta):
+        if step <= rtol * beta or (trusted and _predicted_error(points, beta_next) <= rtol * beta):
             # Converged: the step needs no pass of its own; the NLL at its end is the last
-            # pass's moved by the step on the quadratic of its gradient and curvature.
-            b, g, h = points[-1]
-            s = beta_next - b
-            nll = sums.mean_nll() + g * s + 0.5 * h * s * s
+            # pass's plus the integral of the gradient along the step (of the cubic through
+            # the last two passes' gradients and curvatures; from one pass, its quadratic).
+            nll = sums.mean_nll() + _gradient_integral(points, beta_next)
             beta = beta_next
             break
         if len(points) == max_passes:
