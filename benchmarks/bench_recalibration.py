@@ -1,10 +1,12 @@
 """Recalibration: fit_temperature against scipy's minimize_scalar driving token_stats and torch
 LBFGS over all logits (the common recipe); Platt and isotonic against scikit-learn.
 
-    PYTHONPATH=python python3 benchmarks/bench_recalibration.py --rows 4096 --vocab 32000
+    PYTHONPATH=python python3 benchmarks/bench_recalibration.py --rows 4096 --vocab 32000 \
+        --true-t 1.3 0.5 3
 
-Synthetic LM-like logits (scaled normal) with targets drawn at temperature 1.3; every method
-fits the same data; T of each is compared with scipy's.
+Synthetic LM-like logits (scaled normal) with targets drawn at each --true-t (1.3 by default);
+every method fits the same data; T of each is compared with scipy's. torch's LBFGS runs on the
+first --true-t only (it takes minutes).
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ def timed(f):
     return out, time.perf_counter() - t
 
 
-def lm_logits(rows, vocab, seed=0):
+def lm_logits(rows, vocab, true_t=1.3, seed=0):
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((rows, vocab), dtype=np.float32) * 2.5
     targets = np.empty(rows, dtype=np.int64)
-    for start in range(0, rows, 256):  # draw the targets at T = 1.3, a chunk at a time
-        p = np.exp(z[start : start + 256] / 1.3)
+    for start in range(0, rows, 256):  # draw the targets at true_t, a chunk at a time
+        p = np.exp(z[start : start + 256] / true_t)
         p /= p.sum(1, keepdims=True)
         u = rng.uniform(size=(p.shape[0], 1))
         targets[start : start + 256] = np.minimum((u > p.cumsum(1)).sum(1), vocab - 1)
@@ -75,22 +77,40 @@ def main():
     ap.add_argument("--confidences", type=int, default=10**6)
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--skip-temperature", action="store_true")
+    ap.add_argument("--skip-confidences", action="store_true")
+    ap.add_argument("--true-t", type=float, nargs="+", default=[1.3])
     a = ap.parse_args()
     if not a.skip_temperature:
-        bench_temperature(a)
-    bench_confidences(a.confidences)
+        for i, true_t in enumerate(a.true_t):
+            bench_temperature(a, true_t, torch=not a.skip_torch and i == 0)
+    if not a.skip_confidences:
+        bench_confidences(a.confidences)
 
 
-def bench_temperature(a):
-    z, y = lm_logits(a.rows, a.vocab)
-    print(f"logits [{a.rows}, {a.vocab}] float32, {z.nbytes / 1e6:.0f} MB")
+def bench_temperature(a, true_t, torch):
+    z, y = lm_logits(a.rows, a.vocab, true_t)
+    print(f"logits [{a.rows}, {a.vocab}] float32, {z.nbytes / 1e6:.0f} MB, targets at T = {true_t}")
     ts, t_ours = timed(lambda: fit_temperature(z, y))
     (t_scipy, calls), t_sp = timed(lambda: scipy_temperature(z, y))
     print(f"fit_temperature: T = {ts.temperature:.7f}, {ts.n_passes} passes, {t_ours:.2f} s")
     print(f"scipy bounded:   T = {t_scipy:.7f}, {calls} passes, {t_sp:.2f} s")
     rel = abs(ts.temperature / t_scipy - 1)
     print(f"  relative difference {rel:.2e}; speed-up {t_sp / t_ours:.1f}x")
-    if not a.skip_torch:
+    # scipy's search reads float32 NLLs, whose rounding can move its optimum by more than the
+    # fit's error where the NLL is flat; the float64 logits show where the optimum is.
+    del z
+    z64, _ = lm_logits(a.rows, a.vocab, true_t)
+    z64 = z64.astype(np.float64)
+    ts64 = fit_temperature(z64, y)
+    t_scipy64, _ = scipy_temperature(z64, y)
+    print(
+        f"  float64 logits: fit_temperature T = {ts64.temperature:.7f} ({ts64.n_passes} passes), "
+        f"scipy T = {t_scipy64:.7f}; float32 fit against float64 scipy: "
+        f"{abs(ts.temperature / t_scipy64 - 1):.2e}"
+    )
+    del z64
+    if torch:
+        z, _ = lm_logits(a.rows, a.vocab, true_t)
         t_torch, t_tl = timed(lambda: torch_lbfgs_temperature(z, y))
         print(f"torch LBFGS:     T = {t_torch:.7f}, {t_tl:.2f} s; speed-up {t_tl / t_ours:.1f}x")
 

@@ -17,7 +17,11 @@
 //     best are merged by one block-wide sort. Sorting makes the result independent of the
 //     order in which candidates were appended;
 //   * the threads' states merge into one logcal::SoftmaxState through the shared core's merge,
-//     in a fixed tree, and logcal::RowSoftmax gives every output, as on the CPU.
+//     in a fixed tree, and logcal::RowSoftmax gives every output, as on the CPU;
+//   * with the varentropy (kVarentropy, a kernel of its own), each thread also keeps the
+//     centred moments of its t (logcal::SurprisalMoments, in double): each step's sums of
+//     2^t (t - c) and 2^t (t - c)^2 are taken about the thread's mean of t so far, that step
+//     included (logcal::MomentCentre), and merged in; the default kernels never touch them.
 //
 // top_k above kMaxTopKPerPass is served by further top-k passes, each excluding what the passes
 // before it returned. Indexing is 64-bit; top-k ids are 32-bit row positions (V < 2^32 - 1).
@@ -50,12 +54,14 @@ template <>
 struct Num<float> {
   __device__ static float exp2_(float x) { return exp2f(x); }
   __device__ static float max_(float a, float b) { return fmaxf(a, b); }
+  __device__ static float min_(float a, float b) { return fminf(a, b); }
   __device__ static float neg_inf() { return __int_as_float(0xff800000); }
 };
 template <>
 struct Num<double> {
   __device__ static double exp2_(double x) { return exp2(x); }
   __device__ static double max_(double a, double b) { return fmax(a, b); }
+  __device__ static double min_(double a, double b) { return fmin(a, b); }
   __device__ static double neg_inf() { return __longlong_as_double(0xfff0000000000000ll); }
 };
 
@@ -81,6 +87,7 @@ struct BlockSync {
 struct PieceHeader {
   double ref, sum, tsum;
   long long n_nan, n_greater;
+  double mean, m2;  // the varentropy's moments (zero when not wanted)
 };
 
 __device__ __forceinline__ SoftmaxState state_of(const PieceHeader& h) {
@@ -89,19 +96,30 @@ __device__ __forceinline__ SoftmaxState state_of(const PieceHeader& h) {
   s.sum = h.sum;
   s.tsum = h.tsum;
   s.n_nan = h.n_nan;
+  s.moments.mean = h.mean;
+  s.moments.m2 = h.m2;
   return s;
 }
 
+__device__ __forceinline__ PieceHeader header_of(const SoftmaxState& s, long long n_greater) {
+  return PieceHeader{s.ref,     s.sum, s.tsum, (long long)s.n_nan, n_greater, s.moments.mean,
+                     s.moments.m2};
+}
+
 // The n pieces of a row merged in piece order, so every block that merges them gets the same
-// bits.
-__device__ __forceinline__ PieceHeader merge_pieces(const PieceHeader* h, int64_t n, double scale) {
+// bits. With `moments`, the varentropy's too; t_scale is the scale the threads formed t with.
+__device__ __forceinline__ PieceHeader merge_pieces(const PieceHeader* h, int64_t n, double scale,
+                                                    bool moments, double t_scale) {
   SoftmaxState s = state_of(h[0]);
   long long n_greater = h[0].n_greater;
   for (int64_t p = 1; p < n; ++p) {
-    s.merge(state_of(h[p]), scale);
+    if (moments)
+      s.merge<true>(state_of(h[p]), scale, t_scale);
+    else
+      s.merge(state_of(h[p]), scale);
     n_greater += h[p].n_greater;
   }
-  return PieceHeader{s.ref, s.sum, s.tsum, (long long)s.n_nan, n_greater};
+  return header_of(s, n_greater);
 }
 
 // -------------------------------------------------------------------------------------------
@@ -128,7 +146,8 @@ __device__ __forceinline__ VectorSplit split_for_vectors(uintptr_t addr, int64_t
   return VectorSplit{head, n_vec, begin + head + n_vec * kVec};
 }
 
-template <class In, bool kEntropy, bool kRank, bool kTopK, bool kExclude, bool kStreaming>
+template <class In, bool kEntropy, bool kRank, bool kTopK, bool kExclude, bool kStreaming,
+          bool kVarentropy = false>
 struct Scan {
   using C = typename Scalar<In>::Compute;
   static constexpr int kVec = 16 / int(sizeof(In));
@@ -143,10 +162,12 @@ struct Scan {
     uint32_t mid[kTopK ? kWarps * kMaxK : 1];
     double w_ref[kWarps], w_sum[kWarps], w_tsum[kWarps];
     long long w_nan[kWarps], w_gt[kWarps];
+    double w_mean[kVarentropy ? kWarps : 1], w_m2[kVarentropy ? kWarps : 1];
   };
 
   // Per thread.
   C ref, sum, tsum, scale, target;
+  SurprisalMoments moments;  // kVarentropy only
   int nan;
   unsigned n_greater;
   // Per warp (every lane holds the same values).
@@ -159,6 +180,7 @@ struct Scan {
   __device__ void reset(C scale_, C target_, int k_, C ex_val_, uint32_t ex_id_) {
     ref = Num<C>::neg_inf();
     sum = tsum = C(0);
+    moments = SurprisalMoments{};
     scale = scale_;
     target = target_;
     nan = 0;
@@ -209,17 +231,23 @@ struct Scan {
             const C a = Num<C>::exp2_(d);
             tsum = a * (tsum + d * sum);
             sum = a * sum;
+            if (kVarentropy)
+              moments.rebase((double(ref) - double(vmax)) * double(scale), double(a));
           }
           ref = vmax;
         }
         if (ref > Num<C>::neg_inf()) {
+          const C sum_before = sum;
+          C w[N];
 #pragma unroll
           for (int e = 0; e < N; ++e) {
             const C t = Num<C>::max_((x[e] - ref) * scale, kExp2Floor<C>);
             const C p = Num<C>::exp2_(t);
             sum += p;
-            if (kEntropy) tsum += p * t;
+            if (kEntropy || kVarentropy) tsum += p * t;
+            w[e] = p;
           }
+          if (kVarentropy) add_step_moments<N>(x, w, sum_before);
         }
       }
     }
@@ -244,6 +272,26 @@ struct Scan {
       __syncwarp();
       if (count > kCap - kStepMax) compact(sm, warp, lane);
     }
+  }
+
+  // The varentropy's moments of one step's elements x with weights w = 2^t, merged into the
+  // thread's, about the thread's mean of t with this step included (the CPU's pass C, per step).
+  template <int N>
+  __device__ void add_step_moments(const C (&x)[N], const C (&w)[N], C sum_before) {
+    const MomentCentre<C> c =
+        MomentCentre<C>::at(double(ref), double(tsum) / double(sum), scale, kExp2Floor<C>);
+    C s = C(0), tc = C(0), qc = C(0);
+#pragma unroll
+    for (int e = 0; e < N; ++e) {
+      // t - c, clamped as t is (a masked logit, or an overflowed difference, at the floor)
+      const C u = Num<C>::min_(Num<C>::max_((x[e] - c.raw) * scale, c.lo), c.hi);
+      const C wu = w[e] * u;
+      s += w[e];
+      tc += wu;
+      qc += wu * u;
+    }
+    moments.merge(SurprisalMoments::about(c.t, double(s), double(tc), double(qc)),
+                  double(sum_before), double(s));
   }
 
   // Streams elements [begin, end) of a row (row[j * col_stride]).
@@ -298,11 +346,13 @@ struct Scan {
   // with a barrier.
   __device__ void finish(Shared& sm, double scale_d, PieceHeader* total) {
     const int t = threadIdx.x, warp = t / kWarp, lane = t % kWarp;
+    const double t_scale = double(scale);  // the scale the t of this block were formed with
     SoftmaxState st;
     st.ref = double(ref);
     st.sum = double(sum);
     st.tsum = double(tsum);
     st.n_nan = nan;
+    if (kVarentropy) st.moments = moments;
     long long g = n_greater;
     for (int off = kWarp / 2; off > 0; off >>= 1) {
       SoftmaxState o;
@@ -310,8 +360,12 @@ struct Scan {
       o.sum = __shfl_down_sync(kFullMask, st.sum, off);
       o.tsum = __shfl_down_sync(kFullMask, st.tsum, off);
       o.n_nan = __shfl_down_sync(kFullMask, st.n_nan, off);
+      if (kVarentropy) {
+        o.moments.mean = __shfl_down_sync(kFullMask, st.moments.mean, off);
+        o.moments.m2 = __shfl_down_sync(kFullMask, st.moments.m2, off);
+      }
       g += __shfl_down_sync(kFullMask, g, off);
-      st.merge(o, scale_d);
+      st.merge<kVarentropy>(o, scale_d, t_scale);
     }
     if (lane == 0) {
       sm.w_ref[warp] = st.ref;
@@ -319,6 +373,10 @@ struct Scan {
       sm.w_tsum[warp] = st.tsum;
       sm.w_nan[warp] = st.n_nan;
       sm.w_gt[warp] = g;
+      if (kVarentropy) {
+        sm.w_mean[warp] = st.moments.mean;
+        sm.w_m2[warp] = st.moments.m2;
+      }
     }
     if constexpr (kTopK) {
       compact(sm, warp, lane);
@@ -334,22 +392,22 @@ struct Scan {
       __syncthreads();
     }
     if (t == 0) {
-      SoftmaxState s;
-      s.ref = sm.w_ref[0];
-      s.sum = sm.w_sum[0];
-      s.tsum = sm.w_tsum[0];
-      s.n_nan = sm.w_nan[0];
-      long long gsum = sm.w_gt[0];
-      for (int w = 1; w < kWarps; ++w) {
+      auto warp_state = [&](int w) {
         SoftmaxState o;
         o.ref = sm.w_ref[w];
         o.sum = sm.w_sum[w];
         o.tsum = sm.w_tsum[w];
         o.n_nan = sm.w_nan[w];
-        s.merge(o, scale_d);
+        if (kVarentropy) o.moments = SurprisalMoments{sm.w_mean[w], sm.w_m2[w]};
+        return o;
+      };
+      SoftmaxState s = warp_state(0);
+      long long gsum = sm.w_gt[0];
+      for (int w = 1; w < kWarps; ++w) {
+        s.merge<kVarentropy>(warp_state(w), scale_d, t_scale);
         gsum += sm.w_gt[w];
       }
-      *total = PieceHeader{s.ref, s.sum, s.tsum, (long long)s.n_nan, gsum};
+      *total = header_of(s, gsum);
     }
   }
 };
@@ -433,11 +491,11 @@ __device__ void finish_token_row(const TokenStatsArgs& a, int64_t row, const Sof
     write_topk_entry<C>(a, row, i, rs, int64_t(ids[i]), double(vals[i]));
 }
 
-template <class In, bool kRank>
+template <class In, bool kRank, bool kVarentropy>
 __global__ void __launch_bounds__(kThreads, 2)
     TokenStatsKernel(TokenStatsArgs a, TokenPlan plan, void* d_workspace) {
   using C = typename Scalar<In>::Compute;
-  using S = Scan<In, true, kRank, true, false, true>;
+  using S = Scan<In, true, kRank, true, false, true, kVarentropy>;
   __shared__ typename S::Shared sm;
   __shared__ PieceHeader s_total;
   const double scale_d = kLog2e / a.temperature;
@@ -489,7 +547,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int n = next_pow2(int(plan.splits) * kpow);
   for (int64_t row = blockIdx.x; row < a.logits.n_rows; row += gridDim.x) {
     const int64_t first = row * plan.splits;
-    if (threadIdx.x == 0) s_total = merge_pieces(ws.headers + first, plan.splits, scale_d);
+    if (threadIdx.x == 0)
+      s_total = merge_pieces(ws.headers + first, plan.splits, scale_d, a.varentropy != nullptr,
+                             double(C(scale_d)));
     for (int i = threadIdx.x; i < n; i += kThreads) {
       const int p = i / kpow, j = i % kpow;
       const bool have = p < plan.splits && j < plan.k_list;
@@ -680,7 +740,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int64_t item = blockIdx.x; item < plan.items; item += gridDim.x) {
     const int64_t row = item / plan.splits, piece = item % plan.splits;
     if (threadIdx.x == 0)
-      s_total = merge_pieces(d_headers + row * plan.splits, plan.splits, scale_d);
+      s_total = merge_pieces(d_headers + row * plan.splits, plan.splits, scale_d, false, 0.0);
     __syncthreads();
     const SoftmaxState st = state_of(s_total);
     write_piece<In, Out>(in + a.logits.row_offset(row), a.logits.col_stride,
@@ -712,12 +772,20 @@ cudaError_t TokenStats(const TokenStatsArgs& args, void* d_workspace, size_t wor
   if (workspace_bytes < TokenStatsWorkspace(args, sm_count)) return cudaErrorInvalidValue;
   return visit_dtype(args.logits.dtype, cudaErrorInvalidValue, [&](auto tag) -> cudaError_t {
     using In = decltype(tag);
-    if (args.targets != nullptr) {
-      auto k = TokenStatsKernel<In, true>;
-      k<<<grid_for(k, plan.items, sm_count), kThreads, 0, stream>>>(args, plan, d_workspace);
+    auto launch = [&](auto kernel) {
+      kernel<<<grid_for(kernel, plan.items, sm_count), kThreads, 0, stream>>>(args, plan,
+                                                                              d_workspace);
+    };
+    // The varentropy's moments only when asked for: the default kernels stay as they were.
+    const bool rank = args.targets != nullptr, moments = args.varentropy != nullptr;
+    if (rank && moments) {
+      launch(TokenStatsKernel<In, true, true>);
+    } else if (rank) {
+      launch(TokenStatsKernel<In, true, false>);
+    } else if (moments) {
+      launch(TokenStatsKernel<In, false, true>);
     } else {
-      auto k = TokenStatsKernel<In, false>;
-      k<<<grid_for(k, plan.items, sm_count), kThreads, 0, stream>>>(args, plan, d_workspace);
+      launch(TokenStatsKernel<In, false, false>);
     }
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess || plan.splits == 1) {

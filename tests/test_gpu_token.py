@@ -76,6 +76,27 @@ def test_temperature_and_no_targets(dtype):
 
 
 @pytest.mark.parametrize("dtype", TORCH_DTYPES)
+@pytest.mark.parametrize("shape", [(3, 7), (1, 32000), (9, 32000), (300, 32000), (2, 128256)])
+def test_varentropy_matches_cpu(shape, dtype):
+    """Whole rows and rows split over blocks (few rows), with and without targets; the other
+    fields keep their bits."""
+    n, v = shape
+    x = _tensor(logits_np(n, v, seed=n * 7 + v), dtype)
+    t = torch.from_numpy(_targets(n, v, n + v))
+    for targets in (None, t):
+        for temp in (0.3, 1.0, 2.5):
+            cpu = logcal.token_stats(x, targets, top_k=3, temperature=temp, varentropy=True)
+            gt = None if targets is None else targets.cuda()
+            gpu = logcal.token_stats(x.cuda(), gt, top_k=3, temperature=temp, varentropy=True)
+            assert_same_stats(cpu, gpu, dtype)
+            plain = logcal.token_stats(x.cuda(), gt, top_k=3, temperature=temp)
+            for field in plain:
+                np.testing.assert_array_equal(
+                    to_numpy(gpu[field]), to_numpy(plain[field]), err_msg=field
+                )
+
+
+@pytest.mark.parametrize("dtype", TORCH_DTYPES)
 def test_non_contiguous_views(dtype):
     base = _tensor(logits_np(24, 2 * 4099, seed=11, special=False), dtype).cuda()
     views = {

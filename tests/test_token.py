@@ -14,7 +14,14 @@ from logcal import reference
 ml_dtypes = pytest.importorskip("ml_dtypes")
 
 DTYPES = ["float16", "bfloat16", "float32", "float64"]
-FIELDS_FLOAT = ["logsumexp", "max_logprob", "entropy", "target_logprob", "topk_logprobs"]
+FIELDS_FLOAT = [
+    "logsumexp",
+    "max_logprob",
+    "entropy",
+    "varentropy",
+    "target_logprob",
+    "topk_logprobs",
+]
 FIELDS_EXACT = ["argmax", "target_rank", "topk_ids"]
 
 
@@ -36,13 +43,14 @@ def make_logits(rng, shape, dtype, *, scale=3.0, mask_frac=0.0, ties=False, offs
     return x.astype(np_dtype(dtype))
 
 
-def check_against_reference(logits, targets=None, top_k=0, temperature=1.0, ignore_index=-100):
-    got = logcal.token_stats(
-        logits, targets, top_k=top_k, temperature=temperature, ignore_index=ignore_index
+def check_against_reference(
+    logits, targets=None, top_k=0, temperature=1.0, ignore_index=-100, varentropy=False
+):
+    kw = dict(
+        top_k=top_k, temperature=temperature, ignore_index=ignore_index, varentropy=varentropy
     )
-    want = reference.token_stats(
-        logits, targets, top_k=top_k, temperature=temperature, ignore_index=ignore_index
-    )
+    got = logcal.token_stats(logits, targets, **kw)
+    want = reference.token_stats(logits, targets, **kw)
     assert set(got) == set(want)
     dtype = np.asarray(logits).dtype.name if not hasattr(logits, "detach") else str(logits.dtype)
     tol = TOL["float64"] if dtype.endswith("float64") else TOL["float32"]
@@ -98,18 +106,20 @@ def token_cases(draw):
             targets[rng.random(lead) < 0.3] = -100
     top_k = draw(st.one_of(st.just(0), st.integers(1, min(vocab, 25)), st.just(vocab)))
     temperature = draw(st.sampled_from([1.0, 1.0, 0.5, 2.0, 0.07]))
-    return logits, targets, top_k, temperature
+    return logits, targets, top_k, temperature, draw(st.booleans())
 
 
 @given(token_cases())
 def test_token_stats_matches_reference(case):
-    logits, targets, top_k, temperature = case
-    check_against_reference(logits, targets, top_k=top_k, temperature=temperature)
+    logits, targets, top_k, temperature, varentropy = case
+    check_against_reference(
+        logits, targets, top_k=top_k, temperature=temperature, varentropy=varentropy
+    )
 
 
 @given(token_cases())
 def test_log_softmax_matches_reference(case):
-    logits, _, _, temperature = case
+    logits, _, _, temperature, _ = case
     got = logcal.log_softmax(logits, temperature=temperature)
     dtype = logits.dtype.name
     assert got.dtype == (np.float64 if dtype == "float64" else np.float32)
@@ -136,7 +146,7 @@ def test_each_instruction_set_level(dtype, seed):
                 cpu.set_isa(level)
             except ValueError:
                 continue  # not supported by this CPU or build
-            check_against_reference(logits, targets, top_k=7, temperature=0.8)
+            check_against_reference(logits, targets, top_k=7, temperature=0.8, varentropy=True)
             assert_close(
                 logcal.log_softmax(logits),
                 reference.log_softmax(logits),
@@ -211,7 +221,7 @@ def test_rows_without_statistics_are_nan(bad):
         "all_masked": -np.inf,
         "pos_inf": np.where(np.arange(50) == 7, np.inf, 0.0),
     }[bad]
-    s = logcal.token_stats(logits, np.array([0, 0, 0]), top_k=3)
+    s = logcal.token_stats(logits, np.array([0, 0, 0]), top_k=3, varentropy=True)
     for name in FIELDS_FLOAT:
         values = np.asarray(s[name])
         assert np.isnan(values[1]).all(), name
@@ -309,8 +319,8 @@ def test_threads_agree_and_runs_repeat_bit_for_bit(n_rows):
         results = {}
         for threads in [1, 2, 5]:
             logcal.set_num_threads(threads)
-            results[threads] = check_against_reference(x, targets, top_k=20)
-            again = logcal.token_stats(x, targets, top_k=20)
+            results[threads] = check_against_reference(x, targets, top_k=20, varentropy=True)
+            again = logcal.token_stats(x, targets, top_k=20, varentropy=True)
             for field in again:
                 assert_equal(again[field], results[threads][field], f"rerun {field}")
             assert_equal(logcal.log_softmax(x), logcal.log_softmax(x), "rerun log_softmax")
@@ -423,6 +433,8 @@ def test_token_stats_record():
         _ = s.target_logprob
     with pytest.raises(AttributeError, match="pass top_k > 0 to token_stats"):
         _ = s.topk_ids
+    with pytest.raises(AttributeError, match="pass varentropy=True to token_stats"):
+        _ = s.varentropy
     with pytest.raises(AttributeError, match="immutable"):
         s.entropy = None
     assert "entropy: float32[2]" in repr(s)
@@ -540,3 +552,91 @@ def test_large_top_k_orders_signed_zeros_masks_and_ties_like_small_k(dtype):
     assert_equal(big.topk_ids, want.topk_ids, what="ids")
     small = logcal.token_stats(logits, top_k=100)
     assert_equal(big.topk_ids[:, :100], small.topk_ids, what="k=250 vs k=100")
+
+
+# --- varentropy ----------------------------------------------------------------------------------
+
+
+def _varentropy_rows(vocab, dtype):
+    """Rows that stress the varentropy: LM-like, peaked, flat, near-flat, one logit just above
+    a flat row (variance 1e-11 against a mean surprisal of 1e-3: the uncentred form
+    qsum / sum - (tsum / sum)^2 would keep no digit), masked, one-hot, large offsets and huge
+    logits."""
+    rng = np.random.default_rng(vocab)
+    rows = [
+        rng.standard_normal(vocab) * 2.5,
+        rng.standard_normal(vocab) * 12.0,
+        np.zeros(vocab),
+        rng.standard_normal(vocab) * 1e-3,
+        np.where(np.arange(vocab) == vocab // 3, 1e-3, 0.0),
+        np.where(rng.random(vocab) < 0.7, -np.inf, rng.standard_normal(vocab) * 3),
+        np.where(np.arange(vocab) == 1, 4.0, -np.inf),
+        rng.standard_normal(vocab) * 2 + 5000.0,
+        rng.standard_normal(vocab) * (1e4 if dtype == "float16" else 1e30),
+    ]
+    return np.stack(rows).astype(np_dtype(dtype))
+
+
+@pytest.mark.parametrize("vocab", [3, 2049, 32000])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("temperature", [1.0, 0.3, 4.0])
+def test_varentropy_keeps_its_relative_accuracy_however_small(vocab, dtype, temperature):
+    """On every row kind, at every instruction-set level: 2e-6 relative for 16/32-bit logits
+    (1e-11 for float64), down to values of 1e-11; an absolute floor only at zero, for the
+    reference's own rounding there, (1e-16 ln V)^2."""
+    x = _varentropy_rows(vocab, dtype)
+    want = reference.token_stats(x, temperature=temperature, varentropy=True)
+    rtol, atol = (1e-11, 1e-28) if dtype == "float64" else (2e-6, 1e-28)
+    cpu = logcal._native.cpu
+    before = cpu.isa()
+    try:
+        for level in ["baseline", "avx2", "avx512"]:
+            try:
+                cpu.set_isa(level)
+            except ValueError:
+                continue
+            got = logcal.token_stats(x, temperature=temperature, varentropy=True)
+            assert got.varentropy.dtype == got.entropy.dtype
+            assert_close(
+                got.varentropy, want.varentropy, rtol=rtol, atol=atol, what=f"varentropy[{level}]"
+            )
+    finally:
+        cpu.set_isa(before)
+
+
+def test_varentropy_changes_no_other_field_and_is_nan_where_entropy_is():
+    rng = np.random.default_rng(5)
+    x = make_logits(rng, (6, 5000), "float32", mask_frac=0.2)
+    x[1, 7], x[2, :], x[3, 9] = np.nan, -np.inf, np.inf
+    targets = rng.integers(0, 5000, 6)
+    plain = logcal.token_stats(x, targets, top_k=5)
+    with_v = logcal.token_stats(x, targets, top_k=5, varentropy=True)
+    assert set(with_v) == {*plain, "varentropy"}
+    for field in plain:  # the same bits: the varentropy has sums of its own
+        np.testing.assert_array_equal(with_v[field], plain[field], err_msg=field)
+    assert_equal(np.isnan(with_v.varentropy), np.isnan(plain.entropy), "NaN rows")
+    assert np.isnan(with_v.varentropy[1:4]).all()
+
+
+def test_varentropy_is_the_curvature_of_the_nll_in_inverse_temperature():
+    """Var_p[ln p] / beta^2 = d^2 lse(beta z) / d beta^2: against a central difference."""
+    rng = np.random.default_rng(6)
+    z = rng.standard_normal((4, 300)) * 2.0
+    beta, h = 0.8, 1e-4
+    lse = [
+        reference.token_stats(z, temperature=1 / b).logsumexp for b in (beta - h, beta, beta + h)
+    ]
+    second = (lse[0] - 2 * lse[1] + lse[2]) / h**2
+    got = logcal.token_stats(z, temperature=1 / beta, varentropy=True).varentropy / beta**2
+    np.testing.assert_allclose(got, second, rtol=1e-5)
+
+
+def test_varentropy_in_torch_and_must_be_a_bool():
+    torch = pytest.importorskip("torch")
+    x = torch.randn(3, 50)
+    s = logcal.token_stats(x, varentropy=True)
+    assert isinstance(s.varentropy, torch.Tensor) and s.varentropy.dtype == torch.float32
+    want = reference.token_stats(x.numpy(), varentropy=True).varentropy
+    assert_close(s.varentropy, want, **TOL["float32"])
+    with pytest.raises(TypeError, match="varentropy must be a bool, got int"):
+        logcal.token_stats(x, varentropy=1)

@@ -112,6 +112,11 @@ LOGCAL_HD V<T> max(V<T> a, V<T> b) {
 }
 
 template <class T>
+LOGCAL_HD V<T> min(V<T> a, V<T> b) {
+  return a < b ? a : b;
+}
+
+template <class T>
 LOGCAL_HD T reduce_max(V<T> v) {
   T m = v[0];
   for (int i = 1; i < Vec<T>::kLanes; ++i) m = v[i] > m ? v[i] : m;

@@ -7,7 +7,9 @@
 // One pass over each row, in chunks that stay in L1:
 //   pass A over the chunk: maximum, NaN check, rank of the target, top-k candidates;
 //   pass B over the same (cached) chunk: sum of 2^t and sum of 2^t * t relative to the running
-//   maximum, which moves at most once per chunk (one scalar rescale, never one per element).
+//   maximum, which moves at most once per chunk (one scalar rescale, never one per element);
+//   pass C, only for the varentropy: the sums of 2^t (t - c) and 2^t (t - c)^2 about the mean c
+//   of t so far, the chunk's weights 2^t kept from pass B (core/softmax_state.h says why centred).
 // Rows are spread over threads; when there are fewer rows than threads, each row is split into
 // segments whose states merge exactly as two halves of a row do (SoftmaxState::merge).
 #ifndef LOGCAL_ISA_NAMESPACE
@@ -82,13 +84,65 @@ struct SegmentResult {
 };
 
 // What the scan computes; all compile-time, so unused work costs nothing.
-template <bool kEntropy_, bool kRank_, bool kTopK_>
+template <bool kEntropy_, bool kRank_, bool kTopK_, bool kVarentropy_ = false>
 struct ScanOptions {
-  static constexpr bool kEntropy = kEntropy_;
+  static constexpr bool kEntropy = kEntropy_ || kVarentropy_;
   static constexpr bool kRank = kRank_;
   static constexpr bool kTopK = kTopK_;
+  static constexpr bool kVarentropy = kVarentropy_;
 };
 
+// Scratch per thread: the chunk's values, and with the varentropy its weights 2^t.
+template <class C>
+constexpr int64_t kScanBuffer = kChunk + simd::Vec<C>::kLanes;
+
+// Pass C over a chunk of n_vec vectors `x` with weights `e` (pass B's 2^t): merges the chunk's
+// varentropy moments into st, before st.add(chunk_sum, chunk_tsum). Centred at the mean of t
+// over the row so far, this chunk included, so each chunk's float sums hold the spread of t about
+// that mean, not its distance from the maximum.
+template <class C>
+void add_chunk_moments(SoftmaxState& st, const C* x, const C* e, int64_t n_vec, double chunk_sum,
+                       double chunk_tsum, C scale) {
+  using VC = simd::V<C>;
+  constexpr int W = simd::Vec<C>::kLanes;
+  const MomentCentre<C> c = MomentCentre<C>::at(
+      st.ref, (st.tsum + chunk_tsum) / (st.sum + chunk_sum), scale, kExp2Floor<C>);
+  const VC raw_v = simd::broadcast(c.raw), scale_v = simd::broadcast(scale);
+  const VC lo_v = simd::broadcast(c.lo), hi_v = simd::broadcast(c.hi);
+  // t - c, clamped as t is: a masked (-inf) logit, or one whose difference overflows C, sits at
+  // the floor; a rounding above the maximum at 0.
+  auto centred = [&](int64_t v) {
+    return simd::min<C>(simd::max<C>((simd::load(x + v * W) - raw_v) * scale_v, lo_v), hi_v);
+  };
+  simd::V<double> wide_tc[2] = {}, wide_qc[2] = {};
+  for (int64_t v0 = 0; v0 < n_vec; v0 += kFlushVectors<C>) {
+    const int64_t v1 = std::min(n_vec, v0 + kFlushVectors<C>);
+    VC tc0 = {}, tc1 = {}, qc0 = {}, qc1 = {};
+    int64_t v = v0;
+    for (; v + 2 <= v1; v += 2) {
+      const VC u0 = centred(v), u1 = centred(v + 1);
+      const VC eu0 = simd::load(e + v * W) * u0, eu1 = simd::load(e + (v + 1) * W) * u1;
+      tc0 += eu0;
+      tc1 += eu1;
+      qc0 += eu0 * u0;
+      qc1 += eu1 * u1;
+    }
+    if (v < v1) {
+      const VC u0 = centred(v);
+      const VC eu0 = simd::load(e + v * W) * u0;
+      tc0 += eu0;
+      qc0 += eu0 * u0;
+    }
+    simd::add_widened(wide_tc[0], wide_tc[1], tc0 + tc1);
+    simd::add_widened(wide_qc[0], wide_qc[1], qc0 + qc1);
+  }
+  st.moments.merge(
+      SurprisalMoments::about(c.t, chunk_sum, simd::reduce_sum<double>(wide_tc[0] + wide_tc[1]),
+                              simd::reduce_sum<double>(wide_qc[0] + wide_qc[1])),
+      st.sum, chunk_sum);
+}
+
+// `buf` holds kScanBuffer<C> values, twice that with the varentropy.
 template <class Opt, class In, class C>
 SegmentResult scan_segment(const In* row, int64_t col_stride, int64_t begin, int64_t end,
                            C target_logit, double scale, TopKList<C>* topk, C* buf) {
@@ -150,7 +204,7 @@ SegmentResult scan_segment(const In* row, int64_t col_stride, int64_t begin, int
 
     // Move the reference to the new maximum: once per chunk, one scalar rescale.
     const C chunk_max = simd::reduce_max<C>(vmax);
-    if (chunk_max > st.ref) st.rebase(chunk_max, scale);
+    if (chunk_max > st.ref) st.rebase<Opt::kVarentropy>(chunk_max, scale, double(C(scale)));
     if (!(st.ref > kNegInf<double>)) continue;  // only -inf so far: nothing to add
 
     // Pass B: sums of 2^t and 2^t * t over the chunk, now in L1. Two float accumulators each
@@ -158,6 +212,7 @@ SegmentResult scan_segment(const In* row, int64_t col_stride, int64_t begin, int
     // no float lane sums more than 16 terms (on the 4-lane baseline build; 4 with AVX-512)
     // and the result is as accurate at every instruction-set level.
     const VC ref_v = simd::broadcast(C(st.ref));
+    C* const weights = buf + kScanBuffer<C>;  // pass B's 2^t, for pass C
     simd::V<double> wide_sum[2] = {}, wide_tsum[2] = {};
     for (int64_t v0 = 0; v0 < n_vec; v0 += kFlushVectors<C>) {
       const int64_t v1 = std::min(n_vec, v0 + kFlushVectors<C>);
@@ -168,6 +223,10 @@ SegmentResult scan_segment(const In* row, int64_t col_stride, int64_t begin, int
         const VC t1 = simd::max<C>((simd::load(x + (v + 1) * W) - ref_v) * scale_v, floor_v);
         const VC e0 = simd::exp2(t0);
         const VC e1 = simd::exp2(t1);
+        if constexpr (Opt::kVarentropy) {
+          simd::store(weights + v * W, e0);
+          simd::store(weights + (v + 1) * W, e1);
+        }
         sum0 += e0;
         sum1 += e1;
         if constexpr (Opt::kEntropy) {
@@ -178,14 +237,19 @@ SegmentResult scan_segment(const In* row, int64_t col_stride, int64_t begin, int
       if (v < v1) {
         const VC t0 = simd::max<C>((simd::load(x + v * W) - ref_v) * scale_v, floor_v);
         const VC e0 = simd::exp2(t0);
+        if constexpr (Opt::kVarentropy) simd::store(weights + v * W, e0);
         sum0 += e0;
         if constexpr (Opt::kEntropy) tsum0 += e0 * t0;
       }
       simd::add_widened(wide_sum[0], wide_sum[1], sum0 + sum1);
       if constexpr (Opt::kEntropy) simd::add_widened(wide_tsum[0], wide_tsum[1], tsum0 + tsum1);
     }
-    st.add(simd::reduce_sum<double>(wide_sum[0] + wide_sum[1]),
-           Opt::kEntropy ? simd::reduce_sum<double>(wide_tsum[0] + wide_tsum[1]) : 0.0);
+    const double chunk_sum = simd::reduce_sum<double>(wide_sum[0] + wide_sum[1]);
+    const double chunk_tsum =
+        Opt::kEntropy ? simd::reduce_sum<double>(wide_tsum[0] + wide_tsum[1]) : 0.0;
+    if constexpr (Opt::kVarentropy)
+      add_chunk_moments<C>(st, x, weights, n_vec, chunk_sum, chunk_tsum, C(scale));
+    st.add(chunk_sum, chunk_tsum);
   }
   return result;
 }
@@ -250,11 +314,20 @@ struct TokenStatsJob {
   }
 
   SegmentResult scan(int64_t row, int64_t begin, int64_t end, TopKList<C>* list, C* buf) const {
-    // The statistics are always wanted; rank only with targets (top-k always: it gives argmax).
+    // The statistics are always wanted; rank only with targets (top-k always: it gives argmax);
+    // the varentropy's moments only when asked for.
+    if (a.varentropy != nullptr) {
+      if (a.targets != nullptr)
+        return scan<ScanOptions<true, true, true, true>>(row, begin, end, list, buf);
+      return scan<ScanOptions<true, false, true, true>>(row, begin, end, list, buf);
+    }
     if (a.targets != nullptr)
       return scan<ScanOptions<true, true, true>>(row, begin, end, list, buf);
     return scan<ScanOptions<true, false, true>>(row, begin, end, list, buf);
   }
+
+  // Scratch values per thread for scan (pass C's weights too with the varentropy).
+  int64_t buffer_size() const { return kScanBuffer<C> * (a.varentropy != nullptr ? 2 : 1); }
 
   // Top-k for large k: the k best of the whole row (valid rows have no NaN) by selection,
   // linear in V, then a sort of those k alone -- not a partial sort of all V, whose heap costs
@@ -322,7 +395,7 @@ struct TokenStatsJob {
     if (split.pieces == 1) {
       // Each task is a whole row: scan and finish it at once.
       return parallel_for(n_rows, Split::row_grain(vocab), [&](int64_t r0, int64_t r1) {
-        Vector<C> buf(kChunk + simd::Vec<C>::kLanes);
+        Vector<C> buf(static_cast<size_t>(buffer_size()));
         Vector<C> values(static_cast<size_t>(cap));
         Vector<int64_t> ids(static_cast<size_t>(cap));
         for (int64_t row = r0; row < r1; ++row) {
@@ -339,7 +412,7 @@ struct TokenStatsJob {
     Vector<int64_t> ids(static_cast<size_t>(n_tasks * cap));
     Vector<int64_t> sizes(static_cast<size_t>(n_tasks));
     Status s = parallel_for(n_tasks, 1, [&](int64_t t0, int64_t t1) {
-      Vector<C> buf(kChunk + simd::Vec<C>::kLanes);
+      Vector<C> buf(static_cast<size_t>(buffer_size()));
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t row = t / split.pieces, piece = t % split.pieces;
         TopKList<C> list{values.data() + t * cap, ids.data() + t * cap, cap, 0};
@@ -356,7 +429,10 @@ struct TokenStatsJob {
         TopKList<C> list{values.data() + first * cap, ids.data() + first * cap, cap,
                          sizes[size_t(first)]};
         for (int64_t t = first + 1; t < first + split.pieces; ++t) {
-          merged.state.merge(parts[size_t(t)].state, scale);
+          if (a.varentropy != nullptr)
+            merged.state.merge<true>(parts[size_t(t)].state, scale, double(C(scale)));
+          else
+            merged.state.merge(parts[size_t(t)].state, scale);
           merged.n_greater += parts[size_t(t)].n_greater;
           list.merge(
               TopKList<C>{values.data() + t * cap, ids.data() + t * cap, cap, sizes[size_t(t)]});

@@ -24,6 +24,7 @@ def token_stats(
     max_logprob: ArrayView | None = None,
     argmax: ArrayView | None = None,
     entropy: ArrayView | None = None,
+    varentropy: ArrayView | None = None,
     target_logprob: ArrayView | None = None,
     target_rank: ArrayView | None = None,
     topk_ids: ArrayView | None = None,

@@ -32,7 +32,7 @@ _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 _ALWAYS = ("logsumexp", "max_logprob", "argmax", "entropy")
 _TARGET_FIELDS = ("target_logprob", "target_rank")
 _TOPK_FIELDS = ("topk_ids", "topk_logprobs")
-_FIELDS = (*_ALWAYS, *_TARGET_FIELDS, *_TOPK_FIELDS, "candidate_logprobs")
+_FIELDS = (*_ALWAYS, "varentropy", *_TARGET_FIELDS, *_TOPK_FIELDS, "candidate_logprobs")
 
 
 class TokenStats(Record):
@@ -40,7 +40,8 @@ class TokenStats(Record):
 
     Fields (leading shape ``[...]`` of the logits):
 
-    ``logsumexp``, ``max_logprob``, ``argmax`` (int64), ``entropy`` (nats); with targets,
+    ``logsumexp``, ``max_logprob``, ``argmax`` (int64), ``entropy`` (nats); with
+    ``varentropy=True``, ``varentropy`` (nats squared); with targets,
     ``target_logprob`` and ``target_rank`` (int64); with ``top_k > 0``, ``topk_ids``
     (int64, ``[..., k]``) and ``topk_logprobs`` (``[..., k]``); with ``candidate_ids``,
     ``candidate_logprobs`` (``[..., C]``).
@@ -54,6 +55,7 @@ class TokenStats(Record):
     max_logprob: Any
     argmax: Any
     entropy: Any
+    varentropy: Any
     target_logprob: Any
     target_rank: Any
     topk_ids: Any
@@ -61,6 +63,7 @@ class TokenStats(Record):
     candidate_logprobs: Any
     _FIELDS = _FIELDS
     _OPTIONAL: ClassVar[dict] = {
+        "varentropy": "pass varentropy=True to token_stats",
         **dict.fromkeys(_TARGET_FIELDS, "pass targets= to token_stats"),
         **dict.fromkeys(_TOPK_FIELDS, "pass top_k > 0 to token_stats"),
         "candidate_logprobs": "pass candidate_ids= to token_stats",
@@ -222,6 +225,7 @@ def token_stats(
     temperature: float = 1.0,
     ignore_index: int = -100,
     candidate_ids: Any = None,
+    varentropy: bool = False,
 ) -> TokenStats:
     """Per-token statistics of the distributions ``softmax(logits / temperature)``, one pass.
 
@@ -247,11 +251,21 @@ def token_stats(
     candidate_ids : integer array of shape ``[C]`` or ``[..., C]``, optional
         Tokens whose log-probabilities are wanted at every position (``[C]``: the same ones
         everywhere, e.g. the answer letters of a multiple-choice prompt), each in ``[0, V)``.
+    varentropy : bool
+        Also return ``varentropy``, the variance of the surprisal ``Var_p[ln p] =
+        sum_i p_i (ln p_i + H)^2`` (``H`` the entropy), from the same pass: an uncertainty
+        signal of its own, and times ``temperature**2`` the curvature of the NLL in
+        ``1 / temperature``. Its moments are accumulated about the row's mean surprisal, so
+        it keeps its relative accuracy however small it is against that mean (within 2e-6
+        relative for 16/32-bit logits and 1e-11 for float64, tested down to values of 1e-11,
+        where ``E[ln p ** 2] - H ** 2`` would keep no digit). It costs about a third more
+        time on the CPU; without it the pass is as before.
 
     Returns
     -------
     TokenStats
-        ``logsumexp``, ``max_logprob``, ``argmax``, ``entropy`` always; ``target_logprob`` and
+        ``logsumexp``, ``max_logprob``, ``argmax``, ``entropy`` always; ``varentropy`` when
+        asked for; ``target_logprob`` and
         ``target_rank`` (number of tokens with a strictly larger logit) with targets;
         ``topk_ids`` and ``topk_logprobs`` (best first, ties to the lower id) with ``top_k``;
         ``candidate_logprobs`` ``[..., C]`` with ``candidate_ids`` (pass it to
@@ -268,17 +282,24 @@ def token_stats(
     (0.699999988079071, 1)
     >>> s.topk_ids
     array([[0, 1]])
+    >>> s = logcal.token_stats(np.log(np.array([[0.5, 0.25, 0.25]])), varentropy=True)
+    >>> round(float(s.entropy[0]), 6), round(float(s.varentropy[0]), 6)  # (ln 2)^2 / 4
+    (1.039721, 0.120113)
     """
     x = _logits(logits, "token_stats")
     temperature = _temperature(temperature, x.dtype)
     lead, vocab = x.shape[:-1], x.shape[-1]
     top_k, ignore_index = _top_k_and_ignore_index(top_k, ignore_index, vocab)
+    if not isinstance(varentropy, (bool, np.bool_)):
+        raise TypeError(f"varentropy must be a bool, got {type(varentropy).__name__}")
     t = None if targets is None else _targets(targets, x)
     ids = None if candidate_ids is None else checked_candidate_ids(candidate_ids, lead, vocab)
 
     float_out = _float_out(x)
     shapes = {f: (lead, float_out) for f in ("logsumexp", "max_logprob", "entropy")}
     shapes["argmax"] = (lead, "int64")
+    if varentropy:
+        shapes["varentropy"] = (lead, float_out)
     if t is not None:
         shapes["target_logprob"] = (lead, float_out)
         shapes["target_rank"] = (lead, "int64")

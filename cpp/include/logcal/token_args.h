@@ -53,6 +53,7 @@ struct TokenStatsArgs {
   void* max_logprob = nullptr;     // [n_rows]
   int64_t* argmax = nullptr;       // [n_rows]
   void* entropy = nullptr;         // [n_rows]
+  void* varentropy = nullptr;      // [n_rows]: Var_p[ln p]; computed only when wanted
   void* target_logprob = nullptr;  // [n_rows]
   int64_t* target_rank = nullptr;  // [n_rows]
   int64_t* topk_ids = nullptr;     // [n_rows, top_k]

@@ -156,6 +156,7 @@ inline TokenStatsCall token_stats_call(const py::object& logits, const py::objec
                                        int64_t top_k, double temperature, int64_t ignore_index,
                                        const py::object& logsumexp, const py::object& max_logprob,
                                        const py::object& argmax, const py::object& entropy,
+                                       const py::object& varentropy,
                                        const py::object& target_logprob,
                                        const py::object& target_rank, const py::object& topk_ids,
                                        const py::object& topk_logprobs, bool gpu) {
@@ -192,6 +193,7 @@ inline TokenStatsCall token_stats_call(const py::object& logits, const py::objec
   a.max_logprob = output<void>(max_logprob, "max_logprob", lead, f, device);
   a.argmax = output<int64_t>(argmax, "argmax", lead, "int64", device);
   a.entropy = output<void>(entropy, "entropy", lead, f, device);
+  a.varentropy = output<void>(varentropy, "varentropy", lead, f, device);
   a.target_logprob = output<void>(target_logprob, "target_logprob", lead, f, device);
   a.target_rank = output<int64_t>(target_rank, "target_rank", lead, "int64", device);
   a.topk_ids = output<int64_t>(topk_ids, "topk_ids", lead_k, "int64", device);
@@ -204,12 +206,12 @@ template <bool kGpu, void (*Run)(TokenStatsCall&)>
 void token_stats_entry(const py::object& logits, const py::object& targets, int64_t top_k,
                        double temperature, int64_t ignore_index, const py::object& logsumexp,
                        const py::object& max_logprob, const py::object& argmax,
-                       const py::object& entropy, const py::object& target_logprob,
-                       const py::object& target_rank, const py::object& topk_ids,
-                       const py::object& topk_logprobs) {
-  TokenStatsCall call =
-      token_stats_call(logits, targets, top_k, temperature, ignore_index, logsumexp, max_logprob,
-                       argmax, entropy, target_logprob, target_rank, topk_ids, topk_logprobs, kGpu);
+                       const py::object& entropy, const py::object& varentropy,
+                       const py::object& target_logprob, const py::object& target_rank,
+                       const py::object& topk_ids, const py::object& topk_logprobs) {
+  TokenStatsCall call = token_stats_call(
+      logits, targets, top_k, temperature, ignore_index, logsumexp, max_logprob, argmax, entropy,
+      varentropy, target_logprob, target_rank, topk_ids, topk_logprobs, kGpu);
   Run(call);
 }
 
@@ -219,13 +221,14 @@ void def_token_stats(py::module_& m) {
         py::arg("targets") = py::none(), py::arg("top_k") = 0, py::arg("temperature") = 1.0,
         py::arg("ignore_index") = -100, py::arg("logsumexp") = py::none(),
         py::arg("max_logprob") = py::none(), py::arg("argmax") = py::none(),
-        py::arg("entropy") = py::none(), py::arg("target_logprob") = py::none(),
-        py::arg("target_rank") = py::none(), py::arg("topk_ids") = py::none(),
-        py::arg("topk_logprobs") = py::none(),
+        py::arg("entropy") = py::none(), py::arg("varentropy") = py::none(),
+        py::arg("target_logprob") = py::none(), py::arg("target_rank") = py::none(),
+        py::arg("topk_ids") = py::none(), py::arg("topk_logprobs") = py::none(),
         "Per-row statistics of softmax(logits / temperature), written into the given outputs\n"
         "(ArrayViews of dense arrays; None: not wanted). targets are copied and checked as\n"
         "they are read: a value outside [0, V) that is not ignore_index raises ValueError\n"
-        "naming its position and value.");
+        "naming its position and value. varentropy, Var_p[ln p], is computed only when given\n"
+        "(the one pass then also keeps its centred moments).");
 }
 
 // --- log_softmax -----------------------------------------------------------------------------

@@ -49,8 +49,13 @@ def token_stats(
     temperature: float = 1.0,
     ignore_index: int = -100,
     candidate_ids: Any = None,
+    varentropy: bool = False,
 ) -> TokenStats:
-    """The fields of :func:`logcal.token_stats`, from their definitions, in float64."""
+    """The fields of :func:`logcal.token_stats`, from their definitions, in float64.
+
+    The varentropy is ``sum_i p_i (ln p_i + H)^2`` summed as written, about the entropy ``H``
+    (two passes over the row: no cancellation against the mean surprisal).
+    """
     x = _float64(logits)
     m, z, log_sum, invalid = _row_stats(x, temperature)
     with np.errstate(invalid="ignore"):
@@ -64,6 +69,11 @@ def token_stats(
         "argmax": np.argmax(np.where(np.isnan(x), -np.inf, x), axis=-1).astype(np.int64),
         "entropy": -plogp.sum(axis=-1),
     }
+    if varentropy:
+        h = fields["entropy"][..., None]
+        with np.errstate(invalid="ignore"):
+            # p = 0 terms (masked tokens, underflow) add nothing, as in the definition.
+            fields["varentropy"] = np.where(p > 0, p * (lp + h) ** 2, 0.0).sum(axis=-1)
     if targets is not None:
         t = np.asarray(host_only(view(targets, "targets"), "targets", "reference"), np.int64)
         ignored = t == ignore_index

@@ -18,9 +18,9 @@ LOGCAL_HD void put_output(void* out, int64_t i, double v) {
 }
 
 // What a row without statistics (SoftmaxState::valid() is false: a NaN, a +inf, or no finite
-// logit) reports: every float output NaN -- logsumexp, max_logprob, entropy, target_logprob,
-// each top-k log-probability and each log_softmax entry -- and every index output -1: argmax,
-// target_rank and each top-k id.
+// logit) reports: every float output NaN -- logsumexp, max_logprob, entropy, varentropy,
+// target_logprob, each top-k log-probability and each log_softmax entry -- and every index
+// output -1: argmax, target_rank and each top-k id.
 struct InvalidRow {
   static constexpr int64_t kIndex = -1;
   template <class T>
@@ -39,6 +39,7 @@ LOGCAL_HD void write_invalid_row(const TokenStatsArgs& a, int64_t row, bool row_
     put_output<T>(a.logsumexp, row, nan);
     put_output<T>(a.max_logprob, row, nan);
     put_output<T>(a.entropy, row, nan);
+    put_output<T>(a.varentropy, row, nan);
     put_output<T>(a.target_logprob, row, nan);
     if (a.argmax) a.argmax[row] = InvalidRow::kIndex;
     if (a.target_rank) a.target_rank[row] = InvalidRow::kIndex;
@@ -49,7 +50,8 @@ LOGCAL_HD void write_invalid_row(const TokenStatsArgs& a, int64_t row, bool row_
   }
 }
 
-// Writes the per-row fields of a valid row. `argmax` is the row's top-1 id; `targeted` says the
+// Writes the per-row fields of a valid row (the varentropy from the moments `st` kept when it is
+// wanted). `argmax` is the row's top-1 id; `targeted` says the
 // row has a target (target_logit is then its logit) and `n_greater` counts the logits strictly
 // above the target's. A row without a target has a NaN target_logprob and target_rank -1.
 template <class T>
@@ -59,6 +61,7 @@ LOGCAL_HD void write_row_fields(const TokenStatsArgs& a, int64_t row, const Soft
   put_output<T>(a.logsumexp, row, rs.logsumexp());
   put_output<T>(a.max_logprob, row, rs.max_logprob());
   put_output<T>(a.entropy, row, RowSoftmax::entropy(st));
+  if (a.varentropy) put_output<T>(a.varentropy, row, RowSoftmax::varentropy(st));
   if (a.argmax) a.argmax[row] = argmax;
   put_output<T>(a.target_logprob, row,
                 targeted ? rs.logprob(target_logit) : std::numeric_limits<double>::quiet_NaN());
