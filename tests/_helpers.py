@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 # Tolerances per output dtype, relative and absolute. float32 outputs are accumulated in at
@@ -59,3 +61,22 @@ def assert_equal(actual, expected, what=""):
         raise AssertionError(
             f"{what}: {int((a != e).sum())} of {a.size} differ\n" + "\n".join(rows)
         )
+
+
+def exact(message: str) -> str:
+    """A ``pytest.raises(match=)`` pattern for exactly this message."""
+    return "^" + re.escape(message) + "$"
+
+
+def assert_same(a, b):
+    """Two batches with the same fields and values (NaN equal to NaN)."""
+    assert sorted(a) == sorted(b)
+    for name in a:
+        x, y = a[name], b[name]
+        if not isinstance(x, np.ndarray):
+            assert x == y, name
+        elif x.dtype == object:
+            assert y.dtype == object and x.tolist() == y.tolist(), name
+        else:
+            assert x.dtype == y.dtype, name
+            np.testing.assert_array_equal(x, y, err_msg=name)

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import logcal
-from _helpers import assert_close
+from _helpers import assert_close, exact
 
 DATA = Path(__file__).parent / "data"
 read = logcal.io.read_logprobs
@@ -35,11 +35,6 @@ def assert_equal(actual, expected, what=""):
     actual, expected = np.asarray(actual), np.asarray(expected)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
     np.testing.assert_array_equal(actual, expected, err_msg=what)
-
-
-def exact(message: str) -> str:
-    """A ``pytest.raises(match=)`` pattern for exactly this message."""
-    return "^" + re.escape(message) + "$"
 
 
 def objects(*values):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import warnings
 
 import numpy as np
@@ -21,28 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import logcal
+from _helpers import assert_same, exact
 from logcal.io._merge import concat
 
 read = logcal.io.read_logprobs
 DEMO = logcal.io.demo_path()
-
-
-def exact(message: str) -> str:
-    return "^" + re.escape(message) + "$"
-
-
-def assert_same(a, b):
-    """Two batches with the same fields and values (NaN equal to NaN)."""
-    assert sorted(a) == sorted(b)
-    for name in a:
-        x, y = a[name], b[name]
-        if not isinstance(x, np.ndarray):
-            assert x == y, name
-        elif x.dtype == object:
-            assert y.dtype == object and x.tolist() == y.tolist(), name
-        else:
-            assert x.dtype == y.dtype, name
-            np.testing.assert_array_equal(x, y, err_msg=name)
 
 
 def entry(rng: random.Random, k: int = 3) -> dict:

@@ -10,33 +10,15 @@ import shutil
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import logcal
+from _helpers import assert_same, exact
 from logcal.io._merge import concat
 
 DATA = Path(__file__).parent / "data"
 DEMO = logcal.io.demo_path()
 read = logcal.io.read_logprobs
-
-
-def exact(message: str) -> str:
-    return "^" + re.escape(message) + "$"
-
-
-def assert_same(a, b):
-    """Two batches with the same fields and values (NaN equal to NaN)."""
-    assert sorted(a) == sorted(b)
-    for name in a:
-        x, y = a[name], b[name]
-        if not isinstance(x, np.ndarray):
-            assert x == y, name
-        elif x.dtype == object:
-            assert y.dtype == object and x.tolist() == y.tolist(), name
-        else:
-            assert x.dtype == y.dtype, name
-            np.testing.assert_array_equal(x, y, err_msg=name)
 
 
 def stream_file(path: Path) -> Path:

@@ -17,15 +17,12 @@ import numpy as np
 import pytest
 
 import logcal
+from _helpers import exact
 
 DATA = Path(__file__).parent / "data"
 read = logcal.io.read_logprobs
 GOOD = (DATA / "openai_chat.jsonl").read_text().splitlines()[0]
 DEEP = '{"choices": ' + "[" * 100_000 + "]" * 100_000 + "}"
-
-
-def exact(message: str) -> str:
-    return "^" + re.escape(message) + "$"
 
 
 def write(tmp_path, name, lines):

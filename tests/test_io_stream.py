@@ -16,30 +16,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import logcal
+from _helpers import assert_same, exact
 from logcal.io._merge import concat
 
 DATA = Path(__file__).parent / "data"
 DEMO = logcal.io.demo_path()
 read = logcal.io.read_logprobs
-
-
-def exact(message: str) -> str:
-    """A ``pytest.raises(match=)`` pattern for exactly this message."""
-    return "^" + re.escape(message) + "$"
-
-
-def assert_same(a, b):
-    """Two batches with the same fields and values (NaN equal to NaN)."""
-    assert sorted(a) == sorted(b)
-    for name in a:
-        x, y = a[name], b[name]
-        if not isinstance(x, np.ndarray):
-            assert x == y, name
-        elif x.dtype == object:
-            assert y.dtype == object and x.tolist() == y.tolist(), name
-        else:
-            assert x.dtype == y.dtype, name
-            np.testing.assert_array_equal(x, y, err_msg=name)
 
 
 def big_file(tmp_path, copies=3, bad_lines=()):
