@@ -102,8 +102,8 @@ __device__ __forceinline__ SoftmaxState state_of(const PieceHeader& h) {
 }
 
 __device__ __forceinline__ PieceHeader header_of(const SoftmaxState& s, long long n_greater) {
-  return PieceHeader{s.ref,     s.sum, s.tsum, (long long)s.n_nan, n_greater, s.moments.mean,
-                     s.moments.m2};
+  return PieceHeader{s.ref,     s.sum,          s.tsum,      (long long)s.n_nan,
+                     n_greater, s.moments.mean, s.moments.m2};
 }
 
 // The n pieces of a row merged in piece order, so every block that merges them gets the same

@@ -108,7 +108,7 @@ struct SoftmaxState {
   double ref = -INFINITY;  // largest logit seen (raw units); -inf until a finite one is seen
   double sum = 0.0;
   double tsum = 0.0;
-  int64_t n_nan = 0;  // a row with any NaN has undefined statistics
+  int64_t n_nan = 0;         // a row with any NaN has undefined statistics
   SurprisalMoments moments;  // kept only by the kernels that compute the varentropy
 
   // Move the reference up to `new_ref` (>= ref), rescaling the sums. `scale` = log2(e) / T.
