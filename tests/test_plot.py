@@ -11,6 +11,8 @@ matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 plt = pytest.importorskip("matplotlib.pyplot")
 
+import logcal.plot  # noqa: E402 (after matplotlib is known to be there)
+
 
 @pytest.fixture
 def stats():

@@ -33,6 +33,17 @@ def _pyplot():
     return plt
 
 
+def _diagram_axes(ax: Any) -> tuple:
+    """``(figure, diagram axes, histogram axes)``: a new figure of the two, one above the
+    other, or ``ax`` with the histogram in an inset below it."""
+    if ax is None:
+        fig, (ax, ax_hist) = _pyplot().subplots(
+            2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+        )
+        return fig, ax, ax_hist
+    return ax.figure, ax, ax.inset_axes([0.0, -0.45, 1.0, 0.3], sharex=ax)
+
+
 def _title(stats: Any) -> str:
     title = f"ECE = {stats.ece():.4f}"
     if getattr(stats, "n_bootstrap", 0):
@@ -61,14 +72,7 @@ def reliability_diagram(stats: Any, ax: Any = None, *, title: str | None = None)
         Its first axes hold the diagram: one bar per non-empty bin (gid ``"accuracy"``), the gap
         to the bin's mean confidence shaded (gid ``"gap"``), and the diagonal.
     """
-    plt = _pyplot()
-    if ax is None:
-        fig, (ax, ax_hist) = plt.subplots(
-            2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
-        )
-    else:
-        fig = ax.figure
-        ax_hist = ax.inset_axes([0.0, -0.45, 1.0, 0.3], sharex=ax)
+    fig, ax, ax_hist = _diagram_axes(ax)
 
     edges = np.asarray(stats.edges, dtype=np.float64)
     count = np.asarray(stats.count)
@@ -162,14 +166,7 @@ def recalibration_diagram(
     >>> [line.get_label()[:8] for line in fig.axes[0].get_lines() if line.get_gid()]
     ['model: E', 'isotonic']
     """
-    plt = _pyplot()
-    if ax is None:
-        fig, (ax, ax_hist) = plt.subplots(
-            2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
-        )
-    else:
-        fig = ax.figure
-        ax_hist = ax.inset_axes([0.0, -0.45, 1.0, 0.3], sharex=ax)
+    fig, ax, ax_hist = _diagram_axes(ax)
 
     edges = np.asarray(before.edges, dtype=np.float64)
     ax.plot([0, 1], [0, 1], linestyle="--", color="0.3", linewidth=1, label="perfect calibration")
